@@ -1,0 +1,35 @@
+# Weft's developer entry points. `make quickstart` and `make test` are the
+# two commands the README starts with; .ci/run runs `make test` and `make lint`.
+
+CARGO ?= cargo
+WASM_TARGET := wasm32-wasip2
+WASM_DIR := target/wasm-filters
+FILTER_CRATES := -p weft-filter-add-header -p weft-filter-api-key -p hello-filter -p misbehave-filter
+
+.PHONY: setup build filters quickstart test lint
+
+## setup: install the Wasm target filters are built for.
+setup:
+	rustup target add $(WASM_TARGET)
+
+## build: the proxy and the demo upstream (release).
+build:
+	$(CARGO) build --release -p weft -p weft-demo-upstream
+
+## filters: every built-in and example filter, into target/wasm-filters.
+filters: setup
+	$(CARGO) build --target $(WASM_TARGET) --profile filter --target-dir $(WASM_DIR) $(FILTER_CRATES)
+
+## quickstart: set up, build, and run weft in front of the demo upstream.
+quickstart: setup build filters
+	./examples/quickstart/run.sh
+
+## test: the whole test suite (unit and end-to-end).
+test: setup
+	$(CARGO) test --release --workspace --exclude weft-filter-add-header --exclude weft-filter-api-key --exclude hello-filter --exclude misbehave-filter
+	$(CARGO) test --release -p weft-filter-add-header -p weft-filter-api-key -p hello-filter -p misbehave-filter
+
+## lint: formatting and clippy, as CI checks them.
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --all-targets -- -D warnings

@@ -1,0 +1,147 @@
+//! A filter that misbehaves on purpose, to test how the proxy contains a
+//! faulty filter. Config:
+//!
+//! ```json
+//! {
+//!   "do": "trap" | "loop" | "grow" | "panic",
+//!   "phase": "request_headers" | "response_headers",
+//!   "when_header": "x-doom",
+//!   "init_error": "message"
+//! }
+//! ```
+//!
+//! - `do`: what goes wrong. `trap` executes `unreachable`; `loop` spins
+//!   forever; `grow` allocates and touches 1 MiB chunks until memory runs
+//!   out; `panic` panics. Absent: never misbehaves.
+//! - `phase`: where it goes wrong; `request_headers` by default.
+//! - `when_header`: misbehave only for requests that have this header.
+//! - `init_error`: `init` fails with this message.
+//!
+//! A request it spares gets the request header `x-misbehave: spared`.
+
+mod misbehaviour;
+
+use serde::Deserialize;
+use weft_sdk::{Action, Filter, Phases, Request, Response};
+
+use crate::misbehaviour::Misbehaviour;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    #[serde(rename = "do")]
+    misbehaviour: Option<Misbehaviour>,
+    #[serde(default)]
+    phase: Phase,
+    when_header: Option<String>,
+    init_error: Option<String>,
+}
+
+/// The phase in which the filter misbehaves.
+#[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum Phase {
+    #[default]
+    RequestHeaders,
+    ResponseHeaders,
+}
+
+struct Misbehave {
+    misbehaviour: Option<Misbehaviour>,
+    phase: Phase,
+    when_header: Option<String>,
+}
+
+impl Misbehave {
+    /// Whether this request is one to misbehave on.
+    fn doomed(&self, req: &Request) -> bool {
+        self.misbehaviour.is_some()
+            && self
+                .when_header
+                .as_deref()
+                .is_none_or(|name| req.header(name).is_some())
+    }
+
+    /// Misbehaves if this request is doomed and `phase` is the configured one.
+    fn maybe_misbehave(&self, phase: Phase, req: &Request) {
+        if let Some(misbehaviour) = self.misbehaviour
+            && phase == self.phase
+            && self.doomed(req)
+        {
+            weft_sdk::warn!("misbehave-filter: about to {}", misbehaviour.name());
+            misbehaviour.commit();
+        }
+    }
+}
+
+#[weft_sdk::filter]
+impl Filter for Misbehave {
+    type Config = Config;
+
+    fn new(config: Config) -> Result<Self, String> {
+        if let Some(message) = config.init_error {
+            return Err(message);
+        }
+        Ok(Misbehave {
+            misbehaviour: config.misbehaviour,
+            phase: config.phase,
+            when_header: config.when_header,
+        })
+    }
+
+    fn phases(&self) -> Phases {
+        match self.phase {
+            Phase::RequestHeaders => Phases::REQUEST_HEADERS,
+            Phase::ResponseHeaders => Phases::REQUEST_HEADERS | Phases::RESPONSE_HEADERS,
+        }
+    }
+
+    fn on_request_headers(&mut self, req: &Request) -> Action {
+        if !self.doomed(req) {
+            req.set_header("x-misbehave", "spared");
+        }
+        self.maybe_misbehave(Phase::RequestHeaders, req);
+        Action::Continue
+    }
+
+    fn on_response_headers(&mut self, req: &Request, _resp: &Response) -> Action {
+        self.maybe_misbehave(Phase::ResponseHeaders, req);
+        Action::Continue
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new(json: &str) -> Result<Misbehave, String> {
+        Misbehave::new(serde_json::from_str(json).map_err(|err| err.to_string())?)
+    }
+
+    #[test]
+    fn config_picks_misbehaviour_and_phases() {
+        let filter = new(r#"{"do": "grow"}"#).unwrap();
+        assert_eq!(filter.misbehaviour, Some(Misbehaviour::Grow));
+        assert_eq!(filter.phases(), Phases::REQUEST_HEADERS);
+
+        let filter =
+            new(r#"{"do": "loop", "phase": "response_headers", "when_header": "x-doom"}"#).unwrap();
+        assert_eq!(filter.misbehaviour, Some(Misbehaviour::Loop));
+        assert_eq!(filter.when_header.as_deref(), Some("x-doom"));
+        assert_eq!(
+            filter.phases(),
+            Phases::REQUEST_HEADERS | Phases::RESPONSE_HEADERS
+        );
+    }
+
+    #[test]
+    fn init_error_fails_init() {
+        assert_eq!(new(r#"{"init_error": "boom"}"#).err(), Some("boom".into()));
+    }
+
+    #[test]
+    fn unknown_misbehaviour_is_refused() {
+        let err = new(r#"{"do": "explode"}"#).err().unwrap();
+        assert!(err.starts_with("unknown variant `explode`"), "{err}");
+    }
+}

@@ -1,0 +1,77 @@
+//! The ways the filter can go wrong.
+
+use serde::Deserialize;
+use weft_sdk::log::{self, Level};
+
+/// What goes wrong.
+#[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Misbehaviour {
+    /// Executes the `unreachable` instruction.
+    Trap,
+    /// Spins forever.
+    Loop,
+    /// Allocates and touches memory until the proxy's cap stops it.
+    Grow,
+    /// Panics.
+    Panic,
+}
+
+impl Misbehaviour {
+    /// The name used in the config.
+    pub fn name(self) -> &'static str {
+        match self {
+            Misbehaviour::Trap => "trap",
+            Misbehaviour::Loop => "loop",
+            Misbehaviour::Grow => "grow",
+            Misbehaviour::Panic => "panic",
+        }
+    }
+
+    /// Goes wrong; never returns.
+    pub fn commit(self) -> ! {
+        match self {
+            Misbehaviour::Trap => trap(),
+            Misbehaviour::Loop => spin(),
+            Misbehaviour::Grow => grow(),
+            Misbehaviour::Panic => panic!("misbehave-filter: asked to panic"),
+        }
+    }
+}
+
+fn trap() -> ! {
+    #[cfg(target_arch = "wasm32")]
+    core::arch::wasm32::unreachable();
+    #[cfg(not(target_arch = "wasm32"))]
+    std::process::abort();
+}
+
+fn spin() -> ! {
+    let mut turns = 0u64;
+    loop {
+        turns = std::hint::black_box(turns.wrapping_add(1));
+    }
+}
+
+/// Allocates 1 MiB chunks and writes to every page of each, until an
+/// allocation fails; then logs that and traps. (Left to itself, the standard
+/// library would report the failure on WASI stderr, which the proxy does not
+/// provide, and trap on that import instead.)
+fn grow() -> ! {
+    const CHUNK: usize = 1 << 20;
+    const PAGE: usize = 4096;
+    let mut chunks: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let mut chunk = Vec::new();
+        if chunk.try_reserve_exact(CHUNK).is_err() || chunks.try_reserve(1).is_err() {
+            // No formatting: that would allocate.
+            log::log(Level::Error, "misbehave-filter: out of memory");
+            trap();
+        }
+        chunk.resize(CHUNK, 0);
+        for byte in chunk.iter_mut().step_by(PAGE) {
+            *byte = 1;
+        }
+        chunks.push(std::hint::black_box(chunk));
+    }
+}

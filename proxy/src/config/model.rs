@@ -1,0 +1,180 @@
+//! The configuration file's shape, exactly as users write it (YAML or JSON).
+//!
+//! Every struct rejects unknown fields, so a typo is an error that names its
+//! path instead of a silently ignored key.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The admin endpoint (served by a later version; accepted now so
+    /// configs stay forward-compatible).
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
+    /// Filter modules this proxy knows, by name.
+    #[serde(default)]
+    pub filters: BTreeMap<String, FilterModuleConfig>,
+    /// Sockets to accept requests on, each with its routes.
+    pub listeners: Vec<ListenerConfig>,
+    /// Upstream clusters, by name.
+    #[serde(default)]
+    pub clusters: BTreeMap<String, ClusterConfig>,
+}
+
+/// `admin:`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of the admin API.
+    pub listen: String,
+}
+
+/// `filters.<name>:` one Wasm component and the limits its calls run under.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FilterModuleConfig {
+    /// Path of the `.wasm` component, relative to the config file.
+    pub path: PathBuf,
+    /// Deadline of one phase call, in milliseconds.
+    #[serde(default = "default_deadline_ms")]
+    pub deadline_ms: u64,
+    /// Linear-memory cap of one instance, in MiB.
+    #[serde(default = "default_max_memory_mib")]
+    pub max_memory_mib: u64,
+}
+
+/// Default deadline of one phase call.
+pub const DEFAULT_DEADLINE_MS: u64 = 10;
+/// Default memory cap of one instance.
+pub const DEFAULT_MAX_MEMORY_MIB: u64 = 16;
+
+fn default_deadline_ms() -> u64 {
+    DEFAULT_DEADLINE_MS
+}
+fn default_max_memory_mib() -> u64 {
+    DEFAULT_MAX_MEMORY_MIB
+}
+
+/// `listeners[i]:`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Unique name, used in logs and request properties.
+    pub name: String,
+    /// `ip:port` to bind; port 0 picks a free port (logged at start).
+    pub listen: String,
+    /// Routes, tried in order: the first match wins.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `listeners[i].routes[j]:`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Unique name within the listener.
+    pub name: String,
+    /// What a request must look like to take this route; empty matches all.
+    #[serde(default, rename = "match")]
+    pub matcher: MatchConfig,
+    /// The route's filter chain, in order.
+    #[serde(default)]
+    pub filters: Vec<ChainEntryConfig>,
+    /// The cluster requests are sent to.
+    pub cluster: String,
+    /// Time allowed for the upstream's response headers (504 after it).
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Largest body buffered for a filter's body phase (413 above it).
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: u64,
+}
+
+/// Default route timeout.
+pub const DEFAULT_TIMEOUT_MS: u64 = 15_000;
+/// Default bound of a buffered body.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
+
+fn default_timeout_ms() -> u64 {
+    DEFAULT_TIMEOUT_MS
+}
+fn default_max_body_bytes() -> u64 {
+    DEFAULT_MAX_BODY_BYTES
+}
+
+/// `match:` every condition given must hold.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MatchConfig {
+    /// Exact host (`api.example.com`) or suffix wildcard (`*.example.com`).
+    pub host: Option<String>,
+    /// Exact path (without query).
+    pub path: Option<String>,
+    /// Path prefix.
+    pub path_prefix: Option<String>,
+    /// Allowed methods.
+    pub methods: Option<Vec<String>>,
+    /// Header conditions.
+    #[serde(default)]
+    pub headers: Vec<HeaderMatchConfig>,
+}
+
+/// `match.headers[k]:` one header condition: `exact`, `prefix` or `present`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderMatchConfig {
+    /// Header name (any case).
+    pub name: String,
+    /// The value must equal this.
+    pub exact: Option<String>,
+    /// The value must start with this.
+    pub prefix: Option<String>,
+    /// The header must be present (`true`) or absent (`false`).
+    pub present: Option<bool>,
+}
+
+/// `filters[k]:` one entry of a route's chain.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ChainEntryConfig {
+    /// Name of a module under the top-level `filters:`.
+    pub filter: String,
+    /// The filter's own config, passed to its `init` as JSON.
+    #[serde(default)]
+    pub config: serde_json::Value,
+    /// What a failure of this filter does to the request.
+    #[serde(default)]
+    pub on_error: OnError,
+}
+
+/// What happens to a request when its filter traps, overruns its deadline or
+/// memory cap.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// Answer 500.
+    #[default]
+    FailClosed,
+    /// Skip the filter and go on.
+    FailOpen,
+}
+
+/// `clusters.<name>:`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `host:port` endpoints, used in turn.
+    pub endpoints: Vec<String>,
+    /// Time allowed to open a connection to an endpoint.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+}
+
+fn default_connect_timeout_ms() -> u64 {
+    1_000
+}

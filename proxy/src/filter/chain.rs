@@ -1,0 +1,297 @@
+//! A route's filter chain and one request's run through it.
+//!
+//! Request phases run in chain order, response phases in reverse order over
+//! the filters whose request phases ran. A filter is only called for the
+//! phases it implements; it holds one instance from its first phase of the
+//! request to its last, so state kept in the filter lives across the phases
+//! of one request.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, StatusCode};
+
+use super::bindings::weft::filter::types::{Action, LocalResponse, Phases};
+use super::exchange::{Exchange, Phase};
+use super::instance::{FilterFailure, FilterInstance, InstancePool};
+use crate::config::OnError;
+use crate::telemetry::Registry;
+
+/// One filter in a route's chain, with its own config and instances.
+pub struct ChainEntry {
+    /// The filter's name (`filters.<name>`).
+    pub name: Arc<str>,
+    /// Instances initialised with this entry's config.
+    pub pool: InstancePool,
+    /// What a failure does to the request.
+    pub on_error: OnError,
+    last_phase: Option<Phase>,
+}
+
+impl ChainEntry {
+    /// Wraps a ready pool.
+    pub fn new(name: Arc<str>, pool: InstancePool, on_error: OnError) -> Self {
+        let last_phase = [
+            (Phases::DONE, Phase::Done),
+            (Phases::RESPONSE_BODY, Phase::ResponseBody),
+            (Phases::RESPONSE_HEADERS, Phase::ResponseHeaders),
+            (Phases::REQUEST_BODY, Phase::RequestBody),
+            (Phases::REQUEST_HEADERS, Phase::RequestHeaders),
+        ]
+        .into_iter()
+        .find(|(flag, _)| pool.phases.contains(*flag))
+        .map(|(_, phase)| phase);
+        Self {
+            name,
+            pool,
+            on_error,
+            last_phase,
+        }
+    }
+
+    fn implements(&self, phase: Phase) -> bool {
+        self.pool.phases.contains(flag(phase))
+    }
+}
+
+fn flag(phase: Phase) -> Phases {
+    match phase {
+        Phase::RequestHeaders => Phases::REQUEST_HEADERS,
+        Phase::RequestBody => Phases::REQUEST_BODY,
+        Phase::ResponseHeaders => Phases::RESPONSE_HEADERS,
+        Phase::ResponseBody => Phases::RESPONSE_BODY,
+        Phase::Done => Phases::DONE,
+    }
+}
+
+/// A route's filters, in order.
+#[derive(Default)]
+pub struct FilterChain {
+    /// The entries.
+    pub entries: Vec<ChainEntry>,
+    phases: Phases,
+}
+
+impl FilterChain {
+    /// Builds the chain from its entries.
+    pub fn new(entries: Vec<ChainEntry>) -> Self {
+        let phases = entries
+            .iter()
+            .fold(Phases::empty(), |all, e| all | e.pool.phases);
+        Self { entries, phases }
+    }
+
+    /// Whether some filter implements `phase`: the proxy skips a phase (and
+    /// never buffers a body) nobody asked for.
+    pub fn wants(&self, phase: Phase) -> bool {
+        self.phases.contains(flag(phase))
+    }
+
+    /// Whether the chain has no filters.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// A response produced by a filter.
+pub struct LocalReply {
+    /// The response head.
+    pub head: http::response::Parts,
+    /// The body.
+    pub body: Bytes,
+}
+
+/// A filter that failed with `on_error: fail_closed`.
+#[derive(Debug)]
+pub struct ChainFailure {
+    /// The filter's name.
+    pub filter: Arc<str>,
+    /// The phase it failed in.
+    pub phase: Phase,
+    /// What happened.
+    pub failure: FilterFailure,
+}
+
+/// What the chain decided after a phase.
+pub enum Step {
+    /// Go on.
+    Continue,
+    /// Answer with this response instead.
+    Respond(LocalReply),
+    /// A fail-closed filter failed: answer 500.
+    Failed(ChainFailure),
+}
+
+/// One request's run through a chain.
+pub struct ChainRun {
+    chain: Arc<FilterChain>,
+    metrics: Arc<Registry>,
+    held: Vec<Option<FilterInstance>>,
+    failed_open: Vec<bool>,
+    /// How many entries ran their request phases (response phases run over
+    /// these, in reverse).
+    ran: usize,
+}
+
+impl ChainRun {
+    /// Starts a run.
+    pub fn new(chain: Arc<FilterChain>, metrics: Arc<Registry>) -> Self {
+        let n = chain.entries.len();
+        Self {
+            chain,
+            metrics,
+            held: (0..n).map(|_| None).collect(),
+            failed_open: vec![false; n],
+            ran: 0,
+        }
+    }
+
+    /// The chain being run.
+    pub fn chain(&self) -> &FilterChain {
+        &self.chain
+    }
+
+    /// Runs a request phase over the chain in order.
+    pub fn request_phase(&mut self, exchange: &mut Exchange, phase: Phase) -> Step {
+        let first = phase == Phase::RequestHeaders;
+        let upto = if first {
+            self.chain.entries.len()
+        } else {
+            self.ran
+        };
+        for i in 0..upto {
+            if first {
+                self.ran = i + 1;
+            }
+            match self.call(i, exchange, phase) {
+                Step::Continue => {}
+                Step::Respond(reply) => {
+                    // The responder and the filters after it are done.
+                    self.ran = i;
+                    return Step::Respond(reply);
+                }
+                failed => return failed,
+            }
+        }
+        Step::Continue
+    }
+
+    /// Runs a response phase over the filters that ran, in reverse order.
+    pub fn response_phase(&mut self, exchange: &mut Exchange, phase: Phase) -> Step {
+        for i in (0..self.ran).rev() {
+            match self.call(i, exchange, phase) {
+                Step::Continue => {}
+                other => return other,
+            }
+        }
+        Step::Continue
+    }
+
+    /// Runs `on-done` for the filters that ran; failures are only logged.
+    pub fn done(&mut self, exchange: &mut Exchange) {
+        for i in (0..self.ran).rev() {
+            let _ = self.call(i, exchange, Phase::Done);
+        }
+    }
+
+    fn call(&mut self, i: usize, exchange: &mut Exchange, phase: Phase) -> Step {
+        let entry = &self.chain.entries[i];
+        if self.failed_open[i] || !entry.implements(phase) {
+            return Step::Continue;
+        }
+        let instance = match self.held[i].take() {
+            Some(instance) => Ok(instance),
+            None => entry.pool.acquire(),
+        };
+        let result = instance.and_then(|mut instance| {
+            let action = instance.run(exchange, phase)?;
+            if entry.last_phase == Some(phase) {
+                entry.pool.release(instance);
+            } else {
+                self.held[i] = Some(instance);
+            }
+            Ok(action)
+        });
+        match result.and_then(|action| to_step(action, phase)) {
+            Ok(step) => step,
+            Err(failure) => self.fail(i, phase, failure, exchange),
+        }
+    }
+
+    fn fail(&mut self, i: usize, phase: Phase, failure: FilterFailure, ex: &Exchange) -> Step {
+        let entry = &self.chain.entries[i];
+        let kind = match failure {
+            FilterFailure::Deadline(_) => "deadline",
+            FilterFailure::Memory(_) => "memory",
+            FilterFailure::Trap(_) => "trap",
+            FilterFailure::Instantiate(_) => "instantiate",
+        };
+        let _ = self.metrics.counter_add(
+            "weft_filter_failures_total",
+            vec![
+                ("filter".into(), entry.name.to_string()),
+                ("kind".into(), kind.into()),
+            ],
+            1,
+        );
+        tracing::warn!(
+            filter = &*entry.name,
+            route = &*ex.props.route,
+            request_id = ex.props.request_id,
+            phase = phase.name(),
+            on_error = ?entry.on_error,
+            "filter failed: {failure}"
+        );
+        match entry.on_error {
+            OnError::FailOpen => {
+                self.failed_open[i] = true;
+                Step::Continue
+            }
+            OnError::FailClosed => Step::Failed(ChainFailure {
+                filter: entry.name.clone(),
+                phase,
+                failure,
+            }),
+        }
+    }
+}
+
+impl Drop for ChainRun {
+    fn drop(&mut self) {
+        for (entry, held) in self.chain.entries.iter().zip(self.held.iter_mut()) {
+            if let Some(instance) = held.take() {
+                entry.pool.release(instance);
+            }
+        }
+    }
+}
+
+fn to_step(action: Action, phase: Phase) -> Result<Step, FilterFailure> {
+    match action {
+        Action::Continue => Ok(Step::Continue),
+        Action::Respond(reply) => local_reply(reply, phase).map(Step::Respond),
+    }
+}
+
+fn local_reply(reply: LocalResponse, phase: Phase) -> Result<LocalReply, FilterFailure> {
+    let invalid = |what: String| FilterFailure::Trap(format!("{}: respond: {what}", phase.name()));
+    let status = StatusCode::from_u16(reply.status)
+        .map_err(|_| invalid(format!("invalid status {}", reply.status)))?;
+    let mut head = http::Response::new(()).into_parts().0;
+    head.status = status;
+    for (name, value) in reply.headers {
+        let n = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| invalid(format!("invalid header name {name:?}")))?;
+        let v = HeaderValue::from_str(&value)
+            .map_err(|_| invalid(format!("invalid value for header {name:?}")))?;
+        head.headers.append(n, v);
+    }
+    head.headers.insert(
+        http::header::CONTENT_LENGTH,
+        HeaderValue::from(reply.body.len()),
+    );
+    Ok(LocalReply {
+        head,
+        body: Bytes::from(reply.body),
+    })
+}

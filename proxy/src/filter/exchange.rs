@@ -1,0 +1,93 @@
+//! What a filter sees of one request: the request and response heads, the
+//! buffered bodies while a body phase runs, and the request's properties.
+//!
+//! The proxy owns an `Exchange` for the whole request; for each phase call it
+//! is moved into the filter instance's store and moved back afterwards, so
+//! no header map is ever copied to make it visible to a filter.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{request, response};
+
+/// The request's properties, readable by filters with `property(name)`.
+#[derive(Debug, Clone, Default)]
+pub struct RequestProps {
+    /// The `x-request-id` sent upstream.
+    pub request_id: String,
+    /// The listener that accepted the request.
+    pub listener: Arc<str>,
+    /// The route that matched.
+    pub route: Arc<str>,
+    /// The route's cluster.
+    pub cluster: Arc<str>,
+    /// The client's address.
+    pub peer: Option<SocketAddr>,
+}
+
+impl RequestProps {
+    /// The value of property `name`, if known.
+    pub fn get(&self, name: &str) -> Option<String> {
+        match name {
+            "request.id" => Some(self.request_id.clone()),
+            "listener.name" => Some(self.listener.to_string()),
+            "route.name" => Some(self.route.to_string()),
+            "cluster.name" => Some(self.cluster.to_string()),
+            "peer.address" => self.peer.map(|p| p.to_string()),
+            "peer.ip" => self.peer.map(|p| p.ip().to_string()),
+            _ => None,
+        }
+    }
+}
+
+/// Which phase is running: decides what a filter may read and change.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Phase {
+    /// `on-request-headers`.
+    #[default]
+    RequestHeaders,
+    /// `on-request-body`.
+    RequestBody,
+    /// `on-response-headers`.
+    ResponseHeaders,
+    /// `on-response-body`.
+    ResponseBody,
+    /// `on-done`.
+    Done,
+}
+
+impl Phase {
+    /// The phase's name as in the WIT contract.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::RequestHeaders => "on-request-headers",
+            Phase::RequestBody => "on-request-body",
+            Phase::ResponseHeaders => "on-response-headers",
+            Phase::ResponseBody => "on-response-body",
+            Phase::Done => "on-done",
+        }
+    }
+
+    /// Whether the request may be changed in this phase.
+    pub fn request_writable(self) -> bool {
+        matches!(self, Phase::RequestHeaders | Phase::RequestBody)
+    }
+}
+
+/// One request/response as the filters see it.
+#[derive(Debug, Default)]
+pub struct Exchange {
+    /// The request head (always present while a chain runs).
+    pub request: Option<request::Parts>,
+    /// The response head (response phases and `on-done`).
+    pub response: Option<response::Parts>,
+    /// The buffered request body (only during `on-request-body`).
+    pub request_body: Option<Bytes>,
+    /// The buffered response body (only during `on-response-body`).
+    pub response_body: Option<Bytes>,
+    /// The request's properties.
+    pub props: RequestProps,
+    /// The phase being run.
+    pub phase: Phase,
+}

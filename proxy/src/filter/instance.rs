@@ -1,0 +1,209 @@
+//! Filter instances and their pools. An instance is a store plus an
+//! instantiated component that has run `init`; a request borrows one from
+//! its chain entry's pool and gives it back, so requests never pay for
+//! instantiation. An instance that failed is dropped, never returned.
+
+use std::sync::{Arc, Mutex};
+
+use wasmtime::component::Resource;
+use wasmtime::{Engine, Store, Trap};
+
+use super::bindings::HttpFilter;
+use super::bindings::weft::filter::types::{Action, Phases};
+use super::exchange::{Exchange, Phase};
+use super::host::{FilterIdentity, HostState, MemoryCap};
+use super::module::CompiledModule;
+use super::runtime::EPOCH_TICK;
+
+/// Idle instances kept per pool; more are created under load and dropped
+/// when returned to a full pool.
+const MAX_IDLE: usize = 64;
+/// Deadline of `init` (it may parse a large config).
+const INIT_DEADLINE_MS: u64 = 1_000;
+
+/// Why a filter call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FilterFailure {
+    /// The call ran past its deadline.
+    #[error("deadline of {0} ms exceeded")]
+    Deadline(u64),
+    /// The instance tried to grow its memory past the cap.
+    #[error("memory cap of {0} MiB exceeded")]
+    Memory(u64),
+    /// The guest trapped (panic, unreachable, invalid host call, …).
+    #[error("trapped: {0}")]
+    Trap(String),
+    /// No instance could be created.
+    #[error("cannot instantiate: {0}")]
+    Instantiate(String),
+}
+
+/// The limits every call of one chain entry runs under.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Deadline of one phase call.
+    pub deadline_ms: u64,
+    /// Memory cap of one instance, in bytes.
+    pub memory_bytes: usize,
+}
+
+/// A ready instance: `init` has run with its pool's config.
+pub struct FilterInstance {
+    store: Store<HostState>,
+    bindings: HttpFilter,
+    deadline_ticks: u64,
+    limits: Limits,
+}
+
+fn ticks(ms: u64) -> u64 {
+    // One tick more than the deadline: the first tick may come at once.
+    ms.div_ceil(EPOCH_TICK.as_millis() as u64) + 1
+}
+
+impl FilterInstance {
+    /// Runs `call` with `exchange` visible to the guest.
+    fn call<R>(
+        &mut self,
+        exchange: &mut Exchange,
+        phase: Phase,
+        call: impl FnOnce(&HttpFilter, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, FilterFailure> {
+        exchange.phase = phase;
+        std::mem::swap(&mut self.store.data_mut().exchange, exchange);
+        self.store.set_epoch_deadline(self.deadline_ticks);
+        let result = call(&self.bindings, &mut self.store);
+        std::mem::swap(&mut self.store.data_mut().exchange, exchange);
+        result.map_err(|e| self.failure(e))
+    }
+
+    fn failure(&self, error: wasmtime::Error) -> FilterFailure {
+        if self.store.data().memory.hit {
+            return FilterFailure::Memory((self.limits.memory_bytes >> 20) as u64);
+        }
+        if let Some(Trap::Interrupt) = error.downcast_ref::<Trap>() {
+            return FilterFailure::Deadline(self.limits.deadline_ms);
+        }
+        FilterFailure::Trap(format!("{error:#}"))
+    }
+
+    /// Calls the phase, returning what the filter asks for.
+    pub fn run(&mut self, exchange: &mut Exchange, phase: Phase) -> Result<Action, FilterFailure> {
+        self.call(exchange, phase, |b, store| {
+            let f = b.weft_filter_filter();
+            let req = Resource::new_borrow(0);
+            match phase {
+                Phase::RequestHeaders => f.call_on_request_headers(store, req),
+                Phase::RequestBody => f.call_on_request_body(store, req),
+                Phase::ResponseHeaders => {
+                    f.call_on_response_headers(store, req, Resource::new_borrow(0))
+                }
+                Phase::ResponseBody => f.call_on_response_body(store, req, Resource::new_borrow(0)),
+                Phase::Done => f
+                    .call_on_done(store, req, Resource::new_borrow(0))
+                    .map(|()| Action::Continue),
+            }
+        })
+    }
+}
+
+/// Instances of one chain entry (one module with one config).
+pub struct InstancePool {
+    engine: Engine,
+    module: Arc<CompiledModule>,
+    identity: Arc<FilterIdentity>,
+    config_json: String,
+    limits: Limits,
+    /// The phases the filter implements, as it reported after `init`.
+    pub phases: Phases,
+    idle: Mutex<Vec<FilterInstance>>,
+}
+
+impl InstancePool {
+    /// Creates the pool and its first instance: an `init` error or a trap
+    /// rejects the config here, before any request.
+    pub fn new(
+        engine: &Engine,
+        module: Arc<CompiledModule>,
+        identity: Arc<FilterIdentity>,
+        config_json: String,
+        limits: Limits,
+    ) -> Result<Self, String> {
+        let mut pool = Self {
+            engine: engine.clone(),
+            module,
+            identity,
+            config_json,
+            limits,
+            phases: Phases::empty(),
+            idle: Mutex::new(Vec::new()),
+        };
+        let (first, phases) = pool.instantiate()?;
+        pool.phases = phases;
+        pool.idle.get_mut().unwrap().push(first);
+        Ok(pool)
+    }
+
+    fn instantiate(&self) -> Result<(FilterInstance, Phases), String> {
+        let state = HostState {
+            memory: MemoryCap {
+                bytes: self.limits.memory_bytes,
+                hit: false,
+            },
+            identity: self.identity.clone(),
+            exchange: Exchange::default(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.memory);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(ticks(INIT_DEADLINE_MS));
+        let bindings = self
+            .module
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| format!("cannot instantiate: {e:#}"))?;
+        let mut instance = FilterInstance {
+            store,
+            bindings,
+            deadline_ticks: ticks(INIT_DEADLINE_MS),
+            limits: self.limits,
+        };
+        let config = self.config_json.as_str();
+        let mut scratch = Exchange::default();
+        let init = instance
+            .call(&mut scratch, Phase::RequestHeaders, |b, store| {
+                b.weft_filter_filter().call_init(store, config)
+            })
+            .map_err(|e| format!("init {e}"))?;
+        init.map_err(|e| format!("init rejected the config: {e}"))?;
+        let phases = instance
+            .call(&mut scratch, Phase::RequestHeaders, |b, store| {
+                b.weft_filter_filter().call_phases(store)
+            })
+            .map_err(|e| format!("phases {e}"))?;
+        instance.deadline_ticks = ticks(self.limits.deadline_ms);
+        Ok((instance, phases))
+    }
+
+    /// An idle instance, or a new one.
+    pub fn acquire(&self) -> Result<FilterInstance, FilterFailure> {
+        if let Some(instance) = self.idle.lock().unwrap().pop() {
+            return Ok(instance);
+        }
+        self.instantiate()
+            .map(|(instance, _)| instance)
+            .map_err(FilterFailure::Instantiate)
+    }
+
+    /// Gives back a healthy instance.
+    pub fn release(&self, instance: FilterInstance) {
+        let mut idle = self.idle.lock().unwrap();
+        if idle.len() < MAX_IDLE {
+            idle.push(instance);
+        }
+    }
+
+    /// The module's hash.
+    pub fn sha256(&self) -> &str {
+        &self.module.sha256
+    }
+}

@@ -1,0 +1,33 @@
+//! The filter runtime: Wasm components of the `weft:filter` world, compiled
+//! once, pooled, and run per request under a deadline and a memory cap.
+//!
+//! - [`runtime`]: the engine and module cache (one per process).
+//! - [`module`]: loading and checking a component.
+//! - [`instance`]: instances and their pools.
+//! - [`chain`]: a route's chain and one request's run through it.
+//! - [`host`]: the host functions filters import.
+
+pub mod chain;
+pub mod exchange;
+pub mod host;
+pub mod instance;
+pub mod module;
+pub mod runtime;
+pub mod shared;
+
+/// Bindings generated from `wit/` for the host side.
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "http-filter",
+        imports: { default: trappable },
+        with: {
+            "weft:filter/types.request": super::host::RequestHandle,
+            "weft:filter/types.response": super::host::ResponseHandle,
+        },
+    });
+}
+
+pub use chain::{ChainEntry, ChainRun, FilterChain, Step};
+pub use exchange::{Exchange, Phase, RequestProps};
+pub use runtime::FilterRuntime;

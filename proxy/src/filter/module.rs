@@ -1,0 +1,199 @@
+//! Loading a filter component: checking it serves our contract and compiling
+//! it once per content hash.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
+use wasmtime::Engine;
+use wasmtime::component::{Component, Linker};
+
+use super::bindings::{HttpFilter, HttpFilterPre};
+use super::host::HostState;
+
+/// The contract version this proxy serves (`package weft:filter@…` in `wit/`).
+pub const CONTRACT_VERSION: &str = "0.1.0";
+const CONTRACT_NAMESPACE: &str = "weft:filter/";
+const FILTER_EXPORT: &str = "weft:filter/filter";
+
+/// Why a module cannot be used as a filter.
+#[derive(Debug, thiserror::Error)]
+pub enum ModuleError {
+    /// The file could not be read.
+    #[error("cannot read: {0}")]
+    Read(std::io::Error),
+    /// The bytes are not WebAssembly at all.
+    #[error("not a WebAssembly file (no \\0asm header)")]
+    NotWasm,
+    /// A core module, not a component.
+    #[error(
+        "a core WebAssembly module, not a component: build it with `cargo build --target wasm32-wasip2`"
+    )]
+    CoreModule,
+    /// The component does not export the filter interface.
+    #[error(
+        "not a component of the weft:filter world: it exports {exports:?}, not {FILTER_EXPORT}@{CONTRACT_VERSION}"
+    )]
+    NotAFilter {
+        /// What it exports instead.
+        exports: Vec<String>,
+    },
+    /// Built against another version of the contract.
+    #[error(
+        "built for contract weft:filter@{found}, but this proxy serves weft:filter@{CONTRACT_VERSION}"
+    )]
+    WrongVersion {
+        /// The version the component was built for.
+        found: String,
+    },
+    /// Compilation or linking failed.
+    #[error("invalid component: {0}")]
+    Invalid(String),
+}
+
+/// A compiled filter component, ready to instantiate.
+pub struct CompiledModule {
+    /// Hex sha256 of the component bytes.
+    pub sha256: String,
+    /// Pre-linked component: instantiation skips import resolution.
+    pub pre: HttpFilterPre<HostState>,
+}
+
+/// Compiled modules by content hash: the same bytes are compiled once, across
+/// routes and config reloads.
+#[derive(Default)]
+pub struct ModuleCache {
+    modules: Mutex<HashMap<String, Arc<CompiledModule>>>,
+}
+
+impl ModuleCache {
+    /// Reads, checks and compiles the component at `path` (or returns the
+    /// cached build of the same bytes).
+    pub fn load(&self, engine: &Engine, path: &Path) -> Result<Arc<CompiledModule>, ModuleError> {
+        let bytes = std::fs::read(path).map_err(ModuleError::Read)?;
+        let sha256 = hex(&Sha256::digest(&bytes));
+        if let Some(found) = self.modules.lock().unwrap().get(&sha256) {
+            return Ok(found.clone());
+        }
+        let compiled = Arc::new(compile(engine, &bytes, sha256.clone())?);
+        self.modules
+            .lock()
+            .unwrap()
+            .insert(sha256, compiled.clone());
+        Ok(compiled)
+    }
+
+    /// Forgets modules no longer referenced outside the cache.
+    pub fn evict_unused(&self) {
+        self.modules
+            .lock()
+            .unwrap()
+            .retain(|_, m| Arc::strong_count(m) > 1);
+    }
+}
+
+fn compile(engine: &Engine, bytes: &[u8], sha256: String) -> Result<CompiledModule, ModuleError> {
+    check_header(bytes)?;
+    let component =
+        Component::new(engine, bytes).map_err(|e| ModuleError::Invalid(format!("{e:#}")))?;
+    check_contract(engine, &component)?;
+    let mut linker = Linker::<HostState>::new(engine);
+    HttpFilter::add_to_linker::<_, wasmtime::component::HasSelf<HostState>>(&mut linker, |s| s)
+        .map_err(|e| ModuleError::Invalid(format!("{e:#}")))?;
+    // WASI and anything else not in the contract: present, but trapping if
+    // called. A std Rust guest imports WASI even when it never uses it.
+    linker
+        .define_unknown_imports_as_traps(&component)
+        .map_err(|e| ModuleError::Invalid(format!("{e:#}")))?;
+    let pre = linker
+        .instantiate_pre(&component)
+        .and_then(HttpFilterPre::new)
+        .map_err(|e| ModuleError::Invalid(format!("{e:#}")))?;
+    Ok(CompiledModule { sha256, pre })
+}
+
+/// Tells a core module or a stray file from a component by the preamble.
+fn check_header(bytes: &[u8]) -> Result<(), ModuleError> {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(ModuleError::NotWasm);
+    }
+    // Core modules have version 1 with layer 0; components have layer 1.
+    if bytes[4..8] == [1, 0, 0, 0] {
+        return Err(ModuleError::CoreModule);
+    }
+    Ok(())
+}
+
+/// Checks that the component exports the filter interface of a version this
+/// proxy serves, and imports no contract interface of another version.
+fn check_contract(engine: &Engine, component: &Component) -> Result<(), ModuleError> {
+    let ty = component.component_type();
+    let exports: Vec<String> = ty
+        .exports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    let Some(export) = exports.iter().find(|n| n.starts_with(FILTER_EXPORT)) else {
+        return Err(ModuleError::NotAFilter { exports });
+    };
+    check_version(export)?;
+    for (name, _) in ty.imports(engine) {
+        if name.starts_with(CONTRACT_NAMESPACE) {
+            check_version(name)?;
+        }
+    }
+    Ok(())
+}
+
+/// `weft:filter/x@0.1.3` is served by 0.1.0 (same major.minor pre-1.0).
+fn check_version(name: &str) -> Result<(), ModuleError> {
+    let found = name
+        .split_once('@')
+        .map(|(_, v)| v)
+        .unwrap_or("(unversioned)");
+    fn major_minor(v: &str) -> (Option<&str>, Option<&str>) {
+        let mut parts = v.split('.');
+        (parts.next(), parts.next())
+    }
+    if major_minor(found) == major_minor(CONTRACT_VERSION) {
+        Ok(())
+    } else {
+        Err(ModuleError::WrongVersion {
+            found: found.to_string(),
+        })
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_tells_core_modules_and_junk_apart() {
+        assert!(matches!(check_header(b"hello"), Err(ModuleError::NotWasm)));
+        assert!(matches!(
+            check_header(b"\0asm\x01\0\0\0"),
+            Err(ModuleError::CoreModule)
+        ));
+        assert!(check_header(b"\0asm\x0d\0\x01\0").is_ok());
+    }
+
+    #[test]
+    fn versions_compatible_within_minor() {
+        assert!(check_version("weft:filter/filter@0.1.0").is_ok());
+        assert!(check_version("weft:filter/filter@0.1.7").is_ok());
+        let err = check_version("weft:filter/filter@0.2.0").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "built for contract weft:filter@0.2.0, but this proxy serves weft:filter@0.1.0"
+        );
+    }
+}

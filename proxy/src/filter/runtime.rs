@@ -1,0 +1,104 @@
+//! The process-wide filter runtime: one wasmtime `Engine` (pooling
+//! allocator, epoch interruption), the module cache, and the state each
+//! filter shares across its instances.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use super::host::FilterIdentity;
+use super::module::{CompiledModule, ModuleCache, ModuleError};
+use super::shared::SharedState;
+use crate::telemetry::Registry;
+
+/// How often the engine's epoch advances: the resolution of call deadlines.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+/// The largest memory cap a filter may be given, in MiB.
+pub const MAX_MEMORY_MIB: u64 = 256;
+
+/// One per process: compiles, caches and instantiates filters.
+pub struct FilterRuntime {
+    engine: Engine,
+    modules: ModuleCache,
+    shared: Mutex<HashMap<String, Arc<SharedState>>>,
+    metrics: Arc<Registry>,
+    started: Instant,
+}
+
+impl FilterRuntime {
+    /// Creates the engine and starts its epoch ticker.
+    pub fn new(metrics: Arc<Registry>) -> wasmtime::Result<Arc<Self>> {
+        let mut pooling = PoolingAllocationConfig::default();
+        pooling
+            .total_component_instances(1000)
+            .total_core_instances(4000)
+            .total_memories(1000)
+            .total_tables(4000)
+            .max_memory_size((MAX_MEMORY_MIB << 20) as usize);
+        let mut config = Config::new();
+        config
+            .epoch_interruption(true)
+            .concurrency_support(false)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+        let engine = Engine::new(&config)?;
+        let ticker = engine.weak();
+        std::thread::Builder::new()
+            .name("weft-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = ticker.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .map_err(|e| wasmtime::format_err!("cannot start the epoch thread: {e}"))?;
+        Ok(Arc::new(Self {
+            engine,
+            modules: ModuleCache::default(),
+            shared: Mutex::new(HashMap::new()),
+            metrics,
+            started: Instant::now(),
+        }))
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The process metrics registry.
+    pub fn metrics(&self) -> &Arc<Registry> {
+        &self.metrics
+    }
+
+    /// Loads (or finds cached) the component at `path`.
+    pub fn load(&self, path: &Path) -> Result<Arc<CompiledModule>, ModuleError> {
+        self.modules.load(&self.engine, path)
+    }
+
+    /// Drops compiled modules that no snapshot uses any more.
+    pub fn evict_unused(&self) {
+        self.modules.evict_unused();
+    }
+
+    /// The identity of filter `name`: its shared state lives as long as the
+    /// process, across reloads.
+    pub fn identity(&self, name: &str) -> Arc<FilterIdentity> {
+        let shared = self
+            .shared
+            .lock()
+            .unwrap()
+            .entry(name.to_string())
+            .or_default()
+            .clone();
+        Arc::new(FilterIdentity {
+            name: name.into(),
+            shared,
+            metrics: self.metrics.clone(),
+            epoch: self.started,
+        })
+    }
+}

@@ -1,0 +1,121 @@
+//! Header rules of a proxy: hop-by-hop headers (RFC 9110 §7.6.1),
+//! `x-forwarded-for`, `x-forwarded-proto` and `x-request-id`.
+
+use std::net::SocketAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// `x-request-id`.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Removes the headers that concern one connection only: those named in
+/// `Connection`, and `Connection`, `Keep-Alive`, `Proxy-Connection`, `TE`,
+/// `Transfer-Encoding` and `Upgrade` themselves.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("").split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    headers.remove(header::CONNECTION);
+    headers.remove(&KEEP_ALIVE);
+    headers.remove(&PROXY_CONNECTION);
+    headers.remove(header::TE);
+    headers.remove(header::TRANSFER_ENCODING);
+    headers.remove(header::UPGRADE);
+}
+
+/// Returns the request's id, generating and setting one when the client sent
+/// none (or an unusable one).
+pub fn ensure_request_id(headers: &mut HeaderMap) -> String {
+    if let Some(id) = headers.get(&X_REQUEST_ID).and_then(|v| v.to_str().ok())
+        && !id.is_empty()
+        && id.len() <= 128
+    {
+        return id.to_string();
+    }
+    let id = new_request_id();
+    headers.insert(
+        X_REQUEST_ID.clone(),
+        HeaderValue::from_str(&id).expect("hex is a valid header value"),
+    );
+    id
+}
+
+/// A random 128-bit id in the UUID v4 text form.
+fn new_request_id() -> String {
+    let n = fastrand::u128(..) & !(0xf << 76) & !(0x3 << 62) | (0x4 << 76) | (0x2 << 62);
+    let h = format!("{n:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// Adds the client to `x-forwarded-for` and sets `x-forwarded-proto` when
+/// absent.
+pub fn add_forwarded(headers: &mut HeaderMap, peer: SocketAddr) {
+    let ip = peer.ip().to_string();
+    let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(existing) if !existing.is_empty() => format!("{existing}, {ip}"),
+        _ => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_tokens_go() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "keep-alive, x-secret".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert("te", "trailers".parse().unwrap());
+        h.insert("upgrade", "websocket".parse().unwrap());
+        h.insert("x-kept", "1".parse().unwrap());
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn request_id_kept_or_generated() {
+        let mut h = HeaderMap::new();
+        h.insert("x-request-id", "abc".parse().unwrap());
+        assert_eq!(ensure_request_id(&mut h), "abc");
+        let mut h = HeaderMap::new();
+        let id = ensure_request_id(&mut h);
+        assert_eq!(id.len(), 36);
+        assert_eq!(&id[14..15], "4");
+        assert_eq!(h.get("x-request-id").unwrap(), id.as_str());
+    }
+
+    #[test]
+    fn forwarded_for_appends() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "10.0.0.1".parse().unwrap());
+        add_forwarded(&mut h, "127.0.0.1:5000".parse().unwrap());
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.1, 127.0.0.1");
+        assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
+    }
+}

@@ -1,0 +1,30 @@
+//! Responses the proxy generates itself: JSON errors with a stable code.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+
+use super::ProxyBody;
+
+/// A JSON error response: `{"error": code, "message": …, "request_id": …}`.
+pub fn error(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    request_id: &str,
+) -> Response<ProxyBody> {
+    let body = serde_json::json!({
+        "error": code,
+        "message": message,
+        "request_id": request_id,
+    });
+    let bytes = Bytes::from(body.to_string());
+    let mut resp = Response::new(ProxyBody::full(bytes.clone()));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    resp
+}

@@ -1,0 +1,7 @@
+//! HTTP plumbing shared by the listener and the upstream side.
+
+pub mod body;
+pub mod headers;
+pub mod local;
+
+pub use body::ProxyBody;

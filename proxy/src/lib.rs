@@ -1,0 +1,18 @@
+//! Weft: a WebAssembly-extensible L7 proxy.
+//!
+//! A request flows one way through these modules: [`listener`] accepts it,
+//! [`proxy`] drives its phases, [`route`] picks its route, [`filter`] runs
+//! the route's Wasm chain, [`upstream`] sends it on. [`config`] and
+//! [`snapshot`] turn a config file into the immutable state requests read;
+//! [`reload`] swaps that state while traffic flows.
+
+pub mod config;
+pub mod filter;
+pub mod http;
+pub mod listener;
+pub mod proxy;
+pub mod reload;
+pub mod route;
+pub mod snapshot;
+pub mod telemetry;
+pub mod upstream;

@@ -1,0 +1,185 @@
+//! The `weft` command.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use weft::config::{self, ConfigErrors};
+use weft::filter::FilterRuntime;
+use weft::proxy::Proxy;
+use weft::reload::Reloader;
+use weft::snapshot::{ClientCache, Snapshot};
+use weft::telemetry::Registry;
+
+/// Weft: a WebAssembly-extensible L7 proxy.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve traffic with a config file.
+    Run {
+        /// The config file (YAML, or JSON when it ends in .json).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Reload when the config file or a filter module changes.
+        #[arg(long)]
+        watch: bool,
+        /// Log filter (e.g. `info`, `weft=debug`); overrides WEFT_LOG.
+        #[arg(long)]
+        log_level: Option<String>,
+    },
+    /// Check a config file, its filter modules and their configs.
+    Validate {
+        /// The config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Validate { config } => validate(&config),
+        Command::Run {
+            config,
+            watch,
+            log_level,
+        } => {
+            init_logging(log_level.as_deref());
+            match run(config, watch) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("weft: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}
+
+fn init_logging(level: Option<&str>) {
+    let filter = match level {
+        Some(l) => EnvFilter::new(l),
+        None => EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+/// Builds the snapshot without serving. Prints one line per error.
+fn validate(path: &Path) -> ExitCode {
+    let result = (|| {
+        let loaded = config::load(path)?;
+        let runtime = FilterRuntime::new(Arc::new(Registry::default())).map_err(|e| {
+            config::ConfigError::new("", format!("cannot start the filter runtime: {e}"))
+        })?;
+        Snapshot::build(
+            &loaded.config,
+            &loaded.base_dir,
+            &runtime,
+            &ClientCache::default(),
+        )
+    })();
+    match result {
+        Ok(snapshot) => {
+            let routes: usize = snapshot
+                .listeners
+                .iter()
+                .map(|l| l.routes.routes().len())
+                .sum();
+            println!(
+                "{}: ok ({} listeners, {} routes, {} filters)",
+                path.display(),
+                snapshot.listeners.len(),
+                routes,
+                snapshot.config.filters.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            print_errors(&errors);
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn print_errors(errors: &ConfigErrors) {
+    for e in &errors.0 {
+        eprintln!("{e}");
+    }
+}
+
+fn run(config_path: PathBuf, watch: bool) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("weft-worker")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(config_path, watch))
+}
+
+async fn serve(config_path: PathBuf, watch: bool) -> anyhow::Result<()> {
+    let metrics = Arc::new(Registry::default());
+    let filters = FilterRuntime::new(metrics.clone())
+        .map_err(|e| anyhow::anyhow!("cannot start the filter runtime: {e}"))?;
+    let clients = Arc::new(ClientCache::default());
+    let snapshot = config::load(&config_path)
+        .and_then(|loaded| Snapshot::build(&loaded.config, &loaded.base_dir, &filters, &clients))
+        .map_err(|errors| {
+            print_errors(&errors);
+            anyhow::anyhow!(
+                "{}: invalid config ({} errors)",
+                config_path.display(),
+                errors.0.len()
+            )
+        })?;
+    let addrs: Vec<_> = snapshot
+        .listeners
+        .iter()
+        .map(|l| (l.name.clone(), l.addr))
+        .collect();
+    let proxy = Arc::new(Proxy {
+        snapshot: ArcSwap::from_pointee(snapshot),
+        metrics,
+    });
+    for (index, (name, addr)) in addrs.into_iter().enumerate() {
+        let listener = weft::listener::bind(addr)
+            .await
+            .with_context(|| format!("listener {name:?}: cannot bind {addr}"))?;
+        let bound = listener.local_addr()?;
+        tracing::info!(listener = &*name, addr = %bound, "listening");
+        tokio::spawn(weft::listener::serve(listener, index, proxy.clone()));
+    }
+    let reloader = Arc::new(Reloader::new(config_path, proxy, filters, clients));
+    tokio::spawn(reloader.clone().on_sighup());
+    if watch {
+        tokio::spawn(reloader.watch(Duration::from_millis(500)));
+    }
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("can listen for SIGTERM");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

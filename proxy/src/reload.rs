@@ -1,0 +1,145 @@
+//! Replacing the snapshot while traffic flows: on SIGHUP, or when `--watch`
+//! sees the config or a filter module change. The new snapshot is built off
+//! the request path (compiling and initialising filters), then swapped in
+//! atomically; requests in flight finish on the snapshot they started on.
+//! An invalid config is rejected with the same errors as `weft validate`
+//! and the old snapshot keeps serving.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use crate::config::{self, ConfigError, ConfigErrors};
+use crate::filter::FilterRuntime;
+use crate::proxy::Proxy;
+use crate::snapshot::{ClientCache, Snapshot};
+
+/// Rebuilds and swaps snapshots from the config file.
+pub struct Reloader {
+    path: PathBuf,
+    proxy: Arc<Proxy>,
+    runtime: Arc<FilterRuntime>,
+    clients: Arc<ClientCache>,
+    version: AtomicU64,
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl Reloader {
+    /// A reloader for the config at `path`, whose version 1 is serving.
+    pub fn new(
+        path: PathBuf,
+        proxy: Arc<Proxy>,
+        runtime: Arc<FilterRuntime>,
+        clients: Arc<ClientCache>,
+    ) -> Self {
+        Self {
+            path,
+            proxy,
+            runtime,
+            clients,
+            version: AtomicU64::new(1),
+            lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Builds a snapshot from the file and swaps it in; returns its version.
+    pub async fn reload(&self) -> Result<u64, ConfigErrors> {
+        let _one_at_a_time = self.lock.lock().await;
+        let (path, runtime, clients) = (
+            self.path.clone(),
+            self.runtime.clone(),
+            self.clients.clone(),
+        );
+        let built = tokio::task::spawn_blocking(move || {
+            let loaded = config::load(&path)?;
+            Snapshot::build(&loaded.config, &loaded.base_dir, &runtime, &clients)
+        })
+        .await
+        .unwrap_or_else(|e| Err(ConfigError::new("", format!("build panicked: {e}")).into()))?;
+        check_listeners_unchanged(&self.proxy.snapshot.load(), &built)?;
+        self.proxy.snapshot.store(Arc::new(built));
+        self.runtime.evict_unused();
+        Ok(self.version.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+
+    /// Reloads and logs the outcome.
+    pub async fn reload_and_log(&self, cause: &str) {
+        match self.reload().await {
+            Ok(version) => tracing::info!(version, cause, "config reloaded"),
+            Err(errors) => {
+                for e in &errors.0 {
+                    tracing::error!(cause, "config rejected, previous config keeps serving: {e}");
+                }
+            }
+        }
+    }
+
+    /// Reloads on every SIGHUP, forever.
+    pub async fn on_sighup(self: Arc<Self>) -> std::io::Result<()> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hup = signal(SignalKind::hangup())?;
+        while hup.recv().await.is_some() {
+            self.reload_and_log("SIGHUP").await;
+        }
+        Ok(())
+    }
+
+    /// Polls the config file and the filter modules it names; reloads when
+    /// one changes.
+    pub async fn watch(self: Arc<Self>, every: Duration) {
+        let mut seen = self.fingerprint();
+        loop {
+            tokio::time::sleep(every).await;
+            let now = self.fingerprint();
+            if now != seen {
+                seen = now;
+                self.reload_and_log("file change").await;
+            }
+        }
+    }
+
+    /// Modification time and size of the config and every module it names.
+    fn fingerprint(&self) -> Vec<Option<(SystemTime, u64)>> {
+        let stat = |p: &Path| {
+            std::fs::metadata(p)
+                .ok()
+                .and_then(|m| Some((m.modified().ok()?, m.len())))
+        };
+        let mut out = vec![stat(&self.path)];
+        if let Ok(loaded) = config::load(&self.path) {
+            out.extend(
+                loaded
+                    .config
+                    .filters
+                    .values()
+                    .map(|f| stat(&loaded.base_dir.join(&f.path))),
+            );
+        }
+        out
+    }
+}
+
+/// Listeners are bound once at start: a reload may not add, remove or move one.
+fn check_listeners_unchanged(old: &Snapshot, new: &Snapshot) -> Result<(), ConfigErrors> {
+    let old_l: Vec<_> = old
+        .config
+        .listeners
+        .iter()
+        .map(|l| (&l.name, &l.listen))
+        .collect();
+    let new_l: Vec<_> = new
+        .config
+        .listeners
+        .iter()
+        .map(|l| (&l.name, &l.listen))
+        .collect();
+    if old_l == new_l {
+        return Ok(());
+    }
+    Err(ConfigError::new(
+        "listeners",
+        format!("changing listeners needs a restart (serving {old_l:?}, config has {new_l:?})"),
+    )
+    .into())
+}

@@ -1,0 +1,378 @@
+//! Building a `Snapshot` — everything a request needs, immutable — from a
+//! config. Building compiles and initialises every filter, so whatever is
+//! wrong is found here, off the request path, with the path of the field.
+//! `weft validate`, start-up and reload all run this same build.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::uri::Authority;
+use http::{HeaderName, Method};
+
+use crate::config::{
+    ChainEntryConfig, ClusterConfig, Config, ConfigError, ConfigErrors, FilterModuleConfig,
+    MatchConfig,
+};
+use crate::filter::instance::{InstancePool, Limits};
+use crate::filter::module::CompiledModule;
+use crate::filter::runtime::MAX_MEMORY_MIB;
+use crate::filter::{ChainEntry, FilterChain, FilterRuntime};
+use crate::route::{HeaderCondition, HostMatch, Route, RouteMatch, RouteTable};
+use crate::upstream::{Cluster, UpstreamClient, client};
+
+/// One listener's part of a snapshot.
+pub struct ListenerSnapshot {
+    /// The listener's name.
+    pub name: Arc<str>,
+    /// The address to bind.
+    pub addr: SocketAddr,
+    /// Its routes.
+    pub routes: RouteTable,
+}
+
+/// The immutable state requests are served from. Replaced whole on reload.
+pub struct Snapshot {
+    /// Listeners in config order.
+    pub listeners: Vec<ListenerSnapshot>,
+    /// The config it was built from.
+    pub config: Config,
+}
+
+/// Upstream clients by connect timeout, shared across snapshots so a reload
+/// keeps the warm connection pools.
+#[derive(Default)]
+pub struct ClientCache(Mutex<HashMap<u64, UpstreamClient>>);
+
+impl ClientCache {
+    fn get(&self, connect_timeout_ms: u64) -> UpstreamClient {
+        self.0
+            .lock()
+            .unwrap()
+            .entry(connect_timeout_ms)
+            .or_insert_with(|| client(Duration::from_millis(connect_timeout_ms)))
+            .clone()
+    }
+}
+
+/// A loaded filter module and its limits.
+struct FilterModule {
+    module: Arc<CompiledModule>,
+    limits: Limits,
+}
+
+/// Collects errors while building.
+#[derive(Default)]
+struct Errors(Vec<ConfigError>);
+
+impl Errors {
+    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigError::new(path, message));
+    }
+}
+
+impl Snapshot {
+    /// Builds a snapshot, or returns every error found.
+    pub fn build(
+        config: &Config,
+        base_dir: &Path,
+        runtime: &FilterRuntime,
+        clients: &ClientCache,
+    ) -> Result<Snapshot, ConfigErrors> {
+        let mut errors = Errors::default();
+        if let Some(admin) = &config.admin
+            && let Err(e) = admin.listen.parse::<SocketAddr>()
+        {
+            errors.push(
+                "admin.listen",
+                format!("invalid socket address {:?}: {e}", admin.listen),
+            );
+        }
+        let clusters = build_clusters(&config.clusters, clients, &mut errors);
+        let modules = load_modules(&config.filters, base_dir, runtime, &mut errors);
+        if config.listeners.is_empty() {
+            errors.push("listeners", "at least one listener is required");
+        }
+        let mut names = HashSet::new();
+        let mut listeners = Vec::new();
+        for (i, l) in config.listeners.iter().enumerate() {
+            let at = format!("listeners[{i}]");
+            if l.name.is_empty() || !names.insert(l.name.as_str()) {
+                errors.push(
+                    format!("{at}.name"),
+                    format!("listener name {:?} is empty or used twice", l.name),
+                );
+            }
+            let addr = match l.listen.parse::<SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    errors.push(
+                        format!("{at}.listen"),
+                        format!("invalid socket address {:?}: {e}", l.listen),
+                    );
+                    None
+                }
+            };
+            let mut route_names = HashSet::new();
+            let mut routes = Vec::new();
+            for (j, r) in l.routes.iter().enumerate() {
+                let at = format!("{at}.routes[{j}]");
+                if r.name.is_empty() || !route_names.insert(r.name.as_str()) {
+                    errors.push(
+                        format!("{at}.name"),
+                        format!(
+                            "route name {:?} is empty or used twice in this listener",
+                            r.name
+                        ),
+                    );
+                }
+                let matcher = build_match(&r.matcher, &format!("{at}.match"), &mut errors);
+                let chain = build_chain(
+                    &r.filters,
+                    &format!("{at}.filters"),
+                    &config.filters,
+                    &modules,
+                    runtime,
+                    &mut errors,
+                );
+                let cluster = match clusters.get(&r.cluster) {
+                    Some(c) => c.clone(),
+                    None => {
+                        errors.push(
+                            format!("{at}.cluster"),
+                            format!(
+                                "unknown cluster {:?}{}",
+                                r.cluster,
+                                known(config.clusters.keys())
+                            ),
+                        );
+                        continue;
+                    }
+                };
+                if r.timeout_ms == 0 {
+                    errors.push(format!("{at}.timeout_ms"), "must be greater than 0");
+                }
+                routes.push(Arc::new(Route {
+                    name: r.name.as_str().into(),
+                    matcher,
+                    chain: Arc::new(chain),
+                    cluster,
+                    timeout: Duration::from_millis(r.timeout_ms),
+                    max_body_bytes: r.max_body_bytes,
+                }));
+            }
+            if let Some(addr) = addr {
+                listeners.push(ListenerSnapshot {
+                    name: l.name.as_str().into(),
+                    addr,
+                    routes: RouteTable::new(routes),
+                });
+            }
+        }
+        if errors.0.is_empty() {
+            Ok(Snapshot {
+                listeners,
+                config: config.clone(),
+            })
+        } else {
+            Err(ConfigErrors(errors.0))
+        }
+    }
+}
+
+fn known<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    let names: Vec<&str> = names.map(String::as_str).collect();
+    if names.is_empty() {
+        " (none are defined)".to_string()
+    } else {
+        format!(" (known: {})", names.join(", "))
+    }
+}
+
+fn build_clusters(
+    clusters: &BTreeMap<String, ClusterConfig>,
+    clients: &ClientCache,
+    errors: &mut Errors,
+) -> HashMap<String, Arc<Cluster>> {
+    let mut out = HashMap::new();
+    for (name, c) in clusters {
+        let at = format!("clusters.{name}");
+        if c.endpoints.is_empty() {
+            errors.push(
+                format!("{at}.endpoints"),
+                "at least one endpoint is required",
+            );
+            continue;
+        }
+        let mut endpoints = Vec::new();
+        for (k, e) in c.endpoints.iter().enumerate() {
+            match e.parse::<Authority>() {
+                Ok(a) if a.port_u16().is_some() => endpoints.push(a),
+                _ => errors.push(
+                    format!("{at}.endpoints[{k}]"),
+                    format!("invalid endpoint {e:?}: expected host:port"),
+                ),
+            }
+        }
+        if c.connect_timeout_ms == 0 {
+            errors.push(format!("{at}.connect_timeout_ms"), "must be greater than 0");
+        }
+        if endpoints.len() == c.endpoints.len() {
+            let client = clients.get(c.connect_timeout_ms.max(1));
+            out.insert(
+                name.clone(),
+                Arc::new(Cluster::new(name, endpoints, client)),
+            );
+        }
+    }
+    out
+}
+
+fn load_modules(
+    filters: &BTreeMap<String, FilterModuleConfig>,
+    base_dir: &Path,
+    runtime: &FilterRuntime,
+    errors: &mut Errors,
+) -> HashMap<String, FilterModule> {
+    let mut out = HashMap::new();
+    for (name, f) in filters {
+        let at = format!("filters.{name}");
+        if !(1..=60_000).contains(&f.deadline_ms) {
+            errors.push(
+                format!("{at}.deadline_ms"),
+                format!("{} is out of range 1..=60000", f.deadline_ms),
+            );
+        }
+        if !(1..=MAX_MEMORY_MIB).contains(&f.max_memory_mib) {
+            errors.push(
+                format!("{at}.max_memory_mib"),
+                format!("{} is out of range 1..={MAX_MEMORY_MIB}", f.max_memory_mib),
+            );
+        }
+        let path = base_dir.join(&f.path);
+        match runtime.load(&path) {
+            Ok(module) => {
+                let limits = Limits {
+                    deadline_ms: f.deadline_ms.max(1),
+                    memory_bytes: (f.max_memory_mib.clamp(1, MAX_MEMORY_MIB) << 20) as usize,
+                };
+                out.insert(name.clone(), FilterModule { module, limits });
+            }
+            Err(e) => errors.push(format!("{at}.path"), format!("{}: {e}", path.display())),
+        }
+    }
+    out
+}
+
+fn build_chain(
+    entries: &[ChainEntryConfig],
+    at: &str,
+    defined: &BTreeMap<String, FilterModuleConfig>,
+    modules: &HashMap<String, FilterModule>,
+    runtime: &FilterRuntime,
+    errors: &mut Errors,
+) -> FilterChain {
+    let mut chain = Vec::new();
+    for (k, entry) in entries.iter().enumerate() {
+        let at = format!("{at}[{k}]");
+        let Some(module) = modules.get(&entry.filter) else {
+            // A defined module that failed to load was reported already.
+            if !defined.contains_key(&entry.filter) {
+                errors.push(
+                    format!("{at}.filter"),
+                    format!("unknown filter {:?}{}", entry.filter, known(defined.keys())),
+                );
+            }
+            continue;
+        };
+        let identity = runtime.identity(&entry.filter);
+        match InstancePool::new(
+            runtime.engine(),
+            module.module.clone(),
+            identity,
+            entry.config.to_string(),
+            module.limits,
+        ) {
+            Ok(pool) => chain.push(ChainEntry::new(
+                entry.filter.as_str().into(),
+                pool,
+                entry.on_error,
+            )),
+            Err(e) => errors.push(format!("{at}.config"), e),
+        }
+    }
+    FilterChain::new(chain)
+}
+
+fn build_match(m: &MatchConfig, at: &str, errors: &mut Errors) -> RouteMatch {
+    let host = m.host.as_ref().map(|h| {
+        let h = h.to_ascii_lowercase();
+        match h.strip_prefix('*') {
+            Some(suffix) if suffix.starts_with('.') && suffix.len() > 1 => {
+                HostMatch::Suffix(suffix.to_string())
+            }
+            Some(_) => {
+                errors.push(
+                    format!("{at}.host"),
+                    format!("invalid host pattern {h:?}: a wildcard must be `*.suffix`"),
+                );
+                HostMatch::Exact(h)
+            }
+            None => HostMatch::Exact(h),
+        }
+    });
+    for (key, p) in [("path", &m.path), ("path_prefix", &m.path_prefix)] {
+        if let Some(p) = p
+            && !p.starts_with('/')
+        {
+            errors.push(format!("{at}.{key}"), format!("{p:?} must start with '/'"));
+        }
+    }
+    let methods = m.methods.as_ref().map(|ms| {
+        ms.iter()
+            .enumerate()
+            .filter_map(
+                |(i, s)| match Method::from_bytes(s.to_ascii_uppercase().as_bytes()) {
+                    Ok(m) => Some(m),
+                    Err(_) => {
+                        errors.push(
+                            format!("{at}.methods[{i}]"),
+                            format!("invalid method {s:?}"),
+                        );
+                        None
+                    }
+                },
+            )
+            .collect()
+    });
+    let mut headers = Vec::new();
+    for (i, h) in m.headers.iter().enumerate() {
+        let at = format!("{at}.headers[{i}]");
+        let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else {
+            errors.push(
+                format!("{at}.name"),
+                format!("invalid header name {:?}", h.name),
+            );
+            continue;
+        };
+        let cond = match (&h.exact, &h.prefix, h.present) {
+            (Some(v), None, None) => HeaderCondition::Exact(v.clone()),
+            (None, Some(v), None) => HeaderCondition::Prefix(v.clone()),
+            (None, None, Some(p)) => HeaderCondition::Present(p),
+            _ => {
+                errors.push(at, "give exactly one of `exact`, `prefix`, `present`");
+                continue;
+            }
+        };
+        headers.push((name, cond));
+    }
+    RouteMatch {
+        host,
+        path: m.path.clone(),
+        path_prefix: m.path_prefix.clone(),
+        methods,
+        headers,
+    }
+}

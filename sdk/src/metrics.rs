@@ -1,0 +1,36 @@
+//! Metrics the proxy exports in Prometheus format, prefixed `weft_filter_`.
+//!
+//! The first use of a name fixes its kind; using it as another kind, or a
+//! name that is not a valid Prometheus name, traps. Labels are (name, value)
+//! pairs.
+//!
+//! ```
+//! # fn demo(route: &str, seconds: f64) {
+//! use weft_sdk::metrics;
+//! metrics::counter_add("requests_total", &[("route", route)], 1);
+//! metrics::histogram_observe("upstream_seconds", &[], seconds);
+//! # }
+//! ```
+
+use crate::bindings::weft::filter::host;
+
+/// Adds `value` to counter `name`.
+pub fn counter_add(name: &str, labels: &[(&str, &str)], value: u64) {
+    host::counter_add(name, labels, value)
+}
+
+/// Sets gauge `name` to `value`.
+pub fn gauge_set(name: &str, labels: &[(&str, &str)], value: f64) {
+    host::gauge_set(name, labels, value)
+}
+
+/// Adds `delta` (may be negative) to gauge `name`.
+pub fn gauge_add(name: &str, labels: &[(&str, &str)], delta: f64) {
+    host::gauge_add(name, labels, delta)
+}
+
+/// Records `value` in histogram `name`, with Prometheus's default buckets
+/// (suited to seconds).
+pub fn histogram_observe(name: &str, labels: &[(&str, &str)], value: f64) {
+    host::histogram_observe(name, labels, value)
+}

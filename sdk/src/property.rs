@@ -1,0 +1,50 @@
+//! Properties of the current request that are not in its headers: its id,
+//! route, peer and so on.
+
+use crate::bindings::weft::filter::host;
+
+/// The property `name` of the current request; `None` for unknown names and
+/// absent values. The shortcuts in this module cover the known names.
+pub fn get(name: &str) -> Option<String> {
+    host::property(name)
+}
+
+/// The request's id (`request.id`).
+pub fn request_id() -> Option<String> {
+    get("request.id")
+}
+
+/// The name of the route that matched (`route.name`).
+pub fn route_name() -> Option<String> {
+    get("route.name")
+}
+
+/// The name of the upstream cluster (`cluster.name`).
+pub fn cluster_name() -> Option<String> {
+    get("cluster.name")
+}
+
+/// The name of the listener that accepted the connection (`listener.name`).
+pub fn listener_name() -> Option<String> {
+    get("listener.name")
+}
+
+/// The client's address as `ip:port` (`peer.address`).
+pub fn peer_address() -> Option<String> {
+    get("peer.address")
+}
+
+/// The client's IP address (`peer.ip`).
+pub fn peer_ip() -> Option<String> {
+    get("peer.ip")
+}
+
+/// The client's authenticated identity, when known (`peer.identity`).
+pub fn peer_identity() -> Option<String> {
+    get("peer.identity")
+}
+
+/// This filter's name in the chain (`filter.name`).
+pub fn filter_name() -> Option<String> {
+    get("filter.name")
+}

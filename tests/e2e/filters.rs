@@ -1,0 +1,146 @@
+//! Filters at work and filters failing: local responses, traps, deadlines
+//! and memory caps, each with `fail_closed` and `fail_open`.
+
+use http::Request;
+use http_body_util::Full;
+use weft_test_harness::{Upstream, client, get, send};
+
+use crate::{config, start, wasm};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_response_never_reaches_the_upstream() {
+    let up = Upstream::start().await;
+    let filters = format!("  hello: {{ path: {} }}", wasm("hello_filter"));
+    let routes = "      - { name: all, filters: [{ filter: hello }], cluster: backend }";
+    let weft = start(&config(&filters, routes, up.addr));
+    let url = weft.url("public");
+    for _ in 0..3 {
+        let r = get(&format!("{url}/hello?x=1")).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(&r.body[..], b"hello from weft\n");
+        assert_eq!(r.header("content-type"), Some("text/plain"));
+    }
+    assert_eq!(up.hits(), 0, "the upstream must not be contacted");
+    let r = get(&format!("{url}/other")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["path"], "/other");
+    assert_eq!(up.hits(), 1);
+}
+
+/// Routes `/closed/` and `/open/` run the misbehave filter doing `action`
+/// when the request has `x-boom`; `/healthy/` runs add-header only.
+fn misbehaving_config(action: &str, limits: &str, upstream: std::net::SocketAddr) -> String {
+    let filters = format!(
+        "  misbehave: {{ path: {}{limits} }}\n  add-header: {{ path: {} }}",
+        wasm("misbehave_filter"),
+        wasm("add_header")
+    );
+    let entry = |on_error: &str| {
+        format!(
+            "[{{ filter: misbehave, config: {{ do: {action}, when_header: x-boom }}, on_error: {on_error} }}]"
+        )
+    };
+    let routes = format!(
+        r#"      - {{ name: closed, match: {{ path_prefix: /closed/ }}, filters: {}, cluster: backend }}
+      - {{ name: open, match: {{ path_prefix: /open/ }}, filters: {}, cluster: backend }}
+      - {{ name: healthy, match: {{ path_prefix: /healthy/ }}, filters: [{{ filter: add-header, config: {{ request: {{ x-ok: "1" }} }} }}], cluster: backend }}"#,
+        entry("fail_closed"),
+        entry("fail_open")
+    );
+    config(&filters, &routes, upstream)
+}
+
+async fn boom(url: &str) -> weft_test_harness::Reply {
+    let req = Request::get(url)
+        .header("x-boom", "1")
+        .body(Full::default())
+        .unwrap();
+    send(&client(false), req).await
+}
+
+/// Checks fail_closed/fail_open for a misbehaviour, and that the proxy keeps
+/// serving every route afterwards. Returns the fail_closed error message.
+async fn check_failure_policy(action: &str, limits: &str) -> String {
+    let up = Upstream::start().await;
+    let weft = start(&misbehaving_config(action, limits, up.addr));
+    let url = weft.url("public");
+
+    let closed = boom(&format!("{url}/closed/x")).await;
+    assert_eq!(closed.status, 500, "{action}: {:?}", closed.body);
+    let body = closed.json();
+    assert_eq!(body["error"], "filter_failed");
+    assert_eq!(up.hits(), 0, "fail_closed must not reach the upstream");
+
+    let open = boom(&format!("{url}/open/x")).await;
+    assert_eq!(open.status, 200, "{action}: fail_open passes through");
+    assert_eq!(
+        open.echoed_header("x-misbehave"),
+        None,
+        "the failed filter was skipped"
+    );
+
+    // The failed instances were replaced: the same routes keep working.
+    for _ in 0..5 {
+        let spared = get(&format!("{url}/closed/x")).await;
+        assert_eq!(spared.status, 200);
+        assert_eq!(
+            spared.echoed_header("x-misbehave").as_deref(),
+            Some("spared")
+        );
+        let healthy = get(&format!("{url}/healthy/x")).await;
+        assert_eq!(healthy.echoed_header("x-ok").as_deref(), Some("1"));
+    }
+    let again = boom(&format!("{url}/closed/y")).await;
+    assert_eq!(
+        again.status, 500,
+        "a second failure is handled the same way"
+    );
+    body["message"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trapping_filter_fails_closed_or_open_and_the_proxy_keeps_serving() {
+    let message = check_failure_policy("trap", "").await;
+    assert!(
+        message.contains("\"misbehave\" failed in on-request-headers: trapped"),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_filter_is_a_trap() {
+    let message = check_failure_policy("panic", "").await;
+    assert!(message.contains("trapped"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_looping_filter_is_cut_off_by_its_deadline_without_stalling_other_routes() {
+    let up = Upstream::start().await;
+    let weft = start(&misbehaving_config("loop", ", deadline_ms: 50", up.addr));
+    let url = weft.url("public");
+    // A looping call and ordinary requests at the same time.
+    let looping = tokio::spawn({
+        let url = url.clone();
+        async move { boom(&format!("{url}/closed/x")).await }
+    });
+    for _ in 0..10 {
+        let healthy = get(&format!("{url}/healthy/x")).await;
+        assert_eq!(healthy.status, 200);
+    }
+    let r = looping.await.unwrap();
+    assert_eq!(r.status, 500);
+    let message = r.json()["message"].as_str().unwrap().to_string();
+    assert!(message.contains("deadline of 50 ms exceeded"), "{message}");
+    drop(weft);
+    let message = check_failure_policy("loop", ", deadline_ms: 50").await;
+    assert!(message.contains("deadline"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filter_growing_memory_past_its_cap_is_stopped() {
+    let message = check_failure_policy("grow", ", max_memory_mib: 8").await;
+    assert!(
+        message.contains("memory cap of 8 MiB exceeded"),
+        "{message}"
+    );
+}

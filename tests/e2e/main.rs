@@ -1,0 +1,36 @@
+//! End-to-end tests: the real `weft` binary, real upstreams and clients on
+//! loopback, real filter components built from `filters/` and `examples/`.
+
+mod filters;
+mod http2;
+mod reload;
+mod routing;
+mod validate;
+
+use std::net::SocketAddr;
+
+use weft_test_harness::Weft;
+
+/// The `weft` binary cargo built for these tests.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_weft")
+}
+
+/// Starts weft on `yaml` without blocking the async runtime's workers.
+pub fn start(yaml: &str) -> Weft {
+    tokio::task::block_in_place(|| Weft::start(bin(), yaml))
+}
+
+/// The path of a built filter component, for a config.
+pub fn wasm(name: &str) -> String {
+    weft_test_harness::component(name).display().to_string()
+}
+
+/// A config with one listener `public`, the given `filters:` block (YAML,
+/// indented two spaces), the given routes (YAML list items, indented four
+/// spaces) and a cluster `backend` on `upstream`.
+pub fn config(filters: &str, routes: &str, upstream: SocketAddr) -> String {
+    format!(
+        "filters:\n{filters}\nlisteners:\n  - name: public\n    listen: 127.0.0.1:0\n    routes:\n{routes}\nclusters:\n  backend: {{ endpoints: [\"{upstream}\"] }}\n"
+    )
+}

@@ -1,0 +1,187 @@
+//! Routing, forwarding and the proxy's own answers.
+
+use http::Request;
+use http_body_util::Full;
+use weft_test_harness::{Upstream, client, get, send};
+
+use crate::{config, start, wasm};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routes_chain_adds_headers_and_another_route_does_not() {
+    let up = Upstream::start().await;
+    let filters = format!("  add-header: {{ path: {} }}", wasm("add_header"));
+    let routes = r#"
+      - name: tagged
+        match: { path_prefix: /tagged/ }
+        filters:
+          - filter: add-header
+            config: { request: { x-added: "yes" }, response: { x-served-by: weft } }
+        cluster: backend
+      - name: plain
+        cluster: backend"#;
+    let weft = start(&config(&filters, routes, up.addr));
+    let url = weft.url("public");
+
+    let tagged = get(&format!("{url}/tagged/item?id=1")).await;
+    assert_eq!(tagged.status, 200);
+    assert_eq!(tagged.echoed_header("x-added").as_deref(), Some("yes"));
+    assert_eq!(tagged.header("x-served-by"), Some("weft"));
+    assert_eq!(tagged.json()["path"], "/tagged/item?id=1");
+
+    let plain = get(&format!("{url}/plain")).await;
+    assert_eq!(plain.status, 200);
+    assert_eq!(plain.echoed_header("x-added"), None);
+    assert_eq!(plain.header("x-served-by"), None);
+    assert_eq!(up.hits(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_sets_request_id_and_forwarded_for_and_drops_hop_by_hop() {
+    let up = Upstream::start().await;
+    let weft = start(&config(
+        "  {}",
+        "      - { name: all, cluster: backend }",
+        up.addr,
+    ));
+    let url = weft.url("public");
+    let c = client(false);
+    let req = Request::get(format!("{url}/x"))
+        .header("connection", "x-private")
+        .header("x-private", "secret")
+        .header("x-forwarded-for", "10.1.2.3")
+        .body(Full::default())
+        .unwrap();
+    let r = send(&c, req).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.echoed_header("x-private"),
+        None,
+        "header named by Connection must not pass"
+    );
+    assert_eq!(
+        r.echoed_header("x-forwarded-for").as_deref(),
+        Some("10.1.2.3, 127.0.0.1")
+    );
+    let id = r.echoed_header("x-request-id").expect("x-request-id set");
+    assert_eq!(id.len(), 36, "{id}");
+
+    let req = Request::get(format!("{url}/x"))
+        .header("x-request-id", "client-chosen-id")
+        .body(Full::default())
+        .unwrap();
+    let r = send(&c, req).await;
+    assert_eq!(
+        r.echoed_header("x-request-id").as_deref(),
+        Some("client-chosen-id")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_match_host_path_methods_and_headers_first_match_wins() {
+    let up = Upstream::start().await;
+    let filters = format!("  add-header: {{ path: {} }}", wasm("add_header"));
+    let tag = |name: &str| {
+        format!(
+            "filters: [{{ filter: add-header, config: {{ response: {{ x-route: {name} }} }} }}]"
+        )
+    };
+    let routes = format!(
+        r#"
+      - {{ name: exact-host, match: {{ host: api.example.com }}, {}, cluster: backend }}
+      - {{ name: wildcard-host, match: {{ host: "*.example.com" }}, {}, cluster: backend }}
+      - {{ name: exact-path, match: {{ path: /exact }}, {}, cluster: backend }}
+      - {{ name: post-only, match: {{ path_prefix: /p/, methods: [POST] }}, {}, cluster: backend }}
+      - {{ name: canary, match: {{ path_prefix: /p/, headers: [{{ name: x-env, exact: canary }}] }}, {}, cluster: backend }}
+      - {{ name: under-api, match: {{ path_prefix: /api/ }}, {}, cluster: backend }}"#,
+        tag("exact-host"),
+        tag("wildcard-host"),
+        tag("exact-path"),
+        tag("post-only"),
+        tag("canary"),
+        tag("under-api"),
+    );
+    let weft = start(&config(&filters, &routes, up.addr));
+    let url = weft.url("public");
+    let c = client(false);
+    let route_of = |method: &str, path: &str, headers: &[(&str, &str)]| {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(format!("{url}{path}"));
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(Full::default()).unwrap()
+    };
+    let cases: &[(&str, &str, &[(&str, &str)], Option<&str>)] = &[
+        (
+            "GET",
+            "/api/x",
+            &[("host", "API.example.com:8080")],
+            Some("exact-host"),
+        ),
+        (
+            "GET",
+            "/api/x",
+            &[("host", "eu.example.com")],
+            Some("wildcard-host"),
+        ),
+        ("GET", "/exact", &[], Some("exact-path")),
+        ("GET", "/exact/more", &[], None),
+        ("POST", "/p/x", &[], Some("post-only")),
+        ("GET", "/p/x", &[("x-env", "canary")], Some("canary")),
+        ("GET", "/p/x", &[("x-env", "prod")], None),
+        ("GET", "/api/v1", &[], Some("under-api")),
+    ];
+    for (method, path, headers, want) in cases {
+        let r = send(&c, route_of(method, path, headers)).await;
+        match want {
+            Some(route) => {
+                assert_eq!(r.status, 200, "{method} {path} {headers:?}");
+                assert_eq!(
+                    r.header("x-route"),
+                    Some(*route),
+                    "{method} {path} {headers:?}"
+                );
+            }
+            None => {
+                assert_eq!(r.status, 404, "{method} {path} {headers:?}");
+                let body = r.json();
+                assert_eq!(body["error"], "no_route");
+                assert!(body["message"].as_str().unwrap().contains(path), "{body}");
+                assert_eq!(r.header("content-type"), Some("application/json"));
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_upstream_is_502_and_slow_upstream_is_504() {
+    let up = Upstream::start().await;
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let yaml = format!(
+        r#"listeners:
+  - name: public
+    listen: 127.0.0.1:0
+    routes:
+      - {{ name: dead, match: {{ path_prefix: /dead }}, cluster: dead }}
+      - {{ name: slow, match: {{ path_prefix: /delay/ }}, cluster: backend, timeout_ms: 200 }}
+clusters:
+  dead: {{ endpoints: ["{closed}"] }}
+  backend: {{ endpoints: ["{}"] }}
+"#,
+        up.addr
+    );
+    let weft = start(&yaml);
+    let url = weft.url("public");
+    let r = get(&format!("{url}/dead")).await;
+    assert_eq!(r.status, 502);
+    assert_eq!(r.json()["error"], "upstream_unavailable");
+    let r = get(&format!("{url}/delay/3000")).await;
+    assert_eq!(r.status, 504);
+    assert_eq!(r.json()["error"], "upstream_timeout");
+    let r = get(&format!("{url}/delay/10")).await;
+    assert_eq!(r.status, 200, "a fast answer within the timeout passes");
+}

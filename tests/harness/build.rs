@@ -1,0 +1,126 @@
+//! Builds the workspace's filter components for `wasm32-wasip2` (profile
+//! `filter`, target dir `target/wasm-filters`) and tells the harness where
+//! they are through `WEFT_WASM_DIR`.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const TARGET: &str = "wasm32-wasip2";
+const PROFILE: &str = "filter";
+const PACKAGES: [&str; 3] = ["weft-filter-add-header", "hello-filter", "misbehave-filter"];
+/// What the filters are built from, relative to the workspace root.
+const INPUTS: [&str; 7] = [
+    "wit",
+    "sdk",
+    "filters",
+    "examples/hello-filter",
+    "examples/misbehave-filter",
+    "Cargo.toml",
+    "Cargo.lock",
+];
+
+fn main() {
+    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
+    let workspace = manifest_dir
+        .join("../..")
+        .canonicalize()
+        .expect("the workspace root exists");
+    for input in INPUTS {
+        println!("cargo:rerun-if-changed={}", workspace.join(input).display());
+    }
+
+    check_target_installed();
+
+    let target_dir = workspace.join("target/wasm-filters");
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Command::new(cargo);
+    build
+        .current_dir(&workspace)
+        .args(["build", "--target", TARGET, "--profile", PROFILE])
+        .arg("--target-dir")
+        .arg(&target_dir);
+    for package in PACKAGES {
+        build.args(["-p", package]);
+    }
+    clear_build_script_env(&mut build);
+
+    let output = build
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run cargo to build the filters: {err}"));
+    if !output.status.success() {
+        panic!(
+            "building the filter components failed ({}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    let wasm_dir = target_dir.join(TARGET).join(PROFILE);
+    println!("cargo:rustc-env=WEFT_WASM_DIR={}", wasm_dir.display());
+}
+
+/// Fails with instructions when the `wasm32-wasip2` standard library is
+/// missing (the inner build's own error is less clear).
+fn check_target_installed() {
+    let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let sysroot = Command::new(rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_string());
+    let Some(sysroot) = sysroot else {
+        // Let the build itself report what is wrong.
+        return;
+    };
+    let std_dir = Path::new(&sysroot).join("lib/rustlib").join(TARGET);
+    if !std_dir.is_dir() {
+        panic!(
+            "the {TARGET} target is not installed ({} is missing), and the e2e tests need the \
+             filter components built for it: run `rustup target add {TARGET}`",
+            std_dir.display()
+        );
+    }
+}
+
+/// Removes what cargo sets for this build script and that would otherwise
+/// leak into the inner build: flags, wrappers and target of the outer build,
+/// its jobserver, and the build-script metadata.
+fn clear_build_script_env(build: &mut Command) {
+    const VARS: [&str; 23] = [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_ENCODED_RUSTDOCFLAGS",
+        "RUSTFLAGS",
+        "RUSTDOCFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "CARGO_BUILD_TARGET_DIR",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTC_LINKER",
+        "CARGO_MAKEFLAGS",
+        "MAKEFLAGS",
+        "MFLAGS",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_MANIFEST_DIR",
+        "CARGO_MANIFEST_PATH",
+        "CARGO_MANIFEST_LINKS",
+        "PROFILE",
+        "OUT_DIR",
+        "TARGET",
+        "HOST",
+        "OPT_LEVEL",
+        "DEBUG",
+        "NUM_JOBS",
+    ];
+    const PREFIXES: [&str; 4] = ["CARGO_CFG_", "CARGO_FEATURE_", "CARGO_PKG_", "DEP_"];
+    for var in VARS {
+        build.env_remove(var);
+    }
+    for (name, _) in env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        if PREFIXES.iter().any(|prefix| name.starts_with(prefix)) {
+            build.env_remove(name);
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! End-to-end test support for Weft: start the real `weft` binary on a
+//! config, real upstream servers and clients on loopback, and find the
+//! filter components built from `filters/` and `examples/`.
+
+pub mod client;
+pub mod filters;
+pub mod process;
+pub mod upstream;
+
+pub use client::{Reply, client, get, send};
+pub use filters::component;
+pub use process::Weft;
+pub use upstream::Upstream;

@@ -1,0 +1,256 @@
+//! A `weft` process under test: started on a config written to a temporary
+//! directory, its log collected, killed on drop.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
+
+/// A fresh, empty directory for one test's files.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "weft-test-{}-{}-{tag}",
+        std::process::id(),
+        NEXT_DIR.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
+/// A running `weft run`.
+pub struct Weft {
+    child: Child,
+    /// The config file it runs on.
+    pub config_path: PathBuf,
+    log: Arc<Mutex<Vec<String>>>,
+    listeners: HashMap<String, SocketAddr>,
+}
+
+impl Weft {
+    /// Writes `config` (YAML) to a temp dir and starts `bin run` on it,
+    /// waiting until every listener is bound.
+    pub fn start(bin: &str, config: &str) -> Weft {
+        Self::start_with(bin, config, &[])
+    }
+
+    /// Like [`Weft::start`], with extra arguments for `weft run`.
+    pub fn start_with(bin: &str, config: &str, args: &[&str]) -> Weft {
+        let dir = temp_dir("weft");
+        let config_path = dir.join("weft.yaml");
+        std::fs::write(&config_path, config).expect("write config");
+        let mut child = Command::new(bin)
+            .arg("run")
+            .arg("--config")
+            .arg(&config_path)
+            .args(args)
+            .env("WEFT_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn weft");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("stderr piped");
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[weft] {line}");
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let expected = config.matches("listen:").count();
+        let mut weft = Weft {
+            child,
+            config_path,
+            log,
+            listeners: HashMap::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while weft.listeners.len() < expected {
+            if let Ok(Some(status)) = weft.child.try_wait() {
+                panic!(
+                    "weft exited with {status} before listening:\n{}",
+                    weft.log_text()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "weft did not listen in time:\n{}",
+                weft.log_text()
+            );
+            weft.listeners = parse_listeners(&weft.log.lock().unwrap());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        weft
+    }
+
+    /// The bound address of listener `name`.
+    pub fn addr(&self, name: &str) -> SocketAddr {
+        *self
+            .listeners
+            .get(name)
+            .unwrap_or_else(|| panic!("no listener {name:?}: {:?}", self.listeners))
+    }
+
+    /// `http://<addr of listener name>`.
+    pub fn url(&self, name: &str) -> String {
+        format!("http://{}", self.addr(name))
+    }
+
+    /// Everything logged so far.
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// How many log lines contain `needle`.
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    /// Waits until at least `n` log lines contain `needle`.
+    pub fn wait_for_log(&self, needle: &str, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.log_count(needle) < n {
+            assert!(
+                Instant::now() < deadline,
+                "no {n}x {needle:?} in log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Rewrites the config file and sends SIGHUP; waits until the reload
+    /// is logged as done or rejected and returns that line.
+    pub fn reload(&self, config: &str) -> String {
+        std::fs::write(&self.config_path, config).expect("write config");
+        self.signal_reload()
+    }
+
+    /// Sends SIGHUP; returns the log line that reports the outcome.
+    pub fn signal_reload(&self) -> String {
+        let before = self.outcomes();
+        let status = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let lines = self.log.lock().unwrap();
+            let outcome: Vec<&String> = lines.iter().filter(|l| is_outcome(l)).collect();
+            if outcome.len() > before {
+                return outcome[before].clone();
+            }
+            drop(lines);
+            assert!(
+                Instant::now() < deadline,
+                "reload not reported:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn outcomes(&self) -> usize {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| is_outcome(l))
+            .count()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A field of `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`).
+    pub fn proc_status_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc status"))
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+/// A reload outcome: first line of either kind.
+fn is_outcome(line: &str) -> bool {
+    line.contains("config reloaded") || line.contains("config rejected")
+}
+
+fn parse_listeners(lines: &[String]) -> HashMap<String, SocketAddr> {
+    lines
+        .iter()
+        .filter(|l| l.contains("listening"))
+        .filter_map(|l| {
+            let name = field(l, "listener=")?;
+            let addr = field(l, "addr=")?.parse().ok()?;
+            Some((name.to_string(), addr))
+        })
+        .collect()
+}
+
+fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let rest = &line[line.find(key)? + key.len()..];
+    Some(rest.split_whitespace().next()?.trim_matches('"'))
+}
+
+impl Drop for Weft {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `bin validate --config <file with text>`: (exit success, stdout + stderr).
+pub fn validate(
+    bin: &str,
+    text: &str,
+    file_name: &str,
+    extra_files: &[(&str, &[u8])],
+) -> (bool, String) {
+    let dir = temp_dir("validate");
+    for (name, bytes) in extra_files {
+        std::fs::write(dir.join(name), bytes).expect("write file");
+    }
+    let path = dir.join(file_name);
+    std::fs::write(&path, text).expect("write config");
+    validate_file(bin, &path)
+}
+
+/// Runs `bin validate --config path`.
+pub fn validate_file(bin: &str, path: &Path) -> (bool, String) {
+    let out = Command::new(bin)
+        .args(["validate", "--config"])
+        .arg(path)
+        .output()
+        .expect("run weft validate");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}

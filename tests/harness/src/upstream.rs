@@ -1,0 +1,116 @@
+//! A real HTTP/1.1 upstream server on loopback that counts its hits and
+//! echoes what it received as JSON.
+//!
+//! Paths with meaning: `/delay/<ms>` waits before answering; `/status/<code>`
+//! answers with that status. Every other request gets 200 with the echo:
+//! `{"method", "path", "headers": {name: value}, "body_bytes"}`.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
+/// A running upstream; stops when dropped.
+pub struct Upstream {
+    /// Its address.
+    pub addr: SocketAddr,
+    hits: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Upstream {
+    /// Starts an upstream on an ephemeral loopback port.
+    pub async fn start() -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = hits.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        answer(req)
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Upstream { addr, hits, task }
+    }
+
+    /// Requests received so far.
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (head, body) = req.into_parts();
+    let path = head.uri.path().to_string();
+    if let Some(ms) = path.strip_prefix("/delay/").and_then(|s| s.parse().ok()) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let status = path
+        .strip_prefix("/status/")
+        .and_then(|s| s.parse().ok())
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .unwrap_or(StatusCode::OK);
+    // Count the body without keeping it: large bodies stream through.
+    let mut body = body;
+    let mut body_bytes = 0u64;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(f) => body_bytes += f.data_ref().map_or(0, |d| d.len() as u64),
+            Err(_) => break,
+        }
+    }
+    let headers: BTreeMap<String, String> = head
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let echo = serde_json::json!({
+        "method": head.method.as_str(),
+        "path": head.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+        "headers": headers,
+        "body_bytes": body_bytes,
+    });
+    let mut resp = Response::new(Full::new(Bytes::from(echo.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    resp.headers_mut()
+        .insert("x-upstream", "test".parse().unwrap());
+    Ok(resp)
+}
