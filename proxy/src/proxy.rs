@@ -195,20 +195,25 @@ async fn request_phase(
     }
 }
 
-fn header_phase(run: &mut ChainRun, ex: &mut Exchange, out: &mut Outgoing) -> Result<(), Outgoing> {
+/// Runs `on-response-headers` over `out`. Returns `false` when a filter
+/// failed and `out` became the error to send as it is.
+fn header_phase(run: &mut ChainRun, ex: &mut Exchange, out: &mut Outgoing) -> bool {
     if !run.chain().wants(Phase::ResponseHeaders) {
-        return Ok(());
+        return true;
     }
     ex.response = Some(std::mem::replace(&mut out.head, empty_head()));
     let step = run.response_phase(ex, Phase::ResponseHeaders);
     out.head = ex.response.take().expect("response head present");
     match step {
-        Step::Continue => Ok(()),
+        Step::Continue => true,
         Step::Respond(reply) => {
             *out = Outgoing::local(reply);
-            Ok(())
+            true
         }
-        Step::Failed(f) => Err(failure(f, ex)),
+        Step::Failed(f) => {
+            *out = failure(f, ex);
+            false
+        }
     }
 }
 
@@ -218,8 +223,8 @@ async fn response_phases(
     mut out: Outgoing,
     limit: u64,
 ) -> Outgoing {
-    if let Err(failed) = header_phase(run, ex, &mut out) {
-        return failed;
+    if !header_phase(run, ex, &mut out) {
+        return out;
     }
     if !run.chain().wants(Phase::ResponseBody) {
         return out;

@@ -112,7 +112,9 @@ async fn routes_match_host_path_methods_and_headers_first_match_wins() {
         }
         b.body(Full::default()).unwrap()
     };
-    let cases: &[(&str, &str, &[(&str, &str)], Option<&str>)] = &[
+    /// (method, path, headers, the route expected to answer)
+    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], Option<&'a str>);
+    let cases: &[Case] = &[
         (
             "GET",
             "/api/x",

@@ -137,7 +137,7 @@ fn modules_that_are_not_weft_filters_are_refused() {
         );
         let (ok, out) = validate(bin(), &yaml, "weft.yaml", &[(file, bytes)]);
         assert!(!ok, "{file}");
-        assert!(out.contains(&format!("filters.bad.path: ")), "{out}");
+        assert!(out.contains("filters.bad.path: "), "{out}");
         assert!(out.contains(expected), "{file}: {out}");
         assert_eq!(
             out.lines().count(),

@@ -56,7 +56,7 @@ fn section(which: &str, headers: BTreeMap<String, String>) -> Result<Headers, St
         }
         checked.push((lower, value));
     }
-    checked.sort();
+    checked.sort_unstable();
     Ok(checked)
 }
 

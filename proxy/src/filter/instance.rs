@@ -83,7 +83,20 @@ impl FilterInstance {
         if let Some(Trap::Interrupt) = error.downcast_ref::<Trap>() {
             return FilterFailure::Deadline(self.limits.deadline_ms);
         }
-        FilterFailure::Trap(format!("{error:#}"))
+        let message = format!("{error:#}");
+        // Imports outside the contract (WASI) are linked as traps: say so,
+        // rather than leave "unknown import" to be puzzled over. A std guest
+        // reaches them when it writes to stderr, e.g. on allocation failure.
+        if let Some(import) = message
+            .split("unknown import: ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+        {
+            return FilterFailure::Trap(format!(
+                "called {import}, which filters are not given (only weft:filter imports are; a std guest calls it to write to stderr, e.g. when an allocation fails)"
+            ));
+        }
+        FilterFailure::Trap(message)
     }
 
     /// Calls the phase, returning what the filter asks for.

@@ -2,7 +2,6 @@
 
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
-use syn::spanned::Spanned;
 use syn::{ImplItem, ItemImpl, parse_quote};
 
 use crate::phases::phases_of;
@@ -12,8 +11,8 @@ const USAGE: &str = "#[weft_sdk::filter] goes on `impl Filter for YourType { ...
 /// Expands `#[weft_sdk::filter]` (with arguments `attr`) on `item`.
 pub fn filter(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
     if !attr.is_empty() {
-        return Err(syn::Error::new(
-            attr.span(),
+        return Err(syn::Error::new_spanned(
+            attr,
             "#[weft_sdk::filter] takes no arguments",
         ));
     }
@@ -47,33 +46,33 @@ pub fn filter(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
 /// handle.
 fn check_filter_impl(block: &ItemImpl) -> syn::Result<()> {
     let Some((negative, trait_path, _)) = &block.trait_ else {
-        return Err(syn::Error::new(
-            block.self_ty.span(),
+        return Err(syn::Error::new_spanned(
+            &block.self_ty,
             format!("{USAGE}: this is an inherent impl, not an impl of `Filter`"),
         ));
     };
     if negative.is_some() {
-        return Err(syn::Error::new(block.span(), USAGE));
+        return Err(syn::Error::new_spanned(trait_path, USAGE));
     }
     let is_filter = trait_path
         .segments
         .last()
         .is_some_and(|segment| segment.ident == "Filter" && segment.arguments.is_none());
     if !is_filter {
-        return Err(syn::Error::new(
-            trait_path.span(),
+        return Err(syn::Error::new_spanned(
+            trait_path,
             format!("{USAGE}: this implements another trait"),
         ));
     }
     if !block.generics.params.is_empty() {
-        return Err(syn::Error::new(
-            block.generics.span(),
+        return Err(syn::Error::new_spanned(
+            &block.generics,
             "#[weft_sdk::filter] exports one concrete type: the impl cannot have generic \
              parameters (write the impl for the concrete type, e.g. `impl Filter for MyFilter<u8>`)",
         ));
     }
     if let Some(unsafety) = block.unsafety {
-        return Err(syn::Error::new(unsafety.span(), USAGE));
+        return Err(syn::Error::new_spanned(unsafety, USAGE));
     }
     Ok(())
 }
