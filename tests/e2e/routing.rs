@@ -187,3 +187,68 @@ clusters:
     let r = get(&format!("{url}/delay/10")).await;
     assert_eq!(r.status, 200, "a fast answer within the timeout passes");
 }
+
+/// Writes raw bytes to the proxy and returns the status line it answers.
+async fn raw_status(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut buf))
+        .await
+        .expect("an answer")
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]).to_string();
+    text.lines().next().unwrap_or_default().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_oversized_requests_get_4xx_and_nothing_else_breaks() {
+    let up = Upstream::start().await;
+    let weft = start(&config(
+        "  {}",
+        "      - { name: all, cluster: backend }",
+        up.addr,
+    ));
+    let addr = weft.addr("public");
+    let status = raw_status(addr, b"GARBAGE\r\n\r\n").await;
+    assert!(status.starts_with("HTTP/1.1 400"), "{status}");
+    let huge = format!(
+        "GET / HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+        "a".repeat(100 * 1024)
+    );
+    let status = raw_status(addr, huge.as_bytes()).await;
+    assert!(status.starts_with("HTTP/1.1 431"), "{status}");
+    assert_eq!(up.hits(), 0);
+    let r = get(&format!("{}/still-fine", weft.url("public"))).await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_drops_the_connection_gives_502() {
+    // Accepts, reads the request, and closes without answering.
+    let dying = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dying_addr = dying.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        while let Ok((mut s, _)) = dying.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            drop(s);
+        }
+    });
+    let weft = start(&config(
+        "  {}",
+        "      - { name: all, cluster: backend }",
+        dying_addr,
+    ));
+    let r = get(&format!("{}/x", weft.url("public"))).await;
+    assert_eq!(r.status, 502);
+    assert_eq!(r.json()["error"], "upstream_unavailable");
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains(&dying_addr.to_string())
+    );
+}
