@@ -4,7 +4,7 @@
 CARGO ?= cargo
 WASM_TARGET := wasm32-wasip2
 WASM_DIR := target/wasm-filters
-FILTER_CRATES := -p weft-filter-add-header -p weft-filter-api-key -p hello-filter -p misbehave-filter
+FILTER_CRATES := -p weft-filter-add-header -p weft-filter-api-key -p hello-filter -p misbehave-filter -p inspect-filter
 
 .PHONY: setup build filters quickstart test lint
 
@@ -26,10 +26,10 @@ quickstart: setup build filters
 
 ## test: the whole test suite (unit and end-to-end).
 test: setup
-	$(CARGO) test --release --workspace --exclude weft-filter-add-header --exclude weft-filter-api-key --exclude hello-filter --exclude misbehave-filter
-	$(CARGO) test --release -p weft-filter-add-header -p weft-filter-api-key -p hello-filter -p misbehave-filter
+	$(CARGO) test --release --workspace
 
 ## lint: formatting and clippy, as CI checks them.
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --release --all-targets -- -D warnings
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --target $(WASM_TARGET) --profile filter --target-dir $(WASM_DIR) $(FILTER_CRATES) -- -D warnings

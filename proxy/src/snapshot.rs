@@ -290,6 +290,7 @@ fn build_chain(
         let identity = runtime.identity(&entry.filter);
         match InstancePool::new(
             runtime.engine(),
+            runtime.ticker().clone(),
             module.module.clone(),
             identity,
             entry.config.to_string(),

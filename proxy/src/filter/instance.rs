@@ -10,10 +10,10 @@ use wasmtime::{Engine, Store, Trap};
 
 use super::bindings::HttpFilter;
 use super::bindings::weft::filter::types::{Action, Phases};
+use super::epoch::{EPOCH_TICK, EpochTicker};
 use super::exchange::{Exchange, Phase};
 use super::host::{FilterIdentity, HostState, MemoryCap};
 use super::module::CompiledModule;
-use super::runtime::EPOCH_TICK;
 
 /// Idle instances kept per pool; more are created under load and dropped
 /// when returned to a full pool.
@@ -50,6 +50,7 @@ pub struct Limits {
 /// A ready instance: `init` has run with its pool's config.
 pub struct FilterInstance {
     store: Store<HostState>,
+    ticker: Arc<EpochTicker>,
     bindings: HttpFilter,
     deadline_ticks: u64,
     limits: Limits,
@@ -71,7 +72,9 @@ impl FilterInstance {
         exchange.phase = phase;
         std::mem::swap(&mut self.store.data_mut().exchange, exchange);
         self.store.set_epoch_deadline(self.deadline_ticks);
+        let running = self.ticker.enter();
         let result = call(&self.bindings, &mut self.store);
+        drop(running);
         std::mem::swap(&mut self.store.data_mut().exchange, exchange);
         result.map_err(|e| self.failure(e))
     }
@@ -122,6 +125,7 @@ impl FilterInstance {
 /// Instances of one chain entry (one module with one config).
 pub struct InstancePool {
     engine: Engine,
+    ticker: Arc<EpochTicker>,
     module: Arc<CompiledModule>,
     identity: Arc<FilterIdentity>,
     config_json: String,
@@ -136,6 +140,7 @@ impl InstancePool {
     /// rejects the config here, before any request.
     pub fn new(
         engine: &Engine,
+        ticker: Arc<EpochTicker>,
         module: Arc<CompiledModule>,
         identity: Arc<FilterIdentity>,
         config_json: String,
@@ -143,6 +148,7 @@ impl InstancePool {
     ) -> Result<Self, String> {
         let mut pool = Self {
             engine: engine.clone(),
+            ticker,
             module,
             identity,
             config_json,
@@ -176,6 +182,7 @@ impl InstancePool {
             .map_err(|e| format!("cannot instantiate: {e:#}"))?;
         let mut instance = FilterInstance {
             store,
+            ticker: self.ticker.clone(),
             bindings,
             deadline_ticks: ticks(INIT_DEADLINE_MS),
             limits: self.limits,

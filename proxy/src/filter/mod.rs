@@ -8,6 +8,7 @@
 //! - [`host`]: the host functions filters import.
 
 pub mod chain;
+pub mod epoch;
 pub mod exchange;
 pub mod host;
 pub mod instance;

@@ -5,23 +5,23 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+use super::epoch::EpochTicker;
 use super::host::FilterIdentity;
 use super::module::{CompiledModule, ModuleCache, ModuleError};
 use super::shared::SharedState;
 use crate::telemetry::Registry;
 
-/// How often the engine's epoch advances: the resolution of call deadlines.
-pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// The largest memory cap a filter may be given, in MiB.
 pub const MAX_MEMORY_MIB: u64 = 256;
 
 /// One per process: compiles, caches and instantiates filters.
 pub struct FilterRuntime {
     engine: Engine,
+    ticker: Arc<EpochTicker>,
     modules: ModuleCache,
     shared: Mutex<HashMap<String, Arc<SharedState>>>,
     metrics: Arc<Registry>,
@@ -44,19 +44,11 @@ impl FilterRuntime {
             .concurrency_support(false)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
         let engine = Engine::new(&config)?;
-        let ticker = engine.weak();
-        std::thread::Builder::new()
-            .name("weft-epoch".into())
-            .spawn(move || {
-                while let Some(engine) = ticker.upgrade() {
-                    engine.increment_epoch();
-                    drop(engine);
-                    std::thread::sleep(EPOCH_TICK);
-                }
-            })
+        let ticker = EpochTicker::start(&engine)
             .map_err(|e| wasmtime::format_err!("cannot start the epoch thread: {e}"))?;
         Ok(Arc::new(Self {
             engine,
+            ticker,
             modules: ModuleCache::default(),
             shared: Mutex::new(HashMap::new()),
             metrics,
@@ -67,6 +59,11 @@ impl FilterRuntime {
     /// The engine.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The ticker that enforces call deadlines.
+    pub fn ticker(&self) -> &Arc<EpochTicker> {
+        &self.ticker
     }
 
     /// The process metrics registry.
