@@ -1,8 +1,11 @@
 //! End-to-end tests: the real `weft` binary, real upstreams and clients on
 //! loopback, real filter components built from `filters/` and `examples/`.
 
+mod api_key;
 mod filters;
 mod http2;
+mod phases;
+mod quickstart;
 mod reload;
 mod routing;
 mod validate;

@@ -48,9 +48,16 @@ async fn the_readme_curl_lines_do_what_the_readme_says() {
     assert_eq!(send(&c, with_key("wrong")).await.status, 403);
     let ok = send(&c, with_key("quickstart-key")).await;
     assert_eq!(ok.status, 200);
-    assert_eq!(ok.echoed_header("x-consumer").as_deref(), Some("quickstart"));
+    assert_eq!(
+        ok.echoed_header("x-consumer").as_deref(),
+        Some("quickstart")
+    );
     assert_eq!(ok.echoed_header("x-team").as_deref(), Some("quickstart"));
-    assert_eq!(ok.echoed_header("x-api-key"), None, "the key is not forwarded");
+    assert_eq!(
+        ok.echoed_header("x-api-key"),
+        None,
+        "the key is not forwarded"
+    );
 
     let other = get(&format!("{url}/anything")).await;
     assert_eq!(other.status, 200);

@@ -8,14 +8,21 @@ use std::process::Command;
 
 const TARGET: &str = "wasm32-wasip2";
 const PROFILE: &str = "filter";
-const PACKAGES: [&str; 3] = ["weft-filter-add-header", "hello-filter", "misbehave-filter"];
+const PACKAGES: [&str; 5] = [
+    "weft-filter-add-header",
+    "weft-filter-api-key",
+    "hello-filter",
+    "misbehave-filter",
+    "inspect-filter",
+];
 /// What the filters are built from, relative to the workspace root.
-const INPUTS: [&str; 7] = [
+const INPUTS: [&str; 8] = [
     "wit",
     "sdk",
     "filters",
     "examples/hello-filter",
     "examples/misbehave-filter",
+    "examples/inspect-filter",
     "Cargo.toml",
     "Cargo.lock",
 ];

@@ -56,21 +56,17 @@ impl KeyRing {
     /// present when `digest` is a duplicate.
     pub fn insert(&mut self, digest: Digest, consumer: String) -> Result<(), &str> {
         // Configuration time: no need for constant time here.
-        if let Some(existing) = self.entries.iter().find(|e| e.digest == digest) {
-            return Err(&existing.consumer);
+        if let Some(index) = self.entries.iter().position(|e| e.digest == digest) {
+            return Err(&self.entries[index].consumer);
         }
         self.entries.push(Entry { digest, consumer });
         Ok(())
     }
 
     /// How many keys there are.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.entries.len()
-    }
-
-    /// Whether there are no keys.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
     }
 
     /// The consumer whose key is `key`, if any.

@@ -130,7 +130,7 @@ mod tests {
     fn a_parameter_without_value_has_an_empty_value() {
         assert_eq!(
             values("key&key=&x=1", "key"),
-            [Vec::new(), Vec::new()]
+            [Vec::<u8>::new(), Vec::new()]
         );
         assert_eq!(values("&&", "key"), Vec::<Vec<u8>>::new());
     }

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 pub const WASM_DIR: &str = env!("WEFT_WASM_DIR");
 
 /// The absolute path of the component whose library is named `name`, e.g.
-/// `component("add_header")` for `filters/add-header`, or `hello_filter`,
-/// `misbehave_filter`.
+/// `component("add_header")` for `filters/add-header`, or `api_key`,
+/// `hello_filter`, `misbehave_filter`, `inspect_filter`.
 ///
 /// # Panics
 ///
@@ -19,8 +19,8 @@ pub fn component(name: &str) -> PathBuf {
     assert!(
         path.is_file(),
         "filter component `{name}` not found at {}: the harness build script builds \
-         add_header, hello_filter and misbehave_filter (rebuild with `cargo test` after \
-         `cargo clean -p weft-test-harness` if the file was removed)",
+         add_header, api_key, hello_filter, misbehave_filter and inspect_filter (rebuild \
+         with `cargo test` after `cargo clean -p weft-test-harness` if the file was removed)",
         path.display()
     );
     path
@@ -32,7 +32,13 @@ mod tests {
 
     #[test]
     fn the_build_script_built_every_filter() {
-        for name in ["add_header", "hello_filter", "misbehave_filter"] {
+        for name in [
+            "add_header",
+            "api_key",
+            "hello_filter",
+            "misbehave_filter",
+            "inspect_filter",
+        ] {
             let path = component(name);
             assert!(path.is_absolute(), "{}", path.display());
             let bytes = std::fs::read(&path).unwrap();
