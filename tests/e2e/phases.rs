@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use weft_test_harness::{Reply, Upstream, client, get, send};
+use weft_test_harness::{Reply, Upstream, client, get, raw_status, send};
 
 use crate::{config, start, wasm};
 
@@ -202,20 +202,6 @@ async fn on_done_runs_once_per_request() {
         assert_eq!(request.await.unwrap().status, 200);
     }
     assert_done_count_settles_at(&probe, 25).await;
-}
-
-/// Sends raw bytes and returns the status line of the answer.
-async fn raw_status(addr: SocketAddr, request: &[u8]) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.write_all(request).await.unwrap();
-    let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
-        .await
-        .expect("an answer")
-        .unwrap();
-    let text = String::from_utf8_lossy(&buf[..n]).to_string();
-    text.lines().next().unwrap_or_default().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,7 @@
 
 use http::Request;
 use http_body_util::Full;
-use weft_test_harness::{Upstream, client, get, send};
+use weft_test_harness::{Upstream, client, get, raw_status, send};
 
 use crate::{config, start, wasm};
 
@@ -186,20 +186,6 @@ clusters:
     assert_eq!(r.json()["error"], "upstream_timeout");
     let r = get(&format!("{url}/delay/10")).await;
     assert_eq!(r.status, 200, "a fast answer within the timeout passes");
-}
-
-/// Writes raw bytes to the proxy and returns the status line it answers.
-async fn raw_status(addr: std::net::SocketAddr, request: &[u8]) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.write_all(request).await.unwrap();
-    let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut buf))
-        .await
-        .expect("an answer")
-        .unwrap();
-    let text = String::from_utf8_lossy(&buf[..n]).to_string();
-    text.lines().next().unwrap_or_default().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -73,3 +73,18 @@ pub async fn send(client: &Client<HttpConnector, Full<Bytes>>, req: Request<Full
         body,
     }
 }
+
+/// Writes raw bytes to `addr` and returns the first line of the answer (the
+/// status line): for requests no well-behaved client would send.
+pub async fn raw_status(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request).await.expect("write request");
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+        .await
+        .expect("an answer within 10 s")
+        .expect("read answer");
+    let text = String::from_utf8_lossy(&buf[..n]);
+    text.lines().next().unwrap_or_default().to_string()
+}

@@ -7,7 +7,7 @@ pub mod filters;
 pub mod process;
 pub mod upstream;
 
-pub use client::{Reply, client, get, send};
+pub use client::{Reply, client, get, raw_status, send};
 pub use filters::component;
 pub use process::Weft;
 pub use upstream::Upstream;
