@@ -4,8 +4,10 @@
 //! [`proxy`] drives its phases, [`route`] picks its route, [`filter`] runs
 //! the route's Wasm chain, [`upstream`] sends it on. [`config`] and
 //! [`snapshot`] turn a config file into the immutable state requests read;
-//! [`reload`] swaps that state while traffic flows.
+//! [`reload`] swaps that state while traffic flows; [`admin`] serves
+//! readiness and metrics.
 
+pub mod admin;
 pub mod config;
 pub mod filter;
 pub mod http;

@@ -153,6 +153,7 @@ async fn serve(config_path: PathBuf, watch: bool) -> anyhow::Result<()> {
         .iter()
         .map(|l| (l.name.clone(), l.addr))
         .collect();
+    let admin = snapshot.config.admin.as_ref().map(|a| a.listen.clone());
     let proxy = Arc::new(Proxy {
         snapshot: ArcSwap::from_pointee(snapshot),
         metrics,
@@ -164,6 +165,14 @@ async fn serve(config_path: PathBuf, watch: bool) -> anyhow::Result<()> {
         let bound = listener.local_addr()?;
         tracing::info!(listener = &*name, addr = %bound, "listening");
         tokio::spawn(weft::listener::serve(listener, index, proxy.clone()));
+    }
+    if let Some(listen) = admin {
+        let addr: std::net::SocketAddr = listen.parse().context("admin.listen")?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("admin API: cannot bind {addr}"))?;
+        tracing::info!(addr = %listener.local_addr()?, "admin API listening");
+        tokio::spawn(weft::admin::serve(listener, proxy.clone()));
     }
     let reloader = Arc::new(Reloader::new(config_path, proxy, filters, clients));
     tokio::spawn(reloader.clone().on_sighup());

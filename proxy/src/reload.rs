@@ -65,7 +65,14 @@ impl Reloader {
 
     /// Reloads and logs the outcome.
     pub async fn reload_and_log(&self, cause: &str) {
-        match self.reload().await {
+        let result = self.reload().await;
+        let outcome = if result.is_ok() { "ok" } else { "rejected" };
+        let _ = self.proxy.metrics.counter_add(
+            "weft_config_reloads_total",
+            vec![("result".into(), outcome.into())],
+            1,
+        );
+        match result {
             Ok(version) => tracing::info!(version, cause, "config reloaded"),
             Err(errors) => {
                 for e in &errors.0 {

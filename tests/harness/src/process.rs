@@ -91,7 +91,7 @@ impl Weft {
         weft
     }
 
-    /// The bound address of listener `name`.
+    /// The bound address of listener `name` (`admin` for the admin API).
     pub fn addr(&self, name: &str) -> SocketAddr {
         *self
             .listeners
@@ -200,12 +200,17 @@ fn is_outcome(line: &str) -> bool {
     line.contains("config reloaded") || line.contains("config rejected")
 }
 
+/// Bound addresses by listener name; the admin API's is under `admin`.
 fn parse_listeners(lines: &[String]) -> HashMap<String, SocketAddr> {
     lines
         .iter()
         .filter(|l| l.contains("listening"))
         .filter_map(|l| {
-            let name = field(l, "listener=")?;
+            let name = if l.contains("admin API listening") {
+                "admin"
+            } else {
+                field(l, "listener=")?
+            };
             let addr = field(l, "addr=")?.parse().ok()?;
             Some((name.to_string(), addr))
         })
