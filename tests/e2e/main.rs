@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `weft` binary, real upstreams and clients on
 //! loopback, real filter components built from `filters/` and `examples/`.
 
+mod admin;
 mod api_key;
 mod filters;
 mod http2;
