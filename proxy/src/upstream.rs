@@ -41,22 +41,41 @@ pub struct Cluster {
 /// Why the upstream gave no response.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    /// No response headers within the route's timeout.
+    /// No response headers within the timeout.
     #[error("upstream {endpoint} did not answer within {timeout_ms} ms")]
     Timeout {
         /// The endpoint tried.
         endpoint: String,
-        /// The route's timeout.
+        /// The timeout.
         timeout_ms: u128,
     },
-    /// Could not connect, or the connection failed before a response.
+    /// Could not connect.
     #[error("upstream {endpoint} unavailable: {reason}")]
-    Unavailable {
+    Connect {
         /// The endpoint tried.
         endpoint: String,
         /// What failed.
         reason: String,
     },
+    /// The connection failed before a response.
+    #[error("upstream {endpoint} unavailable: {reason}")]
+    Reset {
+        /// The endpoint tried.
+        endpoint: String,
+        /// What failed.
+        reason: String,
+    },
+}
+
+impl UpstreamError {
+    /// The failure's name, as filters see it in `upstream.failure`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UpstreamError::Timeout { .. } => "timeout",
+            UpstreamError::Connect { .. } => "connect-failure",
+            UpstreamError::Reset { .. } => "reset",
+        }
+    }
 }
 
 impl Cluster {
@@ -75,19 +94,20 @@ impl Cluster {
         &self.endpoints
     }
 
-    fn pick(&self) -> &Authority {
+    /// The next endpoint, round robin.
+    pub fn pick(&self) -> &Authority {
         let i = self.next.fetch_add(1, Ordering::Relaxed);
         &self.endpoints[i % self.endpoints.len()]
     }
 
-    /// Sends `request` (whose URI holds only the path and query) to the next
-    /// endpoint and waits up to `timeout` for the response headers.
+    /// Sends `request` (whose URI holds only the path and query) to
+    /// `endpoint` and waits up to `timeout` for the response headers.
     pub async fn send(
         &self,
+        endpoint: &Authority,
         mut request: Request<ProxyBody>,
         timeout: Duration,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let endpoint = self.pick();
         let path = request
             .uri()
             .path_and_query()
@@ -104,7 +124,11 @@ impl Cluster {
                 endpoint: endpoint.to_string(),
                 timeout_ms: timeout.as_millis(),
             }),
-            Ok(Err(e)) => Err(UpstreamError::Unavailable {
+            Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect {
+                endpoint: endpoint.to_string(),
+                reason: error_chain(&e),
+            }),
+            Ok(Err(e)) => Err(UpstreamError::Reset {
                 endpoint: endpoint.to_string(),
                 reason: error_chain(&e),
             }),

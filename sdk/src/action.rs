@@ -1,5 +1,7 @@
 //! [`Action`] and [`LocalResponse`]: what a phase answers.
 
+use std::time::Duration;
+
 use serde::Serialize;
 
 use crate::bindings::weft::filter::types as wit;
@@ -16,6 +18,21 @@ pub enum Action {
     /// the response in their response phases. In a response phase it
     /// replaces the upstream's response.
     Respond(LocalResponse),
+    /// Pause the request for this long (at most 5 minutes) without holding
+    /// a thread, then go on as [`Action::Continue`]. Not in `on_done`.
+    ContinueAfter(Duration),
+    /// Only in `on_response_headers`, from a filter whose
+    /// [`phases`](crate::Filter::phases) include [`Phases::RETRY`](crate::Phases::RETRY):
+    /// discard this response and send the request upstream again after
+    /// `delay`, to the cluster's next endpoint. The response phases then run
+    /// again on the new response; [`property::attempt`](crate::property::attempt)
+    /// counts the attempts. When the proxy cannot resend the request (see
+    /// [`property::retryable`](crate::property::retryable)), it acts as
+    /// [`Action::Continue`].
+    Retry {
+        /// How long to wait before sending again.
+        delay: Duration,
+    },
 }
 
 impl Action {
@@ -32,8 +49,17 @@ impl Action {
                 headers: response.headers,
                 body: response.body,
             }),
+            Action::ContinueAfter(pause) => wit::Action::ContinueAfter(millis(pause)),
+            Action::Retry { delay } => wit::Action::Retry(wit::RetryRequest {
+                delay_ms: millis(delay),
+            }),
         }
     }
+}
+
+/// Whole milliseconds, saturating at `u32::MAX`.
+fn millis(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
 
 impl From<LocalResponse> for Action {

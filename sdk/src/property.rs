@@ -48,3 +48,28 @@ pub fn peer_identity() -> Option<String> {
 pub fn filter_name() -> Option<String> {
     get("filter.name")
 }
+
+/// Which upstream attempt this is: 1 for the first, 2 for the first retry
+/// (`request.attempt`). `None` before the request is sent upstream.
+pub fn attempt() -> Option<u32> {
+    get("request.attempt")?.parse().ok()
+}
+
+/// Whether the proxy can send this request again on
+/// [`Action::Retry`](crate::Action::Retry) (`request.retryable`): its body
+/// is kept (or it has none). `None` before the request is sent upstream.
+pub fn retryable() -> Option<bool> {
+    get("request.retryable")?.parse().ok()
+}
+
+/// The `host:port` of the last upstream attempt (`upstream.endpoint`).
+pub fn upstream_endpoint() -> Option<String> {
+    get("upstream.endpoint")
+}
+
+/// Why the proxy generated the response because the upstream failed
+/// (`upstream.failure`): `connect-failure`, `reset` or `timeout`. `None`
+/// when the upstream answered.
+pub fn upstream_failure() -> Option<String> {
+    get("upstream.failure")
+}

@@ -96,6 +96,14 @@ impl Request {
     pub fn set_body(&self, body: impl AsRef<[u8]>) {
         self.inner.set_body(body.as_ref())
     }
+
+    /// Sets the time each upstream attempt has to send its response headers
+    /// (default: the route's `timeout_ms`), saturating at `u32::MAX` ms.
+    /// Request phases only; traps elsewhere.
+    pub fn set_timeout(&self, timeout: std::time::Duration) {
+        self.inner
+            .set_timeout_ms(u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX))
+    }
 }
 
 impl fmt::Debug for Request {

@@ -190,3 +190,24 @@ fn a_filter_config_rejected_by_init_names_the_chain_entry() {
     );
     assert!(out.contains("bad header"), "{out}");
 }
+
+#[test]
+fn a_component_built_for_another_contract_version_is_refused_naming_both() {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/hello-filter-contract-0.1.0.wasm");
+    let yaml = base(
+        &format!("  old: {{ path: {} }}", fixture.display()),
+        "        filters: [{ filter: old }]",
+        "127.0.0.1:8080",
+        "backend",
+    );
+    let (ok, out) = validate(bin(), &yaml, "weft.yaml", &[]);
+    assert!(!ok);
+    assert!(
+        out.contains("filters.old.path: ")
+            && out.contains(
+                "built for contract weft:filter@0.1.0, but this proxy serves weft:filter@0.2.0"
+            ),
+        "{out}"
+    );
+}

@@ -7,6 +7,7 @@
 //! of one request.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
@@ -87,6 +88,11 @@ impl FilterChain {
         self.phases.contains(flag(phase))
     }
 
+    /// Whether some filter may answer `retry`: the request body is kept.
+    pub fn may_retry(&self) -> bool {
+        self.phases.contains(Phases::RETRY)
+    }
+
     /// Whether the chain has no filters.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
@@ -112,6 +118,9 @@ pub struct ChainFailure {
     pub failure: FilterFailure,
 }
 
+/// Longest `continue-after` pause a filter may ask for.
+pub const MAX_PAUSE: Duration = Duration::from_secs(300);
+
 /// What the chain decided after a phase.
 pub enum Step {
     /// Go on.
@@ -120,6 +129,13 @@ pub enum Step {
     Respond(LocalReply),
     /// A fail-closed filter failed: answer 500.
     Failed(ChainFailure),
+    /// Wait this long, then call the same phase again: it resumes with the
+    /// next filter.
+    Pause(Duration),
+    /// Send the request upstream again after this delay (from
+    /// `on-response-headers`). To go on with this response instead, call the
+    /// same phase again: it resumes with the next filter.
+    Retry(Duration),
 }
 
 /// One request's run through a chain.
@@ -131,6 +147,9 @@ pub struct ChainRun {
     /// How many entries ran their request phases (response phases run over
     /// these, in reverse).
     ran: usize,
+    /// Where a paused phase resumes: the next entry (request phases) or the
+    /// bound of the entries still to run (response phases).
+    resume: Option<(Phase, usize)>,
 }
 
 impl ChainRun {
@@ -143,6 +162,7 @@ impl ChainRun {
             held: (0..n).map(|_| None).collect(),
             failed_open: vec![false; n],
             ran: 0,
+            resume: None,
         }
     }
 
@@ -151,7 +171,8 @@ impl ChainRun {
         &self.chain
     }
 
-    /// Runs a request phase over the chain in order.
+    /// Runs a request phase over the chain in order (resuming after a
+    /// [`Step::Pause`]).
     pub fn request_phase(&mut self, exchange: &mut Exchange, phase: Phase) -> Step {
         let first = phase == Phase::RequestHeaders;
         let upto = if first {
@@ -159,32 +180,55 @@ impl ChainRun {
         } else {
             self.ran
         };
-        for i in 0..upto {
+        let start = self.resume_point(phase).unwrap_or(0);
+        for i in start..upto {
             if first {
                 self.ran = i + 1;
             }
             match self.call(i, exchange, phase) {
                 Step::Continue => {}
+                Step::Pause(pause) => {
+                    self.resume = Some((phase, i + 1));
+                    return Step::Pause(pause);
+                }
                 Step::Respond(reply) => {
                     // The responder and the filters after it are done.
                     self.ran = i;
                     return Step::Respond(reply);
                 }
-                failed => return failed,
+                other => return other,
             }
         }
         Step::Continue
     }
 
-    /// Runs a response phase over the filters that ran, in reverse order.
+    /// Runs a response phase over the filters that ran, in reverse order
+    /// (resuming after a [`Step::Pause`] or a declined [`Step::Retry`]).
     pub fn response_phase(&mut self, exchange: &mut Exchange, phase: Phase) -> Step {
-        for i in (0..self.ran).rev() {
+        let upto = self.resume_point(phase).unwrap_or(self.ran);
+        for i in (0..upto).rev() {
             match self.call(i, exchange, phase) {
                 Step::Continue => {}
+                step @ (Step::Pause(_) | Step::Retry(_)) => {
+                    self.resume = Some((phase, i));
+                    return step;
+                }
                 other => return other,
             }
         }
         Step::Continue
+    }
+
+    /// Forgets where a phase paused: the next call of it starts over.
+    pub fn restart_phases(&mut self) {
+        self.resume = None;
+    }
+
+    fn resume_point(&mut self, phase: Phase) -> Option<usize> {
+        match self.resume.take() {
+            Some((p, at)) if p == phase => Some(at),
+            _ => None,
+        }
     }
 
     /// Runs `on-done` for the filters that ran; failures are only logged.
@@ -212,7 +256,8 @@ impl ChainRun {
             }
             Ok(action)
         });
-        match result.and_then(|action| to_step(action, phase)) {
+        let may_retry = entry.pool.phases.contains(Phases::RETRY);
+        match result.and_then(|action| to_step(action, phase, may_retry)) {
             Ok(step) => step,
             Err(failure) => self.fail(i, phase, failure, exchange),
         }
@@ -266,10 +311,26 @@ impl Drop for ChainRun {
     }
 }
 
-fn to_step(action: Action, phase: Phase) -> Result<Step, FilterFailure> {
+fn to_step(action: Action, phase: Phase, may_retry: bool) -> Result<Step, FilterFailure> {
+    let refuse = |what: &str| Err(FilterFailure::Trap(format!("{}: {what}", phase.name())));
     match action {
         Action::Continue => Ok(Step::Continue),
         Action::Respond(reply) => local_reply(reply, phase).map(Step::Respond),
+        Action::ContinueAfter(_) if phase == Phase::Done => Ok(Step::Continue),
+        Action::ContinueAfter(ms) => {
+            let pause = Duration::from_millis(ms.into());
+            if pause > MAX_PAUSE {
+                return refuse(&format!("continue-after {ms} ms is longer than 300000 ms"));
+            }
+            Ok(Step::Pause(pause))
+        }
+        Action::Retry(_) if phase != Phase::ResponseHeaders => {
+            refuse("retry is only allowed in on-response-headers")
+        }
+        Action::Retry(_) if !may_retry => {
+            refuse("retry from a filter whose phases do not include `retry`")
+        }
+        Action::Retry(r) => Ok(Step::Retry(Duration::from_millis(r.delay_ms.into()))),
     }
 }
 

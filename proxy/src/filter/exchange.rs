@@ -24,6 +24,15 @@ pub struct RequestProps {
     pub cluster: Arc<str>,
     /// The client's address.
     pub peer: Option<SocketAddr>,
+    /// Upstream attempts made so far (0 before the first).
+    pub attempt: u32,
+    /// Whether the request can be sent again (its body is kept).
+    pub retryable: bool,
+    /// The last attempt's endpoint.
+    pub upstream_endpoint: Option<http::uri::Authority>,
+    /// Why the proxy answered for a failed upstream: `connect-failure`,
+    /// `reset` or `timeout`.
+    pub upstream_failure: Option<&'static str>,
 }
 
 impl RequestProps {
@@ -36,6 +45,10 @@ impl RequestProps {
             "cluster.name" => Some(self.cluster.to_string()),
             "peer.address" => self.peer.map(|p| p.to_string()),
             "peer.ip" => self.peer.map(|p| p.ip().to_string()),
+            "request.attempt" if self.attempt > 0 => Some(self.attempt.to_string()),
+            "request.retryable" if self.attempt > 0 => Some(self.retryable.to_string()),
+            "upstream.endpoint" => self.upstream_endpoint.as_ref().map(|a| a.to_string()),
+            "upstream.failure" => self.upstream_failure.map(str::to_string),
             _ => None,
         }
     }
@@ -90,4 +103,6 @@ pub struct Exchange {
     pub props: RequestProps,
     /// The phase being run.
     pub phase: Phase,
+    /// A filter's override of the route's per-attempt timeout.
+    pub upstream_timeout: Option<std::time::Duration>,
 }

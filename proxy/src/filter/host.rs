@@ -271,6 +271,17 @@ impl HostRequest for HostState {
         Ok(())
     }
 
+    fn set_timeout_ms(&mut self, _: Resource<RequestHandle>, ms: u32) -> wasmtime::Result<()> {
+        self.request_mut("set-timeout-ms")?;
+        if ms == 0 {
+            return Err(format_err!(
+                "set-timeout-ms: the timeout must be at least 1 ms"
+            ));
+        }
+        self.exchange.upstream_timeout = Some(std::time::Duration::from_millis(ms.into()));
+        Ok(())
+    }
+
     fn drop(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<()> {
         Ok(())
     }

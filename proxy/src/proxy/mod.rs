@@ -1,0 +1,294 @@
+//! The life of a request, as a list of phases:
+//!
+//! 1. take the current snapshot; set `x-request-id`; match a route (404 if none);
+//! 2. run the chain's `on-request-headers`;
+//! 3. if a filter wants it, buffer the body (bounded) and run `on-request-body`;
+//! 4. send upstream (502 unreachable, 504 timeout), streaming the body — or,
+//!    when a filter may retry, keeping it to send again;
+//! 5. run `on-response-headers` (where a filter may ask for a retry: back to
+//!    4) and, if wanted, `on-response-body`;
+//! 6. answer; `on-done` runs when the response body is finished.
+//!
+//! A filter's `respond` skips ahead to step 5 with its response; a filter
+//! failure with `fail_closed` answers 500; `continue-after` pauses the phase
+//! without holding a thread.
+
+mod forward;
+mod outgoing;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::filter::{ChainRun, Exchange, Phase, RequestProps, Step};
+use crate::http::body::buffer;
+use crate::http::{ProxyBody, headers, local};
+use crate::route::Route;
+use crate::snapshot::Snapshot;
+use crate::telemetry::Registry;
+use forward::{forward, keep_for_resend};
+use outgoing::{Outgoing, clone_request_head, empty_head};
+
+/// The most upstream attempts one request makes, whatever filters ask.
+pub const MAX_ATTEMPTS: u32 = 10;
+
+/// What every connection shares: the current snapshot and the registry.
+pub struct Proxy {
+    /// The snapshot requests start on; replaced whole on reload.
+    pub snapshot: ArcSwap<Snapshot>,
+    /// Process metrics.
+    pub metrics: Arc<Registry>,
+}
+
+impl Proxy {
+    /// Serves one request that arrived on listener number `listener`.
+    pub async fn handle(
+        self: Arc<Self>,
+        listener: usize,
+        peer: SocketAddr,
+        request: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, Infallible> {
+        let snapshot = self.snapshot.load_full();
+        let (mut head, body) = request.into_parts();
+        let request_id = headers::ensure_request_id(&mut head.headers);
+        let Some(listener) = snapshot.listeners.get(listener) else {
+            return Ok(local::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_listener",
+                "listener removed",
+                &request_id,
+            ));
+        };
+        let Some(route) = listener.routes.find(&head).cloned() else {
+            let message = format!(
+                "no route matches {} {}{}",
+                head.method,
+                crate::route::request_host(&head).unwrap_or_default(),
+                head.uri.path()
+            );
+            return Ok(local::error(
+                StatusCode::NOT_FOUND,
+                "no_route",
+                &message,
+                &request_id,
+            ));
+        };
+        let mut props = RequestProps {
+            request_id,
+            listener: listener.name.clone(),
+            route: route.name.clone(),
+            cluster: route.cluster.name.clone(),
+            peer: Some(peer),
+            ..Default::default()
+        };
+        let body = ProxyBody::Streaming(body);
+        if route.chain.is_empty() {
+            props.attempt = 1;
+            return Ok(forward(&route, head, body, peer, route.timeout, &mut props).await);
+        }
+        let mut run = ChainRun::new(route.chain.clone(), self.metrics.clone());
+        let mut ex = Exchange {
+            request: Some(head),
+            props,
+            ..Default::default()
+        };
+        let out = serve_with_chain(&route, &mut run, &mut ex, body, peer).await;
+        Ok(out.into_response(run, ex))
+    }
+}
+
+/// What the response phases decided.
+enum Answer {
+    /// Send this.
+    Send(Outgoing),
+    /// Send the request upstream again after this delay.
+    Retry(Duration),
+}
+
+/// Steps 2–5.
+async fn serve_with_chain(
+    route: &Route,
+    run: &mut ChainRun,
+    ex: &mut Exchange,
+    body: ProxyBody,
+    peer: SocketAddr,
+) -> Outgoing {
+    let limit = route.max_body_bytes;
+    // 2. request headers
+    if let Some(answer) = request_phase(run, ex, Phase::RequestHeaders, limit).await {
+        return answer;
+    }
+    // 3. request body, only when a filter asked for it
+    let body = if run.chain().wants(Phase::RequestBody) {
+        match buffer(body, limit).await {
+            Ok(bytes) => ex.request_body = Some(bytes),
+            Err(e) => return Outgoing::buffer_error(e, &ex.props.request_id),
+        }
+        if let Some(answer) = request_phase(run, ex, Phase::RequestBody, limit).await {
+            return answer;
+        }
+        ProxyBody::full(ex.request_body.take().unwrap_or_default())
+    } else {
+        body
+    };
+    // 4. upstream; keep a copy of the head (and body) only if a later phase
+    // reads it or a retry resends it
+    let head = ex
+        .request
+        .take()
+        .expect("request head present during request phases");
+    let chain = run.chain();
+    let may_retry = chain.may_retry();
+    if may_retry
+        || chain.wants(Phase::ResponseHeaders)
+        || chain.wants(Phase::ResponseBody)
+        || chain.wants(Phase::Done)
+    {
+        ex.request = Some(clone_request_head(&head));
+    }
+    let (body, resend) = if may_retry {
+        match keep_for_resend(body, limit).await {
+            Ok(kept) => kept,
+            Err(e) => return Outgoing::buffer_error(e, &ex.props.request_id),
+        }
+    } else {
+        (body, None)
+    };
+    ex.props.retryable = resend.is_some();
+    let (mut head, mut body) = (Some(head), Some(body));
+    loop {
+        let attempt_head = match head.take() {
+            Some(first) => first,
+            None => clone_request_head(ex.request.as_ref().expect("head kept for retries")),
+        };
+        let attempt_body = body
+            .take()
+            .unwrap_or_else(|| ProxyBody::full(resend.clone().unwrap_or_default()));
+        ex.props.attempt += 1;
+        let timeout = ex.upstream_timeout.unwrap_or(route.timeout);
+        let response = forward(
+            route,
+            attempt_head,
+            attempt_body,
+            peer,
+            timeout,
+            &mut ex.props,
+        )
+        .await;
+        // 5. response phases
+        let can_retry = ex.props.retryable && ex.props.attempt < MAX_ATTEMPTS;
+        let out = Outgoing::from_response(response);
+        match response_phases(run, ex, out, limit, can_retry).await {
+            Answer::Send(out) => return out,
+            Answer::Retry(delay) => {
+                run.restart_phases();
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+/// Runs `phase` over the chain, sleeping through pauses; a retry that cannot
+/// be honoured goes on as `continue`.
+async fn run_phase(run: &mut ChainRun, ex: &mut Exchange, phase: Phase, can_retry: bool) -> Step {
+    let request = matches!(phase, Phase::RequestHeaders | Phase::RequestBody);
+    loop {
+        let step = if request {
+            run.request_phase(ex, phase)
+        } else {
+            run.response_phase(ex, phase)
+        };
+        match step {
+            Step::Pause(pause) => tokio::time::sleep(pause).await,
+            Step::Retry(delay) if can_retry => return Step::Retry(delay),
+            Step::Retry(_) => tracing::debug!(
+                request_id = ex.props.request_id,
+                attempt = ex.props.attempt,
+                retryable = ex.props.retryable,
+                "retry declined"
+            ),
+            other => return other,
+        }
+    }
+}
+
+/// Runs a request phase. `Some` is the early answer: a filter's local reply
+/// (after the response phases of the filters before it) or a failure.
+async fn request_phase(
+    run: &mut ChainRun,
+    ex: &mut Exchange,
+    phase: Phase,
+    limit: u64,
+) -> Option<Outgoing> {
+    match run_phase(run, ex, phase, false).await {
+        Step::Respond(reply) => {
+            let Answer::Send(out) =
+                response_phases(run, ex, Outgoing::local(reply), limit, false).await
+            else {
+                unreachable!("retries are declined when not allowed");
+            };
+            Some(out)
+        }
+        Step::Failed(f) => Some(Outgoing::failure(f, ex)),
+        _ => None,
+    }
+}
+
+/// Runs one response phase with `out`'s head visible to filters.
+async fn response_phase(
+    run: &mut ChainRun,
+    ex: &mut Exchange,
+    phase: Phase,
+    out: &mut Outgoing,
+    can_retry: bool,
+) -> Step {
+    ex.response = Some(std::mem::replace(&mut out.head, empty_head()));
+    let step = run_phase(run, ex, phase, can_retry).await;
+    out.head = ex.response.take().expect("response head present");
+    step
+}
+
+async fn response_phases(
+    run: &mut ChainRun,
+    ex: &mut Exchange,
+    mut out: Outgoing,
+    limit: u64,
+    can_retry: bool,
+) -> Answer {
+    if run.chain().wants(Phase::ResponseHeaders) {
+        match response_phase(run, ex, Phase::ResponseHeaders, &mut out, can_retry).await {
+            Step::Respond(reply) => out = Outgoing::local(reply),
+            Step::Failed(f) => return Answer::Send(Outgoing::failure(f, ex)),
+            Step::Retry(delay) => return Answer::Retry(delay),
+            _ => {}
+        }
+    }
+    if !run.chain().wants(Phase::ResponseBody) {
+        return Answer::Send(out);
+    }
+    let body = std::mem::replace(&mut out.body, ProxyBody::Empty);
+    match buffer(body, limit).await {
+        Ok(bytes) => ex.response_body = Some(bytes),
+        Err(e) => {
+            let message = format!("response {e}");
+            return Answer::Send(Outgoing::from_response(local::error(
+                StatusCode::BAD_GATEWAY,
+                "response_body",
+                &message,
+                &ex.props.request_id,
+            )));
+        }
+    }
+    let step = response_phase(run, ex, Phase::ResponseBody, &mut out, false).await;
+    out.body = ProxyBody::full(ex.response_body.take().unwrap_or_default());
+    Answer::Send(match step {
+        Step::Respond(reply) => Outgoing::local(reply),
+        Step::Failed(f) => Outgoing::failure(f, ex),
+        _ => out,
+    })
+}

@@ -1,0 +1,113 @@
+//! A response on its way out: the proxy's own error answers, and the
+//! `on-done` hook attached to the body.
+
+use http::{Request, Response, StatusCode};
+
+use crate::filter::chain::{ChainFailure, LocalReply};
+use crate::filter::{ChainRun, Exchange, Phase};
+use crate::http::body::{BufferError, OnDrop};
+use crate::http::{ProxyBody, local};
+
+/// A response on its way out, before the `on-done` hook is attached.
+pub struct Outgoing {
+    /// The head.
+    pub head: http::response::Parts,
+    /// The body.
+    pub body: ProxyBody,
+}
+
+impl Outgoing {
+    /// Splits a response.
+    pub fn from_response(r: Response<ProxyBody>) -> Self {
+        let (head, body) = r.into_parts();
+        Self { head, body }
+    }
+
+    /// A filter's local response.
+    pub fn local(reply: LocalReply) -> Self {
+        Self {
+            head: reply.head,
+            body: ProxyBody::full(reply.body),
+        }
+    }
+
+    /// 500 for a fail-closed filter that failed.
+    pub fn failure(f: ChainFailure, ex: &Exchange) -> Self {
+        let message = format!(
+            "filter {:?} failed in {}: {}",
+            &*f.filter,
+            f.phase.name(),
+            f.failure
+        );
+        Self::from_response(local::error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "filter_failed",
+            &message,
+            &ex.props.request_id,
+        ))
+    }
+
+    /// 413 or 400 for a request body that could not be buffered.
+    pub fn buffer_error(e: BufferError, request_id: &str) -> Self {
+        let (status, code) = match e {
+            BufferError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            BufferError::Stream(_) => (StatusCode::BAD_REQUEST, "body_read_failed"),
+        };
+        Self::from_response(local::error(
+            status,
+            code,
+            &format!("request {e}"),
+            request_id,
+        ))
+    }
+
+    /// Attaches `on-done` when the chain wants it.
+    pub fn into_response(self, run: ChainRun, mut ex: Exchange) -> Response<ProxyBody> {
+        let body = if run.chain().wants(Phase::Done) {
+            ex.response = Some(clone_response_head(&self.head));
+            ex.request_body = None;
+            ex.response_body = None;
+            ProxyBody::Guarded(Box::new(self.body), Box::new(DoneHook { run, ex }))
+        } else {
+            self.body
+        };
+        Response::from_parts(self.head, body)
+    }
+}
+
+/// Runs `on-done` when the response body is dropped.
+struct DoneHook {
+    run: ChainRun,
+    ex: Exchange,
+}
+
+impl OnDrop for DoneHook {}
+
+impl Drop for DoneHook {
+    fn drop(&mut self) {
+        self.run.done(&mut self.ex);
+    }
+}
+
+/// A head with no status, headers or extensions set.
+pub fn empty_head() -> http::response::Parts {
+    Response::new(()).into_parts().0
+}
+
+fn clone_response_head(head: &http::response::Parts) -> http::response::Parts {
+    let mut r = Response::new(());
+    *r.status_mut() = head.status;
+    *r.version_mut() = head.version;
+    *r.headers_mut() = head.headers.clone();
+    r.into_parts().0
+}
+
+/// A copy of a request head (without extensions).
+pub fn clone_request_head(head: &http::request::Parts) -> http::request::Parts {
+    let mut r = Request::new(());
+    *r.method_mut() = head.method.clone();
+    *r.uri_mut() = head.uri.clone();
+    *r.version_mut() = head.version;
+    *r.headers_mut() = head.headers.clone();
+    r.into_parts().0
+}
