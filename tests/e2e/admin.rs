@@ -48,3 +48,29 @@ async fn ready_and_metrics_show_filter_failures_and_reloads() {
     assert_eq!(missing.status, 404);
     assert_eq!(missing.json()["error"], "not_found");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_are_reused_across_requests() {
+    let up = Upstream::start().await;
+    let filters = format!("  add-header: {{ path: {} }}", wasm("add_header"));
+    let routes = "      - { name: all, filters: [{ filter: add-header, config: { request: { x-a: b }, response: { x-b: c } } }], cluster: backend }";
+    let yaml = format!(
+        "admin: {{ listen: 127.0.0.1:0 }}\n{}",
+        config(&filters, routes, up.addr)
+    );
+    let weft = start(&yaml);
+    let c = client(false);
+    for i in 0..50 {
+        let req = Request::get(format!("{}/r/{i}", weft.url("public")))
+            .body(Full::default())
+            .unwrap();
+        let r = send(&c, req).await;
+        assert_eq!(r.header("x-b"), Some("c"));
+    }
+    let metrics = get(&format!("{}/metrics", weft.url("admin"))).await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(
+        text.contains(r#"weft_filter_instances_created_total{filter="add-header"} 1"#),
+        "one instance, created at load, serves 50 sequential requests:\n{text}"
+    );
+}

@@ -163,6 +163,11 @@ impl InstancePool {
     }
 
     fn instantiate(&self) -> Result<(FilterInstance, Phases), String> {
+        let _ = self.identity.metrics.counter_add(
+            "weft_filter_instances_created_total",
+            vec![("filter".into(), self.identity.name.to_string())],
+            1,
+        );
         let state = HostState {
             memory: MemoryCap {
                 bytes: self.limits.memory_bytes,
