@@ -16,6 +16,7 @@ use crate::config::{
     ChainEntryConfig, ClusterConfig, Config, ConfigError, ConfigErrors, FilterModuleConfig,
     MatchConfig,
 };
+use crate::filter::callout::Callouts;
 use crate::filter::instance::{InstancePool, Limits};
 use crate::filter::module::CompiledModule;
 use crate::filter::runtime::MAX_MEMORY_MIB;
@@ -57,10 +58,11 @@ impl ClientCache {
     }
 }
 
-/// A loaded filter module and its limits.
+/// A loaded filter module, its limits and its callout grants.
 struct FilterModule {
     module: Arc<CompiledModule>,
     limits: Limits,
+    callouts: Arc<Callouts>,
 }
 
 /// Collects errors while building.
@@ -251,6 +253,16 @@ fn load_modules(
                 format!("{} is out of range 1..={MAX_MEMORY_MIB}", f.max_memory_mib),
             );
         }
+        let mut allowed = Vec::new();
+        for (k, a) in f.allow_http.iter().enumerate() {
+            match a.parse::<Authority>() {
+                Ok(authority) if authority.port_u16().is_some() => allowed.push(authority),
+                _ => errors.push(
+                    format!("{at}.allow_http[{k}]"),
+                    format!("invalid authority {a:?}: expected host:port"),
+                ),
+            }
+        }
         let path = base_dir.join(&f.path);
         match runtime.load(&path) {
             Ok(module) => {
@@ -258,7 +270,15 @@ fn load_modules(
                     deadline_ms: f.deadline_ms.max(1),
                     memory_bytes: (f.max_memory_mib.clamp(1, MAX_MEMORY_MIB) << 20) as usize,
                 };
-                out.insert(name.clone(), FilterModule { module, limits });
+                let callouts = Arc::new(Callouts::new(allowed));
+                out.insert(
+                    name.clone(),
+                    FilterModule {
+                        module,
+                        limits,
+                        callouts,
+                    },
+                );
             }
             Err(e) => errors.push(format!("{at}.path"), format!("{}: {e}", path.display())),
         }
@@ -287,7 +307,7 @@ fn build_chain(
             }
             continue;
         };
-        let identity = runtime.identity(&entry.filter);
+        let identity = runtime.identity(&entry.filter, module.callouts.clone());
         match InstancePool::new(
             runtime.engine(),
             runtime.ticker().clone(),

@@ -93,8 +93,8 @@
 //! A filter runs without WASI: the standard library's clocks, randomness,
 //! environment, files and stdio trap. Use this crate's helpers instead:
 //! [`log`] (and the [`info!`], [`warn!`], [`error!`], [`debug!`], [`trace!`]
-//! macros), [`time`], [`random_u64`], [`metrics`], [`shared`] state and
-//! request [`property`] values. A panic is logged through [`log`] at error
+//! macros), [`time`], [`random_u64`], [`metrics`], [`shared`] state,
+//! request [`property`] values and outbound [`http`] calls. A panic is logged through [`log`] at error
 //! level, then the call traps; the proxy answers that request with an error.
 
 #![warn(missing_docs)]
@@ -108,6 +108,7 @@ mod random;
 mod request;
 mod response;
 
+pub mod http;
 pub mod log;
 pub mod metrics;
 pub mod property;

@@ -3,10 +3,14 @@
 
 mod admin;
 mod api_key;
+mod callout;
+mod fault;
 mod filters;
+mod headers;
 mod http2;
 mod phases;
 mod quickstart;
+mod rate_limit;
 mod reload;
 mod routing;
 mod validate;

@@ -6,6 +6,10 @@
 //! { "phases": ["request_headers", "request_body", "response_headers", "response_body", "done"] }
 //! ```
 //!
+//! With `"callout": "http://host:port/path"`, `request_headers` also makes
+//! that `http-call` and sends its outcome upstream in the request header
+//! `x-callout` (`status=200 bytes=12` or `error=…`).
+//!
 //! `phases` (default: all five) is exactly what `phases()` reports, so the
 //! host must call those phases and no other. In each phase the filter:
 //!
@@ -36,6 +40,10 @@ struct Config {
     /// The phases to implement; all when absent.
     #[serde(default)]
     phases: Option<Vec<Phase>>,
+    /// A URL to call (`http-call`) in `request_headers`; the outcome goes
+    /// upstream in the request header `x-callout`.
+    #[serde(default)]
+    callout: Option<String>,
 }
 
 /// A phase, as named in the config.
@@ -68,6 +76,7 @@ const BODY_SUFFIX: &[u8] = b"\n-- inspected\n";
 
 struct Inspect {
     phases: Phases,
+    callout: Option<String>,
     /// The phases seen by this instance since the last `request_headers`.
     seen: Vec<String>,
 }
@@ -88,13 +97,20 @@ impl Filter for Inspect {
 
     fn new(config: Config) -> Result<Self, String> {
         let phases = match config.phases {
-            None => Phases::all(),
+            None => {
+                Phases::REQUEST_HEADERS
+                    | Phases::REQUEST_BODY
+                    | Phases::RESPONSE_HEADERS
+                    | Phases::RESPONSE_BODY
+                    | Phases::DONE
+            }
             Some(list) => list
                 .into_iter()
                 .fold(Phases::empty(), |all, phase| all | phase.flag()),
         };
         Ok(Inspect {
             phases,
+            callout: config.callout,
             seen: Vec::new(),
         })
     }
@@ -108,6 +124,17 @@ impl Filter for Inspect {
         self.record("request_headers");
         let done = counter::read(DONE_KEY);
         req.set_header("x-done-count", &done.to_string());
+        if let Some(url) = &self.callout {
+            let outcome = match weft_sdk::http::call(&weft_sdk::http::HttpRequest::get(url)) {
+                Ok(r) => format!("status={} bytes={}", r.status, r.body.len()),
+                Err(e) => format!("error={e}"),
+            };
+            let printable: String = outcome
+                .chars()
+                .map(|c| if c.is_ascii_graphic() { c } else { ' ' })
+                .collect();
+            req.set_header("x-callout", &printable);
+        }
         Action::Continue
     }
 

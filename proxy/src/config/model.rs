@@ -46,6 +46,9 @@ pub struct FilterModuleConfig {
     /// Linear-memory cap of one instance, in MiB.
     #[serde(default = "default_max_memory_mib")]
     pub max_memory_mib: u64,
+    /// `host:port` authorities the filter may call with `http-call`.
+    #[serde(default)]
+    pub allow_http: Vec<String>,
 }
 
 /// Default deadline of one phase call.

@@ -11,7 +11,9 @@ use wasmtime::component::Resource;
 use wasmtime::{ResourceLimiter, format_err};
 
 use super::bindings::weft::filter::host::{self, LogLevel, SharedEntry, SharedError};
+use super::bindings::weft::filter::host::{HttpRequest, HttpResponse};
 use super::bindings::weft::filter::types::{self, HostRequest, HostResponse};
+use super::callout::Callouts;
 use super::exchange::{Exchange, Phase};
 use super::shared::SharedState;
 use crate::telemetry::{Labels, Registry};
@@ -25,8 +27,8 @@ pub struct ResponseHandle;
 /// Prefix of every metric a filter defines.
 const METRIC_PREFIX: &str = "weft_filter_";
 
-/// What every instance of one filter shares: its name, shared state and the
-/// process metrics.
+/// What every instance of one filter shares: its name, shared state, the
+/// process metrics and the callouts it is granted.
 pub struct FilterIdentity {
     /// The filter's name in the config (`filters.<name>`).
     pub name: Arc<str>,
@@ -36,6 +38,8 @@ pub struct FilterIdentity {
     pub metrics: Arc<Registry>,
     /// Origin of `monotonic-nanos`.
     pub epoch: Instant,
+    /// The callouts this filter may make.
+    pub callouts: Arc<Callouts>,
 }
 
 /// Caps an instance's linear memory and remembers that the cap was hit.
@@ -82,6 +86,28 @@ pub struct HostState {
     pub identity: Arc<FilterIdentity>,
     /// The request being worked on (moved in for each call).
     pub exchange: Exchange,
+    /// The running call's clock: its deadline, when it started, and how
+    /// long it waited on callouts (which does not count).
+    pub clock: CallClock,
+}
+
+/// Time accounting of the running call, for its deadline.
+#[derive(Debug, Clone, Copy)]
+pub struct CallClock {
+    /// The deadline of the call's own (guest) time.
+    pub deadline: std::time::Duration,
+    /// When the call started.
+    pub started: Instant,
+    /// Time spent waiting on callouts.
+    pub waited: std::time::Duration,
+}
+
+impl CallClock {
+    /// Guest time left before the deadline, if any.
+    pub fn left(&self) -> Option<std::time::Duration> {
+        let spent = self.started.elapsed().saturating_sub(self.waited);
+        self.deadline.checked_sub(spent).filter(|d| !d.is_zero())
+    }
 }
 
 impl HostState {
@@ -506,6 +532,16 @@ impl host::Host for HostState {
         cas: u64,
     ) -> wasmtime::Result<Result<(), SharedError>> {
         Ok(self.identity.shared.delete(&key, cas))
+    }
+
+    fn http_call(
+        &mut self,
+        request: HttpRequest,
+    ) -> wasmtime::Result<Result<HttpResponse, String>> {
+        let started = Instant::now();
+        let result = self.identity.callouts.call(request, &self.identity.name);
+        self.clock.waited += started.elapsed();
+        Ok(result)
     }
 
     fn property(&mut self, name: String) -> wasmtime::Result<Option<String>> {

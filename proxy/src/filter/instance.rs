@@ -5,14 +5,16 @@
 
 use std::sync::{Arc, Mutex};
 
+use std::time::Duration;
 use wasmtime::component::Resource;
-use wasmtime::{Engine, Store, Trap};
+
+use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 use super::bindings::HttpFilter;
 use super::bindings::weft::filter::types::{Action, Phases};
 use super::epoch::{EPOCH_TICK, EpochTicker};
 use super::exchange::{Exchange, Phase};
-use super::host::{FilterIdentity, HostState, MemoryCap};
+use super::host::{CallClock, FilterIdentity, HostState, MemoryCap};
 use super::module::CompiledModule;
 
 /// Idle instances kept per pool; more are created under load and dropped
@@ -70,7 +72,10 @@ impl FilterInstance {
         call: impl FnOnce(&HttpFilter, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, FilterFailure> {
         exchange.phase = phase;
-        std::mem::swap(&mut self.store.data_mut().exchange, exchange);
+        let data = self.store.data_mut();
+        data.clock.started = std::time::Instant::now();
+        data.clock.waited = std::time::Duration::ZERO;
+        std::mem::swap(&mut data.exchange, exchange);
         self.store.set_epoch_deadline(self.deadline_ticks);
         let running = self.ticker.enter();
         let result = call(&self.bindings, &mut self.store);
@@ -175,10 +180,22 @@ impl InstancePool {
             },
             identity: self.identity.clone(),
             exchange: Exchange::default(),
+            clock: CallClock {
+                deadline: Duration::from_millis(INIT_DEADLINE_MS),
+                started: std::time::Instant::now(),
+                waited: Duration::ZERO,
+            },
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.memory);
-        store.epoch_deadline_trap();
+        // Past the epoch deadline, check the call's own time: waits on
+        // callouts do not count.
+        store.epoch_deadline_callback(|ctx| {
+            Ok(match ctx.data().clock.left() {
+                Some(left) => UpdateDeadline::Continue(ticks(left.as_millis() as u64)),
+                None => UpdateDeadline::Interrupt,
+            })
+        });
         store.set_epoch_deadline(ticks(INIT_DEADLINE_MS));
         let bindings = self
             .module
@@ -206,6 +223,7 @@ impl InstancePool {
             })
             .map_err(|e| format!("phases {e}"))?;
         instance.deadline_ticks = ticks(self.limits.deadline_ms);
+        instance.store.data_mut().clock.deadline = Duration::from_millis(self.limits.deadline_ms);
         Ok((instance, phases))
     }
 

@@ -7,6 +7,7 @@
 //! - [`chain`]: a route's chain and one request's run through it.
 //! - [`host`]: the host functions filters import.
 
+pub mod callout;
 pub mod chain;
 pub mod epoch;
 pub mod exchange;

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+use super::callout::Callouts;
 use super::epoch::EpochTicker;
 use super::host::FilterIdentity;
 use super::module::{CompiledModule, ModuleCache, ModuleError};
@@ -83,7 +84,7 @@ impl FilterRuntime {
 
     /// The identity of filter `name`: its shared state lives as long as the
     /// process, across reloads.
-    pub fn identity(&self, name: &str) -> Arc<FilterIdentity> {
+    pub fn identity(&self, name: &str, callouts: Arc<Callouts>) -> Arc<FilterIdentity> {
         let shared = self
             .shared
             .lock()
@@ -96,6 +97,7 @@ impl FilterRuntime {
             shared,
             metrics: self.metrics.clone(),
             epoch: self.started,
+            callouts,
         })
     }
 }

@@ -1,0 +1,160 @@
+//! Outbound HTTP calls from filters (`http-call`): only to the authorities
+//! a filter module is granted (`filters.<name>.allow_http`), `http://` only,
+//! bounded in time and size. The guest sees a blocking call; the proxy
+//! waits on its async runtime (`block_in_place`), and the wait is not
+//! counted against the phase's deadline.
+
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::uri::{Authority, Scheme};
+use http::{HeaderName, HeaderValue, Method, Request, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use super::bindings::weft::filter::host::{HttpRequest, HttpResponse};
+
+/// Largest callout response body.
+pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_TIMEOUT: Duration = Duration::from_secs(60);
+
+type CalloutClient = Client<HttpConnector, Full<Bytes>>;
+
+/// The callouts one filter module may make.
+pub struct Callouts {
+    allowed: Vec<Authority>,
+    client: CalloutClient,
+}
+
+impl Callouts {
+    /// Callouts to `allowed` authorities only.
+    pub fn new(allowed: Vec<Authority>) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        Self {
+            allowed,
+            client: Client::builder(TokioExecutor::new()).build(connector),
+        }
+    }
+
+    /// Performs `request`, blocking this thread until it is answered.
+    pub fn call(&self, request: HttpRequest, filter: &str) -> Result<HttpResponse, String> {
+        let (req, timeout) = self.prepare(request, filter)?;
+        let fetch = |client: CalloutClient| async move {
+            let exchange = async {
+                let resp = client.request(req).await.map_err(|e| format!("{e:#}"))?;
+                let (head, body) = resp.into_parts();
+                let body = Limited::new(body, MAX_RESPONSE_BYTES)
+                    .collect()
+                    .await
+                    .map_err(|e| format!("reading the body: {e}"))?
+                    .to_bytes();
+                Ok::<_, String>(HttpResponse {
+                    status: head.status.as_u16(),
+                    headers: head
+                        .headers
+                        .iter()
+                        .map(|(k, v)| {
+                            (
+                                k.to_string(),
+                                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                            )
+                        })
+                        .collect(),
+                    body: body.to_vec(),
+                })
+            };
+            tokio::time::timeout(timeout, exchange)
+                .await
+                .map_err(|_| format!("timed out after {} ms", timeout.as_millis()))?
+        };
+        block_on(&self.client, fetch)
+    }
+
+    fn prepare(
+        &self,
+        r: HttpRequest,
+        filter: &str,
+    ) -> Result<(Request<Full<Bytes>>, Duration), String> {
+        let uri: Uri = r
+            .url
+            .parse()
+            .map_err(|e| format!("invalid URL {:?}: {e}", r.url))?;
+        if uri.scheme() != Some(&Scheme::HTTP) {
+            return Err(format!("only http:// URLs are supported, not {:?}", r.url));
+        }
+        let authority = uri
+            .authority()
+            .ok_or_else(|| format!("invalid URL {:?}: no host", r.url))?;
+        let port = authority.port_u16().unwrap_or(80);
+        let granted = self
+            .allowed
+            .iter()
+            .any(|a| a.host().eq_ignore_ascii_case(authority.host()) && a.port_u16() == Some(port));
+        if !granted {
+            return Err(format!(
+                "{}:{port} is not allowed: add it to filters.{filter}.allow_http",
+                authority.host()
+            ));
+        }
+        let method = Method::from_bytes(r.method.as_bytes())
+            .map_err(|_| format!("invalid method {:?}", r.method))?;
+        let mut req = Request::builder().method(method).uri(uri);
+        for (name, value) in &r.headers {
+            let n = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("invalid header name {name:?}"))?;
+            let v = HeaderValue::from_str(value)
+                .map_err(|_| format!("invalid value for header {name:?}"))?;
+            req = req.header(n, v);
+        }
+        let req = req
+            .body(Full::new(Bytes::from(r.body)))
+            .map_err(|e| e.to_string())?;
+        let timeout = match r.timeout_ms {
+            0 => DEFAULT_TIMEOUT,
+            ms => Duration::from_millis(ms.into()).min(MAX_TIMEOUT),
+        };
+        Ok((req, timeout))
+    }
+}
+
+/// Runs the future built by `make` to completion from synchronous code: on
+/// the proxy's runtime when there is one (handing this worker's other tasks
+/// to another thread meanwhile), else on a throw-away runtime with a fresh
+/// client (e.g. `weft validate`).
+fn block_on<F, Fut>(client: &CalloutClient, make: F) -> Result<HttpResponse, String>
+where
+    F: FnOnce(CalloutClient) -> Fut + Send,
+    Fut: Future<Output = Result<HttpResponse, String>>,
+{
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            let fut = make(client.clone());
+            tokio::task::block_in_place(|| handle.block_on(fut))
+        }
+        _ => {
+            // The pooled client's connections live on the runtime that made
+            // them: use a fresh client on a throw-away runtime, on a thread
+            // of its own so no runtime is entered twice.
+            let fresh = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+            std::thread::scope(|scope| {
+                scope
+                    .spawn(|| {
+                        tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                            .map_err(|e| format!("cannot start a runtime for the call: {e}"))?
+                            .block_on(make(fresh))
+                    })
+                    .join()
+                    .unwrap_or_else(|_| Err("the call panicked".to_string()))
+            })
+        }
+    }
+}
