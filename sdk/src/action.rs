@@ -18,8 +18,10 @@ pub enum Action {
     /// the response in their response phases. In a response phase it
     /// replaces the upstream's response.
     Respond(LocalResponse),
-    /// Pause the request for this long (at most 5 minutes) without holding
-    /// a thread, then go on as [`Action::Continue`]. Not in `on_done`.
+    /// Pause the request for this long without holding a thread, then call
+    /// this phase of this filter again (on the same instance, so `self`
+    /// remembers why it paused); answer [`Action::Continue`] then to go on.
+    /// The pauses of one request may add up to 5 minutes. Not in `on_done`.
     ContinueAfter(Duration),
     /// Only in `on_response_headers`, from a filter whose
     /// [`phases`](crate::Filter::phases) include [`Phases::RETRY`](crate::Phases::RETRY):

@@ -118,7 +118,7 @@ pub struct ChainFailure {
     pub failure: FilterFailure,
 }
 
-/// Longest `continue-after` pause a filter may ask for.
+/// Longest total of `continue-after` pauses in one request.
 pub const MAX_PAUSE: Duration = Duration::from_secs(300);
 
 /// What the chain decided after a phase.
@@ -130,7 +130,7 @@ pub enum Step {
     /// A fail-closed filter failed: answer 500.
     Failed(ChainFailure),
     /// Wait this long, then call the same phase again: it resumes with the
-    /// next filter.
+    /// filter that paused.
     Pause(Duration),
     /// Send the request upstream again after this delay (from
     /// `on-response-headers`). To go on with this response instead, call the
@@ -150,6 +150,8 @@ pub struct ChainRun {
     /// Where a paused phase resumes: the next entry (request phases) or the
     /// bound of the entries still to run (response phases).
     resume: Option<(Phase, usize)>,
+    /// Time paused so far.
+    paused: Duration,
 }
 
 impl ChainRun {
@@ -163,6 +165,7 @@ impl ChainRun {
             failed_open: vec![false; n],
             ran: 0,
             resume: None,
+            paused: Duration::ZERO,
         }
     }
 
@@ -188,7 +191,7 @@ impl ChainRun {
             match self.call(i, exchange, phase) {
                 Step::Continue => {}
                 Step::Pause(pause) => {
-                    self.resume = Some((phase, i + 1));
+                    self.resume = Some((phase, i));
                     return Step::Pause(pause);
                 }
                 Step::Respond(reply) => {
@@ -209,9 +212,14 @@ impl ChainRun {
         for i in (0..upto).rev() {
             match self.call(i, exchange, phase) {
                 Step::Continue => {}
-                step @ (Step::Pause(_) | Step::Retry(_)) => {
+                Step::Pause(pause) => {
+                    self.resume = Some((phase, i + 1));
+                    return Step::Pause(pause);
+                }
+                Step::Retry(delay) => {
+                    // Declined, the phase goes on with the next filter.
                     self.resume = Some((phase, i));
-                    return step;
+                    return Step::Retry(delay);
                 }
                 other => return other,
             }
@@ -249,7 +257,9 @@ impl ChainRun {
         };
         let result = instance.and_then(|mut instance| {
             let action = instance.run(exchange, phase)?;
-            if entry.last_phase == Some(phase) {
+            // A pausing filter is called again: it keeps its instance.
+            let pausing = matches!(action, Action::ContinueAfter(_));
+            if entry.last_phase == Some(phase) && !pausing {
                 entry.pool.release(instance);
             } else {
                 self.held[i] = Some(instance);
@@ -258,6 +268,20 @@ impl ChainRun {
         });
         let may_retry = entry.pool.phases.contains(Phases::RETRY);
         match result.and_then(|action| to_step(action, phase, may_retry)) {
+            Ok(Step::Pause(pause)) if self.paused + pause > MAX_PAUSE => self.fail(
+                i,
+                phase,
+                FilterFailure::Trap(format!(
+                    "{}: continue-after: the request's pauses would exceed {} s",
+                    phase.name(),
+                    MAX_PAUSE.as_secs()
+                )),
+                exchange,
+            ),
+            Ok(Step::Pause(pause)) => {
+                self.paused += pause;
+                Step::Pause(pause)
+            }
             Ok(step) => step,
             Err(failure) => self.fail(i, phase, failure, exchange),
         }
@@ -317,13 +341,7 @@ fn to_step(action: Action, phase: Phase, may_retry: bool) -> Result<Step, Filter
         Action::Continue => Ok(Step::Continue),
         Action::Respond(reply) => local_reply(reply, phase).map(Step::Respond),
         Action::ContinueAfter(_) if phase == Phase::Done => Ok(Step::Continue),
-        Action::ContinueAfter(ms) => {
-            let pause = Duration::from_millis(ms.into());
-            if pause > MAX_PAUSE {
-                return refuse(&format!("continue-after {ms} ms is longer than 300000 ms"));
-            }
-            Ok(Step::Pause(pause))
-        }
+        Action::ContinueAfter(ms) => Ok(Step::Pause(Duration::from_millis(ms.into()))),
         Action::Retry(_) if phase != Phase::ResponseHeaders => {
             refuse("retry is only allowed in on-response-headers")
         }
