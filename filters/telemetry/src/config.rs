@@ -1,0 +1,466 @@
+//! The filter's config and its validation.
+
+use serde::Deserialize;
+
+/// The config as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Percentage of new traces (requests without a valid `traceparent`)
+    /// marked sampled, 0 to 100.
+    #[serde(default = "default_sample_percent")]
+    pub sample_percent: f64,
+    /// Whether a span line is logged for sampled requests.
+    #[serde(default = "default_true")]
+    pub span_log: bool,
+    /// A request header set to the trace id, for later filters and the
+    /// upstream.
+    #[serde(default)]
+    pub trace_id_header: Option<String>,
+    /// A request header set to this hop's span id.
+    #[serde(default)]
+    pub span_id_header: Option<String>,
+    /// The access log; off when absent.
+    #[serde(default)]
+    pub access_log: Option<AccessLogConfig>,
+}
+
+/// `access_log`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogConfig {
+    /// Whether a line is logged per request.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// The fields of each line, in order.
+    #[serde(default)]
+    pub fields: Option<Vec<String>>,
+}
+
+fn default_sample_percent() -> f64 {
+    100.0
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// A field of an access log line. Each is computed from what the filter
+/// contract exposes: the request and response heads, request properties and
+/// the filter's own timing and trace context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    /// Wall-clock start of the request, RFC 3339 UTC with milliseconds.
+    Time,
+    /// Wall-clock start of the request, milliseconds since the Unix epoch.
+    StartUnixMs,
+    /// Time from request headers to the end of the exchange, milliseconds.
+    DurationMs,
+    /// Property `request.id` (the `x-request-id`).
+    RequestId,
+    /// The request method.
+    Method,
+    /// The path and query when the request reached this filter.
+    Path,
+    /// The request's authority (`Host` or `:authority`).
+    Host,
+    /// The response status.
+    Status,
+    /// Property `peer.address`.
+    Peer,
+    /// Property `listener.name`.
+    Listener,
+    /// Property `route.name`.
+    Route,
+    /// Property `cluster.name`.
+    Cluster,
+    /// Property `upstream.endpoint`.
+    Upstream,
+    /// Property `request.attempt`, as a number.
+    Attempts,
+    /// Property `upstream.failure`.
+    UpstreamFailure,
+    /// Request header `user-agent`.
+    UserAgent,
+    /// Request header `referer`.
+    Referer,
+    /// Request header `content-length`, as a number.
+    RequestContentLength,
+    /// Response header `content-length`, as a number.
+    ResponseContentLength,
+    /// The `traceparent` sent upstream.
+    Traceparent,
+    /// The trace id.
+    TraceId,
+    /// This hop's span id.
+    SpanId,
+    /// The caller's span id.
+    ParentSpanId,
+}
+
+impl Field {
+    /// Every field, in the order of the documentation.
+    pub const ALL: [Field; 23] = [
+        Field::Time,
+        Field::StartUnixMs,
+        Field::DurationMs,
+        Field::RequestId,
+        Field::Method,
+        Field::Path,
+        Field::Host,
+        Field::Status,
+        Field::Peer,
+        Field::Listener,
+        Field::Route,
+        Field::Cluster,
+        Field::Upstream,
+        Field::Attempts,
+        Field::UpstreamFailure,
+        Field::UserAgent,
+        Field::Referer,
+        Field::RequestContentLength,
+        Field::ResponseContentLength,
+        Field::Traceparent,
+        Field::TraceId,
+        Field::SpanId,
+        Field::ParentSpanId,
+    ];
+
+    /// The fields of a line when the config names none.
+    pub const DEFAULT: [Field; 11] = [
+        Field::Time,
+        Field::RequestId,
+        Field::Method,
+        Field::Path,
+        Field::Status,
+        Field::DurationMs,
+        Field::Peer,
+        Field::Route,
+        Field::Upstream,
+        Field::UserAgent,
+        Field::TraceId,
+    ];
+
+    /// The name in the config, which is also the key in the line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Field::Time => "time",
+            Field::StartUnixMs => "start_unix_ms",
+            Field::DurationMs => "duration_ms",
+            Field::RequestId => "request_id",
+            Field::Method => "method",
+            Field::Path => "path",
+            Field::Host => "host",
+            Field::Status => "status",
+            Field::Peer => "peer",
+            Field::Listener => "listener",
+            Field::Route => "route",
+            Field::Cluster => "cluster",
+            Field::Upstream => "upstream",
+            Field::Attempts => "attempts",
+            Field::UpstreamFailure => "upstream_failure",
+            Field::UserAgent => "user_agent",
+            Field::Referer => "referer",
+            Field::RequestContentLength => "request_content_length",
+            Field::ResponseContentLength => "response_content_length",
+            Field::Traceparent => "traceparent",
+            Field::TraceId => "trace_id",
+            Field::SpanId => "span_id",
+            Field::ParentSpanId => "parent_span_id",
+        }
+    }
+
+    /// The field called `name`.
+    pub fn from_name(name: &str) -> Option<Field> {
+        Field::ALL.into_iter().find(|field| field.name() == name)
+    }
+}
+
+/// The validated config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Percentage of new traces sampled.
+    pub sample_percent: f64,
+    /// Whether sampled requests get a span line.
+    pub span_log: bool,
+    /// The trace id header, lower case, if any.
+    pub trace_id_header: Option<String>,
+    /// The span id header, lower case, if any.
+    pub span_id_header: Option<String>,
+    /// The access log's fields; `None` when it is off.
+    pub access_log: Option<Vec<Field>>,
+}
+
+impl Settings {
+    /// Whether any access log field needs the path as it arrived.
+    pub fn logs_path(&self) -> bool {
+        self.access_log
+            .as_ref()
+            .is_some_and(|fields| fields.contains(&Field::Path))
+    }
+}
+
+/// Headers the filter manages itself, or that the proxy derives from the
+/// message: a configured id header must be another one.
+const RESERVED_HEADERS: [&str; 6] = [
+    "traceparent",
+    "tracestate",
+    "x-request-id",
+    "host",
+    "content-length",
+    "transfer-encoding",
+];
+
+impl Config {
+    /// Checks the config and returns the settings.
+    pub fn validate(self) -> Result<Settings, String> {
+        if !(0.0..=100.0).contains(&self.sample_percent) {
+            return Err(format!(
+                "sample_percent: must be between 0 and 100, got {}",
+                self.sample_percent
+            ));
+        }
+        let trace_id_header = self
+            .trace_id_header
+            .map(|name| header_name("trace_id_header", &name))
+            .transpose()?;
+        let span_id_header = self
+            .span_id_header
+            .map(|name| header_name("span_id_header", &name))
+            .transpose()?;
+        if let (Some(trace), Some(span)) = (&trace_id_header, &span_id_header)
+            && trace == span
+        {
+            return Err(format!(
+                "trace_id_header and span_id_header are both `{trace}`: give two different headers"
+            ));
+        }
+        let access_log = match self.access_log {
+            None
+            | Some(AccessLogConfig {
+                enabled: false,
+                fields: _,
+            }) => None,
+            Some(AccessLogConfig {
+                enabled: true,
+                fields: None,
+            }) => Some(Field::DEFAULT.to_vec()),
+            Some(AccessLogConfig {
+                enabled: true,
+                fields: Some(names),
+            }) => Some(fields(&names)?),
+        };
+        Ok(Settings {
+            sample_percent: self.sample_percent,
+            span_log: self.span_log,
+            trace_id_header,
+            span_id_header,
+            access_log,
+        })
+    }
+}
+
+/// Parses `access_log.fields`: known names, each once, at least one.
+fn fields(names: &[String]) -> Result<Vec<Field>, String> {
+    if names.is_empty() {
+        return Err(
+            "access_log.fields: the list is empty; name at least one field, \
+             or set `enabled: false`"
+                .into(),
+        );
+    }
+    let mut fields = Vec::with_capacity(names.len());
+    for (index, name) in names.iter().enumerate() {
+        let Some(field) = Field::from_name(name) else {
+            let hint = match name.as_str() {
+                "bytes_in" | "bytes_out" | "bytes_sent" | "bytes_received" => {
+                    " (body sizes are not visible to a filter that does not buffer bodies; \
+                     request_content_length and response_content_length give the declared \
+                     lengths)"
+                }
+                _ => "",
+            };
+            let known: Vec<&str> = Field::ALL.iter().map(|f| f.name()).collect();
+            return Err(format!(
+                "access_log.fields[{index}]: unknown field {name:?}{hint}; known fields: {}",
+                known.join(", ")
+            ));
+        };
+        if fields.contains(&field) {
+            return Err(format!(
+                "access_log.fields[{index}]: {name:?} is listed twice"
+            ));
+        }
+        fields.push(field);
+    }
+    Ok(fields)
+}
+
+/// Checks a header name from field `field` and lower-cases it.
+fn header_name(field: &str, name: &str) -> Result<String, String> {
+    let lower = name.to_ascii_lowercase();
+    if lower.is_empty() {
+        return Err(format!("{field}: the header name is empty"));
+    }
+    if let Some(bad) = lower.chars().find(|&c| !is_token_char(c)) {
+        return Err(format!(
+            "{field}: invalid header name {name:?}: {bad:?} is not allowed \
+             (names are letters, digits and !#$%&'*+-.^_`|~)"
+        ));
+    }
+    if RESERVED_HEADERS.contains(&lower.as_str()) {
+        return Err(format!(
+            "{field}: {name:?} is managed by the proxy or this filter and cannot be used here"
+        ));
+    }
+    Ok(lower)
+}
+
+/// RFC 9110 `tchar`.
+fn is_token_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(json: &str) -> Result<Settings, String> {
+        serde_json::from_str::<Config>(json)
+            .map_err(|e| e.to_string())?
+            .validate()
+    }
+
+    #[test]
+    fn defaults() {
+        let s = settings("{}").unwrap();
+        assert_eq!(
+            s,
+            Settings {
+                sample_percent: 100.0,
+                span_log: true,
+                trace_id_header: None,
+                span_id_header: None,
+                access_log: None,
+            }
+        );
+        assert!(!s.logs_path());
+    }
+
+    #[test]
+    fn a_full_config() {
+        let s = settings(
+            r#"{"sample_percent": 12.5, "span_log": false,
+                "trace_id_header": "X-Trace-Id", "span_id_header": "x-span-id",
+                "access_log": {"enabled": true, "fields": ["status", "path", "traceparent"]}}"#,
+        )
+        .unwrap();
+        assert_eq!(s.sample_percent, 12.5);
+        assert!(!s.span_log);
+        assert_eq!(s.trace_id_header.as_deref(), Some("x-trace-id"));
+        assert_eq!(s.span_id_header.as_deref(), Some("x-span-id"));
+        assert_eq!(
+            s.access_log,
+            Some(vec![Field::Status, Field::Path, Field::Traceparent])
+        );
+        assert!(s.logs_path());
+    }
+
+    #[test]
+    fn the_access_log_is_on_with_its_object_and_default_fields() {
+        let s = settings(r#"{"access_log": {}}"#).unwrap();
+        assert_eq!(s.access_log, Some(Field::DEFAULT.to_vec()));
+        let s = settings(r#"{"access_log": {"enabled": false, "fields": ["status"]}}"#).unwrap();
+        assert_eq!(s.access_log, None);
+        let s = settings(r#"{"access_log": {"fields": ["status"]}}"#).unwrap();
+        assert_eq!(s.access_log, Some(vec![Field::Status]));
+    }
+
+    #[test]
+    fn sample_percent_is_a_percentage() {
+        for ok in ["0", "100", "0.01", "50"] {
+            settings(&format!(r#"{{"sample_percent": {ok}}}"#)).unwrap();
+        }
+        assert_eq!(
+            settings(r#"{"sample_percent": 150}"#).unwrap_err(),
+            "sample_percent: must be between 0 and 100, got 150"
+        );
+        assert_eq!(
+            settings(r#"{"sample_percent": -1}"#).unwrap_err(),
+            "sample_percent: must be between 0 and 100, got -1"
+        );
+        assert!(settings(r#"{"sample_percent": "all"}"#).is_err());
+    }
+
+    #[test]
+    fn unknown_and_repeated_fields_are_rejected() {
+        let err = settings(r#"{"access_log": {"fields": ["status", "colour"]}}"#).unwrap_err();
+        assert!(
+            err.starts_with(
+                "access_log.fields[1]: unknown field \"colour\"; known fields: time, start_unix_ms,"
+            ),
+            "{err}"
+        );
+        let err = settings(r#"{"access_log": {"fields": ["bytes_in"]}}"#).unwrap_err();
+        assert!(
+            err.starts_with("access_log.fields[0]: unknown field \"bytes_in\" (body sizes"),
+            "{err}"
+        );
+        assert_eq!(
+            settings(r#"{"access_log": {"fields": ["status", "route", "status"]}}"#).unwrap_err(),
+            "access_log.fields[2]: \"status\" is listed twice"
+        );
+        assert!(
+            settings(r#"{"access_log": {"fields": []}}"#)
+                .unwrap_err()
+                .starts_with("access_log.fields: the list is empty")
+        );
+    }
+
+    #[test]
+    fn every_field_name_is_found_again() {
+        for field in Field::ALL {
+            assert_eq!(Field::from_name(field.name()), Some(field));
+        }
+        for field in Field::DEFAULT {
+            assert!(Field::ALL.contains(&field));
+        }
+        assert_eq!(Field::from_name("Status"), None, "names are exact");
+    }
+
+    #[test]
+    fn id_headers_are_checked() {
+        assert_eq!(
+            settings(r#"{"trace_id_header": ""}"#).unwrap_err(),
+            "trace_id_header: the header name is empty"
+        );
+        assert!(
+            settings(r#"{"span_id_header": "x span"}"#)
+                .unwrap_err()
+                .starts_with("span_id_header: invalid header name \"x span\"")
+        );
+        assert!(
+            settings(r#"{"trace_id_header": "TraceParent"}"#)
+                .unwrap_err()
+                .starts_with("trace_id_header: \"TraceParent\" is managed")
+        );
+        assert_eq!(
+            settings(r#"{"trace_id_header": "x-id", "span_id_header": "X-ID"}"#).unwrap_err(),
+            "trace_id_header and span_id_header are both `x-id`: give two different headers"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        assert!(
+            settings(r#"{"sample_rate": 1}"#)
+                .unwrap_err()
+                .contains("unknown field `sample_rate`")
+        );
+        assert!(
+            settings(r#"{"access_log": {"format": "json"}}"#)
+                .unwrap_err()
+                .contains("unknown field `format`")
+        );
+    }
+}

@@ -1,0 +1,472 @@
+//! What the filter records when an exchange is over, without host calls:
+//! metric labels, the span line and the access log line.
+
+use crate::config::Field;
+use crate::trace::{self, Context};
+
+/// The label value of a status: `1xx` to `5xx`, or `other`.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "other",
+    }
+}
+
+/// The label value of a method: one of the methods of RFC 9110 and PATCH
+/// (RFC 5789) as sent, or `OTHER` — so that clients cannot create series
+/// at will.
+pub fn method_label(method: &str) -> &'static str {
+    const STANDARD: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+    ];
+    STANDARD
+        .into_iter()
+        .find(|standard| *standard == method)
+        .unwrap_or("OTHER")
+}
+
+/// What the filter knows about an exchange when it is over.
+#[derive(Debug, Clone)]
+pub struct Exchange<'a> {
+    /// The request method.
+    pub method: &'a str,
+    /// The response status.
+    pub status: u16,
+    /// The route's name.
+    pub route: Option<&'a str>,
+    /// The path and query as the request reached this filter, when kept.
+    pub path: Option<&'a str>,
+    /// Wall-clock start, nanoseconds since the Unix epoch.
+    pub start_unix_nanos: u64,
+    /// Time from request headers to the end, in nanoseconds.
+    pub duration_nanos: u64,
+    /// The trace context of this hop.
+    pub trace: &'a Context,
+}
+
+/// Where the access log finds what the filter did not keep: the host.
+pub trait Lookup {
+    /// A request property (`request.id`, `peer.address`, ...).
+    fn property(&self, name: &str) -> Option<String>;
+    /// The first value of a request header.
+    fn request_header(&self, name: &str) -> Option<String>;
+    /// The first value of a response header.
+    fn response_header(&self, name: &str) -> Option<String>;
+    /// The request's authority.
+    fn authority(&self) -> Option<String>;
+}
+
+/// The span line: `{"type":"span","trace_id":...}`.
+pub fn span_line(exchange: &Exchange<'_>) -> String {
+    let trace = exchange.trace;
+    let mut line = JsonLine::new("span");
+    line.string("trace_id", &trace::hex(&trace.trace_id));
+    line.string("span_id", &trace::hex(&trace.span_id));
+    line.opt_string(
+        "parent_span_id",
+        trace.parent_id.map(|id| trace::hex(&id)).as_deref(),
+    );
+    line.opt_string("route", exchange.route);
+    line.string("method", exchange.method);
+    line.number("status", exchange.status);
+    line.millis("duration_ms", exchange.duration_nanos);
+    line.number("start_unix_ms", exchange.start_unix_nanos / 1_000_000);
+    line.finish()
+}
+
+/// The access log line: `{"type":"access", <fields in order>}`. A value
+/// that is not known is `null`.
+pub fn access_line(fields: &[Field], exchange: &Exchange<'_>, host: &dyn Lookup) -> String {
+    let mut line = JsonLine::new("access");
+    for &field in fields {
+        let key = field.name();
+        match field {
+            Field::Time => line.string(key, &rfc3339_millis(exchange.start_unix_nanos)),
+            Field::StartUnixMs => line.number(key, exchange.start_unix_nanos / 1_000_000),
+            Field::DurationMs => line.millis(key, exchange.duration_nanos),
+            Field::RequestId => line.opt_string(key, host.property("request.id").as_deref()),
+            Field::Method => line.string(key, exchange.method),
+            Field::Path => line.opt_string(key, exchange.path),
+            Field::Host => line.opt_string(key, host.authority().as_deref()),
+            Field::Status => line.number(key, exchange.status),
+            Field::Peer => line.opt_string(key, host.property("peer.address").as_deref()),
+            Field::Listener => line.opt_string(key, host.property("listener.name").as_deref()),
+            Field::Route => line.opt_string(key, exchange.route),
+            Field::Cluster => line.opt_string(key, host.property("cluster.name").as_deref()),
+            Field::Upstream => line.opt_string(key, host.property("upstream.endpoint").as_deref()),
+            Field::Attempts => line.opt_number(
+                key,
+                host.property("request.attempt")
+                    .and_then(|n| n.parse::<u32>().ok()),
+            ),
+            Field::UpstreamFailure => {
+                line.opt_string(key, host.property("upstream.failure").as_deref())
+            }
+            Field::UserAgent => line.opt_string(key, host.request_header("user-agent").as_deref()),
+            Field::Referer => line.opt_string(key, host.request_header("referer").as_deref()),
+            Field::RequestContentLength => line.opt_number(
+                key,
+                host.request_header("content-length")
+                    .and_then(|n| n.trim().parse::<u64>().ok()),
+            ),
+            Field::ResponseContentLength => line.opt_number(
+                key,
+                host.response_header("content-length")
+                    .and_then(|n| n.trim().parse::<u64>().ok()),
+            ),
+            Field::Traceparent => line.string(key, &exchange.trace.traceparent()),
+            Field::TraceId => line.string(key, &trace::hex(&exchange.trace.trace_id)),
+            Field::SpanId => line.string(key, &trace::hex(&exchange.trace.span_id)),
+            Field::ParentSpanId => line.opt_string(
+                key,
+                exchange
+                    .trace
+                    .parent_id
+                    .map(|id| trace::hex(&id))
+                    .as_deref(),
+            ),
+        }
+    }
+    line.finish()
+}
+
+/// A JSON object on one line, written key by key in order.
+struct JsonLine(String);
+
+impl JsonLine {
+    /// `{"type":"<kind>"`.
+    fn new(kind: &str) -> JsonLine {
+        let mut line = JsonLine(String::with_capacity(256));
+        line.0.push('{');
+        line.key("type");
+        push_json_string(&mut line.0, kind);
+        line
+    }
+
+    fn key(&mut self, key: &str) {
+        if self.0.len() > 1 {
+            self.0.push(',');
+        }
+        push_json_string(&mut self.0, key);
+        self.0.push(':');
+    }
+
+    fn string(&mut self, key: &str, value: &str) {
+        self.key(key);
+        push_json_string(&mut self.0, value);
+    }
+
+    fn opt_string(&mut self, key: &str, value: Option<&str>) {
+        match value {
+            Some(value) => self.string(key, value),
+            None => {
+                self.key(key);
+                self.0.push_str("null");
+            }
+        }
+    }
+
+    fn number(&mut self, key: &str, value: impl Into<u64>) {
+        self.key(key);
+        self.0.push_str(&value.into().to_string());
+    }
+
+    fn opt_number(&mut self, key: &str, value: Option<impl Into<u64>>) {
+        match value {
+            Some(value) => self.number(key, value),
+            None => {
+                self.key(key);
+                self.0.push_str("null");
+            }
+        }
+    }
+
+    /// `nanos` as milliseconds with three decimals (microsecond precision).
+    fn millis(&mut self, key: &str, nanos: u64) {
+        self.key(key);
+        let micros = nanos / 1_000;
+        self.0
+            .push_str(&format!("{}.{:03}", micros / 1_000, micros % 1_000));
+    }
+
+    fn finish(mut self) -> String {
+        self.0.push('}');
+        self.0
+    }
+}
+
+/// Appends `text` as a JSON string: quotes, backslashes and control
+/// characters escaped; everything else as is (the line is UTF-8).
+fn push_json_string(out: &mut String, text: &str) {
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 || c == '\u{7f}' || c == '\u{2028}' || c == '\u{2029}' => {
+                out.push_str(&format!("\\u{:04x}", u32::from(c)))
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Nanoseconds since the Unix epoch as RFC 3339 in UTC with milliseconds:
+/// `2026-01-02T03:04:05.678Z`.
+pub fn rfc3339_millis(unix_nanos: u64) -> String {
+    let millis = unix_nanos / 1_000_000;
+    let seconds = millis / 1_000;
+    let days = seconds / 86_400;
+    let of_day = seconds % 86_400;
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        of_day / 3_600,
+        of_day % 3_600 / 60,
+        of_day % 60,
+        millis % 1_000
+    )
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard
+/// Hinnant's `civil_from_days`, for days on or after the epoch).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    #[test]
+    fn status_classes() {
+        assert_eq!(status_class(100), "1xx");
+        assert_eq!(status_class(200), "2xx");
+        assert_eq!(status_class(204), "2xx");
+        assert_eq!(status_class(301), "3xx");
+        assert_eq!(status_class(404), "4xx");
+        assert_eq!(status_class(499), "4xx");
+        assert_eq!(status_class(503), "5xx");
+        assert_eq!(status_class(599), "5xx");
+        assert_eq!(status_class(600), "other");
+        assert_eq!(status_class(99), "other");
+    }
+
+    #[test]
+    fn methods_are_normalised() {
+        for method in [
+            "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+        ] {
+            assert_eq!(method_label(method), method);
+        }
+        assert_eq!(method_label("get"), "OTHER", "methods are case-sensitive");
+        assert_eq!(method_label("PROPFIND"), "OTHER");
+        assert_eq!(method_label(""), "OTHER");
+    }
+
+    #[test]
+    fn rfc3339() {
+        assert_eq!(rfc3339_millis(0), "1970-01-01T00:00:00.000Z");
+        // 2000-02-29 (a leap day in a century leap year) 12:34:56.789.
+        assert_eq!(
+            rfc3339_millis(951_827_696_789_999_999),
+            "2000-02-29T12:34:56.789Z"
+        );
+        assert_eq!(
+            rfc3339_millis(1_767_225_599_999_000_000),
+            "2025-12-31T23:59:59.999Z"
+        );
+        assert_eq!(
+            rfc3339_millis(1_767_225_600_000_000_000),
+            "2026-01-01T00:00:00.000Z"
+        );
+        // 2100 is not a leap year.
+        assert_eq!(
+            rfc3339_millis(4_107_542_400_000_000_000),
+            "2100-03-01T00:00:00.000Z"
+        );
+    }
+
+    fn context(parent: bool) -> Context {
+        Context {
+            trace_id: [0xab; 16],
+            span_id: [0x01; 8],
+            parent_id: parent.then_some([0x02; 8]),
+            sampled: true,
+        }
+    }
+
+    fn exchange(trace: &Context) -> Exchange<'_> {
+        Exchange {
+            method: "GET",
+            status: 503,
+            route: Some("api"),
+            path: Some("/items?q=\"x\""),
+            start_unix_nanos: 1_767_225_600_123_456_789,
+            duration_nanos: 12_345_678,
+            trace,
+        }
+    }
+
+    #[test]
+    fn a_span_line() {
+        let trace = context(true);
+        let line = span_line(&exchange(&trace));
+        assert_eq!(
+            line,
+            concat!(
+                r#"{"type":"span","trace_id":"abababababababababababababababab","#,
+                r#""span_id":"0101010101010101","parent_span_id":"0202020202020202","#,
+                r#""route":"api","method":"GET","status":503,"duration_ms":12.345,"#,
+                r#""start_unix_ms":1767225600123}"#
+            )
+        );
+        serde_json::from_str::<serde_json::Value>(&line).unwrap();
+
+        let root = context(false);
+        let mut ex = exchange(&root);
+        ex.route = None;
+        let value: serde_json::Value = serde_json::from_str(&span_line(&ex)).unwrap();
+        assert_eq!(value["parent_span_id"], serde_json::Value::Null);
+        assert_eq!(value["route"], serde_json::Value::Null);
+    }
+
+    #[derive(Default)]
+    struct FakeHost {
+        properties: HashMap<&'static str, &'static str>,
+        request: HashMap<&'static str, &'static str>,
+        response: HashMap<&'static str, &'static str>,
+    }
+
+    impl Lookup for FakeHost {
+        fn property(&self, name: &str) -> Option<String> {
+            self.properties.get(name).map(|v| v.to_string())
+        }
+        fn request_header(&self, name: &str) -> Option<String> {
+            self.request.get(name).map(|v| v.to_string())
+        }
+        fn response_header(&self, name: &str) -> Option<String> {
+            self.response.get(name).map(|v| v.to_string())
+        }
+        fn authority(&self) -> Option<String> {
+            Some("example.test:8080".into())
+        }
+    }
+
+    fn host() -> FakeHost {
+        FakeHost {
+            properties: HashMap::from([
+                ("request.id", "req-1"),
+                ("peer.address", "127.0.0.1:5555"),
+                ("listener.name", "public"),
+                ("cluster.name", "backend"),
+                ("upstream.endpoint", "127.0.0.1:9000"),
+                ("request.attempt", "2"),
+            ]),
+            request: HashMap::from([("user-agent", "curl/8 \u{1}\\"), ("content-length", "42")]),
+            response: HashMap::from([("content-length", "not a number")]),
+        }
+    }
+
+    #[test]
+    fn an_access_line_has_every_field_in_order() {
+        let trace = context(true);
+        let line = access_line(&Field::ALL, &exchange(&trace), &host());
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        // The keys are in the configured order, after "type".
+        let mut at = line.find("\"type\":").unwrap();
+        for field in Field::ALL {
+            let next = line
+                .find(&format!("\"{}\":", field.name()))
+                .unwrap_or_else(|| panic!("{} missing: {line}", field.name()));
+            assert!(next > at, "{} out of order: {line}", field.name());
+            at = next;
+        }
+        assert_eq!(value["type"], "access");
+        let expected = serde_json::json!({
+            "type": "access",
+            "time": "2026-01-01T00:00:00.123Z",
+            "start_unix_ms": 1767225600123u64,
+            "duration_ms": 12.345,
+            "request_id": "req-1",
+            "method": "GET",
+            "path": "/items?q=\"x\"",
+            "host": "example.test:8080",
+            "status": 503,
+            "peer": "127.0.0.1:5555",
+            "listener": "public",
+            "route": "api",
+            "cluster": "backend",
+            "upstream": "127.0.0.1:9000",
+            "attempts": 2,
+            "upstream_failure": null,
+            "user_agent": "curl/8 \u{1}\\",
+            "referer": null,
+            "request_content_length": 42,
+            "response_content_length": null,
+            "traceparent": "00-abababababababababababababababab-0101010101010101-01",
+            "trace_id": "abababababababababababababababab",
+            "span_id": "0101010101010101",
+            "parent_span_id": "0202020202020202",
+        });
+        assert_eq!(value, expected, "{line}");
+    }
+
+    #[test]
+    fn an_access_line_has_only_the_configured_fields() {
+        let trace = context(false);
+        let line = access_line(
+            &[Field::Status, Field::RequestId, Field::Referer],
+            &exchange(&trace),
+            &FakeHost::default(),
+        );
+        assert_eq!(
+            line,
+            r#"{"type":"access","status":503,"request_id":null,"referer":null}"#
+        );
+    }
+
+    #[test]
+    fn json_strings_are_escaped() {
+        let mut out = String::new();
+        push_json_string(&mut out, "a\"b\\c\nd\te\u{0}f\u{1f}g\u{7f}h\u{2028}é€");
+        assert_eq!(
+            out,
+            "\"a\\\"b\\\\c\\nd\\te\\u0000f\\u001fg\\u007fh\\u2028é€\""
+        );
+        let back: String = serde_json::from_str(&out).unwrap();
+        assert_eq!(back, "a\"b\\c\nd\te\u{0}f\u{1f}g\u{7f}h\u{2028}é€");
+    }
+
+    #[test]
+    fn durations_are_milliseconds_with_three_decimals() {
+        let mut line = JsonLine::new("t");
+        line.millis("a", 0);
+        line.millis("b", 999);
+        line.millis("c", 1_000);
+        line.millis("d", 1_234_567_890);
+        assert_eq!(
+            line.finish(),
+            r#"{"type":"t","a":0.000,"b":0.000,"c":0.001,"d":1234.567}"#
+        );
+    }
+}
