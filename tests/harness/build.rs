@@ -8,9 +8,14 @@ use std::process::Command;
 
 const TARGET: &str = "wasm32-wasip2";
 const PROFILE: &str = "filter";
-const PACKAGES: [&str; 5] = [
+const PACKAGES: [&str; 10] = [
     "weft-filter-add-header",
     "weft-filter-api-key",
+    "weft-filter-headers",
+    "weft-filter-fault",
+    "weft-filter-rate-limit",
+    "weft-filter-retry",
+    "weft-filter-telemetry",
     "hello-filter",
     "misbehave-filter",
     "inspect-filter",

@@ -19,7 +19,7 @@ pub fn component(name: &str) -> PathBuf {
     assert!(
         path.is_file(),
         "filter component `{name}` not found at {}: the harness build script builds \
-         add_header, api_key, hello_filter, misbehave_filter and inspect_filter (rebuild \
+         add_header, api_key, headers, fault, hello_filter, misbehave_filter and inspect_filter (rebuild \
          with `cargo test` after `cargo clean -p weft-test-harness` if the file was removed)",
         path.display()
     );
@@ -35,6 +35,11 @@ mod tests {
         for name in [
             "add_header",
             "api_key",
+            "headers",
+            "fault",
+            "rate_limit",
+            "retry",
+            "telemetry",
             "hello_filter",
             "misbehave_filter",
             "inspect_filter",

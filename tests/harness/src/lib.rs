@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod filters;
+pub mod jwt;
 pub mod process;
 pub mod upstream;
 

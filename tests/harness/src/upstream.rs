@@ -4,12 +4,19 @@
 //! Paths with meaning: `/delay/<ms>` waits before answering; `/status/<code>`
 //! answers with that status. Every other request gets 200 with the echo:
 //! `{"method", "path", "headers": {name: value}, "body_bytes"}`.
+//!
+//! Flaky paths, counted per upstream and per `<key>` (see [`Upstream::seen`]):
+//! `/flaky/<key>/<n>/<code>` answers the first `n` requests for `<key>` with
+//! `<code>` (and a `retry-after` header when the query has
+//! `retry-after=<value>`), the later ones with 200; `/flaky-delay/<key>/<n>/<ms>`
+//! waits `<ms>` before answering the first `n`, and answers the later ones at
+//! once. Both still echo the request.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -26,8 +33,12 @@ pub struct Upstream {
     /// Its address.
     pub addr: SocketAddr,
     hits: Arc<AtomicUsize>,
+    flaky: Flaky,
     task: tokio::task::JoinHandle<()>,
 }
+
+/// Requests seen per flaky key.
+type Flaky = Arc<Mutex<HashMap<String, usize>>>;
 
 impl Upstream {
     /// Starts an upstream on an ephemeral loopback port.
@@ -38,16 +49,19 @@ impl Upstream {
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
         let counter = hits.clone();
+        let flaky = Flaky::default();
+        let seen = flaky.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
                 let counter = counter.clone();
+                let seen = seen.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
                         counter.fetch_add(1, Ordering::SeqCst);
-                        answer(req)
+                        answer(req, seen.clone())
                     });
                     let _ = auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), service)
@@ -55,12 +69,22 @@ impl Upstream {
                 });
             }
         });
-        Upstream { addr, hits, task }
+        Upstream {
+            addr,
+            hits,
+            flaky,
+            task,
+        }
     }
 
     /// Requests received so far.
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
+    }
+
+    /// Requests received so far on the flaky paths with `key`.
+    pub fn seen(&self, key: &str) -> usize {
+        self.flaky.lock().unwrap().get(key).copied().unwrap_or(0)
     }
 }
 
@@ -70,16 +94,40 @@ impl Drop for Upstream {
     }
 }
 
-async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+/// For `/<prefix>/<key>/<n>/<value>`: counts the request under `key` and
+/// returns `value` while the count is at most `n`.
+fn flaky<T: std::str::FromStr>(flaky: &Flaky, path: &str, prefix: &str) -> Option<T> {
+    let mut parts = path.strip_prefix(prefix)?.split('/');
+    let (key, n, value) = (parts.next()?, parts.next()?, parts.next()?);
+    let n: usize = n.parse().ok()?;
+    let value = value.parse().ok()?;
+    let mut seen = flaky.lock().unwrap();
+    let count = seen.entry(key.to_string()).or_insert(0);
+    *count += 1;
+    (*count <= n).then_some(value)
+}
+
+async fn answer(req: Request<Incoming>, seen: Flaky) -> Result<Response<Full<Bytes>>, Infallible> {
     let (head, body) = req.into_parts();
     let path = head.uri.path().to_string();
     if let Some(ms) = path.strip_prefix("/delay/").and_then(|s| s.parse().ok()) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
+    if let Some(ms) = flaky::<u64>(&seen, &path, "/flaky-delay/") {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let failing = flaky::<u16>(&seen, &path, "/flaky/").and_then(|c| StatusCode::from_u16(c).ok());
+    let retry_after = failing.and(head.uri.query()).and_then(|query| {
+        query
+            .split('&')
+            .find_map(|param| param.strip_prefix("retry-after="))
+            .and_then(|value| http::HeaderValue::from_str(value).ok())
+    });
     let status = path
         .strip_prefix("/status/")
         .and_then(|s| s.parse().ok())
         .and_then(|c| StatusCode::from_u16(c).ok())
+        .or(failing)
         .unwrap_or(StatusCode::OK);
     // Count the body without keeping it: large bodies stream through.
     let mut body = body;
@@ -112,5 +160,8 @@ async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
         .insert("content-type", "application/json".parse().unwrap());
     resp.headers_mut()
         .insert("x-upstream", "test".parse().unwrap());
+    if let Some(value) = retry_after {
+        resp.headers_mut().insert("retry-after", value);
+    }
     Ok(resp)
 }

@@ -1,0 +1,221 @@
+//! Which bucket a request takes from: the policy's identity and the
+//! request's key parts, hashed into a fixed-size shared-state key.
+//!
+//! The identity of a policy is its `name` and its `key` list (not `burst`,
+//! `rate` or `per`): chain entries of this filter with the same name and key
+//! list share buckets, and so does a policy across a reload that changes only
+//! its numbers. The hash input is length-prefixed, so distinct (name, key
+//! list, values) never produce the same input.
+
+use sha2::{Digest, Sha256};
+
+/// One part of a policy's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyPart {
+    /// The client's IP address.
+    PeerIp,
+    /// The listener and route the request matched.
+    Route,
+    /// The first value of a request header (lower-case name); absent or
+    /// empty: `-`.
+    Header(String),
+    /// A fixed text: the same for every request.
+    Const(String),
+}
+
+impl KeyPart {
+    /// The part as written in the config.
+    pub fn describe(&self) -> String {
+        match self {
+            KeyPart::PeerIp => "\"peer_ip\"".into(),
+            KeyPart::Route => "\"route\"".into(),
+            KeyPart::Header(name) => format!("{{\"header\": {name:?}}}"),
+            KeyPart::Const(text) => format!("{{\"const\": {text:?}}}"),
+        }
+    }
+
+    /// The part in the hash input: a tag and its argument.
+    fn identity(&self) -> (&'static [u8], &[u8]) {
+        match self {
+            KeyPart::PeerIp => (b"peer_ip", b""),
+            KeyPart::Route => (b"route", b""),
+            KeyPart::Header(name) => (b"header", name.as_bytes()),
+            KeyPart::Const(text) => (b"const", text.as_bytes()),
+        }
+    }
+}
+
+/// The value of one key part for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartValue {
+    /// No value: a missing header (or a property the proxy did not give).
+    Absent,
+    /// One text.
+    Text(String),
+    /// The route: (listener name, route name).
+    Route(String, String),
+}
+
+impl PartValue {
+    /// A header or property value; empty counts as absent.
+    pub fn text(value: Option<String>) -> PartValue {
+        match value {
+            Some(value) if !value.is_empty() => PartValue::Text(value),
+            _ => PartValue::Absent,
+        }
+    }
+}
+
+/// The identity of a bucket: 16 bytes of a SHA-256 digest.
+pub type BucketId = [u8; 16];
+
+/// The hash of a policy's identity, to which each request adds its key
+/// values.
+#[derive(Clone)]
+pub struct PolicyHasher(Sha256);
+
+impl PolicyHasher {
+    /// The hasher for the policy `name` with key parts `parts`.
+    pub fn new(name: &str, parts: &[KeyPart]) -> PolicyHasher {
+        let mut hasher = Sha256::new();
+        field(&mut hasher, b"weft-rate-limit/1");
+        field(&mut hasher, name.as_bytes());
+        hasher.update((parts.len() as u32).to_le_bytes());
+        for part in parts {
+            let (tag, argument) = part.identity();
+            field(&mut hasher, tag);
+            field(&mut hasher, argument);
+        }
+        PolicyHasher(hasher)
+    }
+
+    /// The bucket of a request whose key parts have `values` (one per part,
+    /// in order).
+    pub fn bucket(&self, values: &[PartValue]) -> BucketId {
+        let mut hasher = self.0.clone();
+        for value in values {
+            match value {
+                PartValue::Absent => hasher.update([0]),
+                PartValue::Text(text) => {
+                    hasher.update([1]);
+                    field(&mut hasher, text.as_bytes());
+                }
+                PartValue::Route(listener, route) => {
+                    hasher.update([2]);
+                    field(&mut hasher, listener.as_bytes());
+                    field(&mut hasher, route.as_bytes());
+                }
+            }
+        }
+        let digest = hasher.finalize();
+        digest[..16]
+            .try_into()
+            .expect("a SHA-256 digest has 32 bytes")
+    }
+}
+
+/// Adds `bytes` to the hash with its length first.
+fn field(hasher: &mut Sha256, bytes: &[u8]) {
+    hasher.update((bytes.len() as u64).to_le_bytes());
+    hasher.update(bytes);
+}
+
+/// The shared-state key of bucket `id`: `b` and 32 hex digits.
+pub fn bucket_key(id: &BucketId) -> String {
+    let mut key = String::with_capacity(33);
+    key.push('b');
+    push_hex(&mut key, id);
+    key
+}
+
+/// Lower-case hex of `bytes`, appended to `out`.
+pub fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for byte in bytes {
+        out.push(DIGITS[usize::from(byte >> 4)] as char);
+        out.push(DIGITS[usize::from(byte & 0xf)] as char);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(value: &str) -> PartValue {
+        PartValue::Text(value.into())
+    }
+
+    #[test]
+    fn the_same_policy_and_values_give_the_same_bucket() {
+        let parts = [KeyPart::PeerIp, KeyPart::Header("x-user".into())];
+        let a = PolicyHasher::new("api", &parts);
+        let b = PolicyHasher::new("api", &parts);
+        let values = [text("10.0.0.1"), text("alice")];
+        assert_eq!(a.bucket(&values), b.bucket(&values));
+        assert_ne!(
+            a.bucket(&values),
+            a.bucket(&[text("10.0.0.1"), text("bob")])
+        );
+        assert_ne!(
+            a.bucket(&values),
+            a.bucket(&[text("10.0.0.2"), text("alice")])
+        );
+    }
+
+    #[test]
+    fn the_policy_name_and_key_list_separate_buckets() {
+        let values = [text("10.0.0.1")];
+        let api = PolicyHasher::new("api", &[KeyPart::PeerIp]).bucket(&values);
+        let login = PolicyHasher::new("login", &[KeyPart::PeerIp]).bucket(&values);
+        let by_header = PolicyHasher::new("api", &[KeyPart::Header("x".into())]).bucket(&values);
+        let by_const = PolicyHasher::new("api", &[KeyPart::Const("x".into())]).bucket(&values);
+        let other_header = PolicyHasher::new("api", &[KeyPart::Header("y".into())]).bucket(&values);
+        let all = [api, login, by_header, by_const, other_header];
+        for (i, a) in all.iter().enumerate() {
+            for b in &all[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+    }
+
+    #[test]
+    fn absent_values_share_a_bucket_distinct_from_a_dash() {
+        let policy = PolicyHasher::new("p", &[KeyPart::Header("x-user".into())]);
+        let absent = policy.bucket(&[PartValue::text(None)]);
+        assert_eq!(
+            absent,
+            policy.bucket(&[PartValue::text(Some(String::new()))])
+        );
+        assert_ne!(absent, policy.bucket(&[text("-")]));
+        assert_ne!(absent, policy.bucket(&[text("")]));
+    }
+
+    #[test]
+    fn boundaries_between_values_matter() {
+        let parts = [KeyPart::Header("a".into()), KeyPart::Header("b".into())];
+        let policy = PolicyHasher::new("p", &parts);
+        assert_ne!(
+            policy.bucket(&[text("ab"), text("c")]),
+            policy.bucket(&[text("a"), text("bc")])
+        );
+        let route = PolicyHasher::new("p", &[KeyPart::Route]);
+        assert_ne!(
+            route.bucket(&[PartValue::Route("a".into(), "b/c".into())]),
+            route.bucket(&[PartValue::Route("a/b".into(), "c".into())])
+        );
+        // The name and the key list are delimited too.
+        assert_ne!(
+            PolicyHasher::new("pconst", &[KeyPart::Const("x".into())]).bucket(&[]),
+            PolicyHasher::new("p", &[KeyPart::Const("constx".into())]).bucket(&[])
+        );
+    }
+
+    #[test]
+    fn bucket_keys_are_fixed_size_hex() {
+        let id: BucketId = [0, 1, 0xab, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
+        assert_eq!(bucket_key(&id), "b0001abff000000000000000000000010");
+        let long = "x".repeat(10_000);
+        let policy = PolicyHasher::new("p", &[KeyPart::Header("x".into())]);
+        assert_eq!(bucket_key(&policy.bucket(&[text(&long)])).len(), 33);
+    }
+}
