@@ -4,7 +4,8 @@
 CARGO ?= cargo
 WASM_TARGET := wasm32-wasip2
 WASM_DIR := target/wasm-filters
-FILTER_CRATES := -p weft-filter-add-header -p weft-filter-api-key -p hello-filter -p misbehave-filter -p inspect-filter
+# Every workspace crate but the host-only ones is a filter component.
+FILTER_CRATES := --workspace --exclude weft --exclude weft-demo-upstream --exclude weft-test-harness --exclude weft-sdk-macros
 
 .PHONY: setup build filters quickstart test lint
 
