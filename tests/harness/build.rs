@@ -8,7 +8,7 @@ use std::process::Command;
 
 const TARGET: &str = "wasm32-wasip2";
 const PROFILE: &str = "filter";
-const PACKAGES: [&str; 10] = [
+const PACKAGES: [&str; 11] = [
     "weft-filter-add-header",
     "weft-filter-api-key",
     "weft-filter-headers",
@@ -16,6 +16,7 @@ const PACKAGES: [&str; 10] = [
     "weft-filter-rate-limit",
     "weft-filter-retry",
     "weft-filter-telemetry",
+    "weft-filter-jwt-auth",
     "hello-filter",
     "misbehave-filter",
     "inspect-filter",

@@ -257,9 +257,10 @@ impl ChainRun {
         };
         let result = instance.and_then(|mut instance| {
             let action = instance.run(exchange, phase)?;
-            // A pausing filter is called again: it keeps its instance.
-            let pausing = matches!(action, Action::ContinueAfter(_));
-            if entry.last_phase == Some(phase) && !pausing {
+            // A filter that pauses or retries is called again: it keeps its
+            // instance (and so its state) for that.
+            let again = matches!(action, Action::ContinueAfter(_) | Action::Retry(_));
+            if entry.last_phase == Some(phase) && !again {
                 entry.pool.release(instance);
             } else {
                 self.held[i] = Some(instance);

@@ -40,6 +40,7 @@ mod tests {
             "rate_limit",
             "retry",
             "telemetry",
+            "jwt_auth",
             "hello_filter",
             "misbehave_filter",
             "inspect_filter",
