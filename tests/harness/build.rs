@@ -9,7 +9,7 @@ use std::process::Command;
 const TARGET: &str = "wasm32-wasip2";
 const PROFILE: &str = "filter";
 const PACKAGES: [&str; 11] = [
-    "weft-filter-add-header",
+    "add-header-filter",
     "weft-filter-api-key",
     "weft-filter-headers",
     "weft-filter-fault",
@@ -22,10 +22,11 @@ const PACKAGES: [&str; 11] = [
     "inspect-filter",
 ];
 /// What the filters are built from, relative to the workspace root.
-const INPUTS: [&str; 8] = [
+const INPUTS: [&str; 9] = [
     "wit",
     "sdk",
     "filters",
+    "examples/add-header",
     "examples/hello-filter",
     "examples/misbehave-filter",
     "examples/inspect-filter",
