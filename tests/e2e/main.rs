@@ -8,11 +8,14 @@ mod fault;
 mod filters;
 mod headers;
 mod http2;
+mod jwt_auth;
 mod phases;
 mod quickstart;
 mod rate_limit;
 mod reload;
+mod retry;
 mod routing;
+mod telemetry;
 mod validate;
 
 use std::net::SocketAddr;
