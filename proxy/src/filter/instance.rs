@@ -19,7 +19,7 @@ use super::module::CompiledModule;
 
 /// Idle instances kept per pool; more are created under load and dropped
 /// when returned to a full pool.
-const MAX_IDLE: usize = 64;
+const MAX_IDLE: usize = 256;
 /// Deadline of `init` (it may parse a large config).
 const INIT_DEADLINE_MS: u64 = 1_000;
 
