@@ -1,5 +1,6 @@
-//! The README's quickstart: its config validates as shipped, and the curl
-//! lines the README shows behave as it says.
+//! The shipped example configs: the README's quickstart validates and its
+//! curl lines behave as the README says; the gateway example (every
+//! built-in filter) validates.
 
 use http::Request;
 use http_body_util::Full;
@@ -62,4 +63,13 @@ async fn the_readme_curl_lines_do_what_the_readme_says() {
     let other = get(&format!("{url}/anything")).await;
     assert_eq!(other.status, 200);
     assert_eq!(other.header("x-served-by"), Some("weft"));
+}
+
+#[test]
+fn the_gateway_example_with_every_built_in_filter_validates() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/gateway/weft.yaml");
+    let (ok, out) = validate_file(bin(), &path);
+    assert!(ok, "{out}");
+    assert!(out.contains("(1 listeners, 3 routes, 7 filters)"), "{out}");
 }

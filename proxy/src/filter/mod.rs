@@ -5,7 +5,8 @@
 //! - [`module`]: loading and checking a component.
 //! - [`instance`]: instances and their pools.
 //! - [`chain`]: a route's chain and one request's run through it.
-//! - [`host`]: the host functions filters import.
+//! - [`host`]: the host functions filters import; [`resources`]: the
+//!   request and response they act on.
 
 pub mod callout;
 pub mod chain;
@@ -14,6 +15,7 @@ pub mod exchange;
 pub mod host;
 pub mod instance;
 pub mod module;
+pub mod resources;
 pub mod runtime;
 pub mod shared;
 

@@ -1,0 +1,295 @@
+//! The `request` and `response` resources: lazy accessors over the
+//! exchange moved into the store for the call. Each accessor copies only
+//! what it returns; setters validate and trap on invalid HTTP.
+
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use wasmtime::component::Resource;
+use wasmtime::format_err;
+
+use super::bindings::weft::filter::types::{self, HostRequest, HostResponse};
+use super::exchange::Phase;
+use super::host::{HostState, RequestHandle, ResponseHandle};
+
+impl HostState {
+    fn request_mut(&mut self, what: &str) -> wasmtime::Result<&mut http::request::Parts> {
+        let phase = self.exchange.phase;
+        if !phase.request_writable() {
+            return Err(format_err!(
+                "request.{what} called in {}: the request is read-only in response phases",
+                phase.name()
+            ));
+        }
+        self.request()
+    }
+
+    fn request(&mut self) -> wasmtime::Result<&mut http::request::Parts> {
+        self.exchange
+            .request
+            .as_mut()
+            .ok_or_else(|| format_err!("no request in this call"))
+    }
+
+    fn response(&mut self) -> wasmtime::Result<&mut http::response::Parts> {
+        self.exchange
+            .response
+            .as_mut()
+            .ok_or_else(|| format_err!("no response in this phase"))
+    }
+
+    fn response_mut(&mut self, what: &str) -> wasmtime::Result<&mut http::response::Parts> {
+        if self.exchange.phase == Phase::Done {
+            return Err(format_err!(
+                "response.{what} called in on-done: the response is already sent"
+            ));
+        }
+        self.response()
+    }
+}
+
+// ---- header access shared by request and response ----
+
+fn header(map: &HeaderMap, name: &str) -> Option<String> {
+    map.get(name).map(lossy)
+}
+
+fn header_all(map: &HeaderMap, name: &str) -> Vec<String> {
+    map.get_all(name).iter().map(lossy).collect()
+}
+
+fn header_names(map: &HeaderMap) -> Vec<String> {
+    map.keys().map(|k| k.as_str().to_string()).collect()
+}
+
+fn lossy(v: &HeaderValue) -> String {
+    String::from_utf8_lossy(v.as_bytes()).into_owned()
+}
+
+fn parse_header(name: &str, value: &str) -> wasmtime::Result<(HeaderName, HeaderValue)> {
+    let n = HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| format_err!("invalid header name {name:?}"))?;
+    let v = HeaderValue::from_str(value)
+        .map_err(|_| format_err!("invalid value for header {name:?}: {value:?}"))?;
+    Ok((n, v))
+}
+
+fn set_header(map: &mut HeaderMap, name: &str, value: &str) -> wasmtime::Result<()> {
+    let (n, v) = parse_header(name, value)?;
+    map.insert(n, v);
+    Ok(())
+}
+
+fn append_header(map: &mut HeaderMap, name: &str, value: &str) -> wasmtime::Result<()> {
+    let (n, v) = parse_header(name, value)?;
+    map.append(n, v);
+    Ok(())
+}
+
+fn remove_header(map: &mut HeaderMap, name: &str) {
+    // An invalid name cannot be present: nothing to remove.
+    if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
+        map.remove(n);
+    }
+}
+
+fn set_content_length(map: &mut HeaderMap, len: usize) {
+    map.remove(http::header::TRANSFER_ENCODING);
+    map.insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
+}
+
+impl types::Host for HostState {}
+
+impl HostRequest for HostState {
+    fn method(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<String> {
+        Ok(self.request()?.method.as_str().to_string())
+    }
+
+    fn path(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<String> {
+        let uri = &self.request()?.uri;
+        Ok(uri
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| "/".to_string()))
+    }
+
+    fn set_path(&mut self, _: Resource<RequestHandle>, path: String) -> wasmtime::Result<()> {
+        let req = self.request_mut("set-path")?;
+        if !path.starts_with('/') {
+            return Err(format_err!("set-path: {path:?} does not start with '/'"));
+        }
+        let pq: http::uri::PathAndQuery = path
+            .parse()
+            .map_err(|_| format_err!("set-path: {path:?} is not a valid path"))?;
+        let mut parts = std::mem::take(&mut req.uri).into_parts();
+        parts.path_and_query = Some(pq);
+        req.uri = http::Uri::from_parts(parts).map_err(|e| format_err!("set-path: {e}"))?;
+        Ok(())
+    }
+
+    fn authority(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<Option<String>> {
+        let req = self.request()?;
+        Ok(req
+            .uri
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .or_else(|| header(&req.headers, "host")))
+    }
+
+    fn header(
+        &mut self,
+        _: Resource<RequestHandle>,
+        name: String,
+    ) -> wasmtime::Result<Option<String>> {
+        Ok(header(&self.request()?.headers, &name))
+    }
+
+    fn header_all(
+        &mut self,
+        _: Resource<RequestHandle>,
+        name: String,
+    ) -> wasmtime::Result<Vec<String>> {
+        Ok(header_all(&self.request()?.headers, &name))
+    }
+
+    fn header_names(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<Vec<String>> {
+        Ok(header_names(&self.request()?.headers))
+    }
+
+    fn set_header(
+        &mut self,
+        _: Resource<RequestHandle>,
+        name: String,
+        value: String,
+    ) -> wasmtime::Result<()> {
+        set_header(&mut self.request_mut("set-header")?.headers, &name, &value)
+    }
+
+    fn append_header(
+        &mut self,
+        _: Resource<RequestHandle>,
+        name: String,
+        value: String,
+    ) -> wasmtime::Result<()> {
+        append_header(
+            &mut self.request_mut("append-header")?.headers,
+            &name,
+            &value,
+        )
+    }
+
+    fn remove_header(&mut self, _: Resource<RequestHandle>, name: String) -> wasmtime::Result<()> {
+        remove_header(&mut self.request_mut("remove-header")?.headers, &name);
+        Ok(())
+    }
+
+    fn body(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<Option<Vec<u8>>> {
+        Ok(self.exchange.request_body.as_ref().map(|b| b.to_vec()))
+    }
+
+    fn set_body(&mut self, _: Resource<RequestHandle>, body: Vec<u8>) -> wasmtime::Result<()> {
+        if self.exchange.phase != Phase::RequestBody {
+            return Err(format_err!(
+                "request.set-body called in {}: only allowed in on-request-body",
+                self.exchange.phase.name()
+            ));
+        }
+        set_content_length(&mut self.request()?.headers, body.len());
+        self.exchange.request_body = Some(Bytes::from(body));
+        Ok(())
+    }
+
+    fn set_timeout_ms(&mut self, _: Resource<RequestHandle>, ms: u32) -> wasmtime::Result<()> {
+        self.request_mut("set-timeout-ms")?;
+        if ms == 0 {
+            return Err(format_err!(
+                "set-timeout-ms: the timeout must be at least 1 ms"
+            ));
+        }
+        self.exchange.upstream_timeout = Some(std::time::Duration::from_millis(ms.into()));
+        Ok(())
+    }
+
+    fn drop(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<()> {
+        Ok(())
+    }
+}
+
+impl HostResponse for HostState {
+    fn status(&mut self, _: Resource<ResponseHandle>) -> wasmtime::Result<u16> {
+        Ok(self.response()?.status.as_u16())
+    }
+
+    fn set_status(&mut self, _: Resource<ResponseHandle>, status: u16) -> wasmtime::Result<()> {
+        let resp = self.response_mut("set-status")?;
+        resp.status = http::StatusCode::from_u16(status)
+            .map_err(|_| format_err!("set-status: {status} is not a valid status code"))?;
+        Ok(())
+    }
+
+    fn header(
+        &mut self,
+        _: Resource<ResponseHandle>,
+        name: String,
+    ) -> wasmtime::Result<Option<String>> {
+        Ok(header(&self.response()?.headers, &name))
+    }
+
+    fn header_all(
+        &mut self,
+        _: Resource<ResponseHandle>,
+        name: String,
+    ) -> wasmtime::Result<Vec<String>> {
+        Ok(header_all(&self.response()?.headers, &name))
+    }
+
+    fn header_names(&mut self, _: Resource<ResponseHandle>) -> wasmtime::Result<Vec<String>> {
+        Ok(header_names(&self.response()?.headers))
+    }
+
+    fn set_header(
+        &mut self,
+        _: Resource<ResponseHandle>,
+        name: String,
+        value: String,
+    ) -> wasmtime::Result<()> {
+        set_header(&mut self.response_mut("set-header")?.headers, &name, &value)
+    }
+
+    fn append_header(
+        &mut self,
+        _: Resource<ResponseHandle>,
+        name: String,
+        value: String,
+    ) -> wasmtime::Result<()> {
+        append_header(
+            &mut self.response_mut("append-header")?.headers,
+            &name,
+            &value,
+        )
+    }
+
+    fn remove_header(&mut self, _: Resource<ResponseHandle>, name: String) -> wasmtime::Result<()> {
+        remove_header(&mut self.response_mut("remove-header")?.headers, &name);
+        Ok(())
+    }
+
+    fn body(&mut self, _: Resource<ResponseHandle>) -> wasmtime::Result<Option<Vec<u8>>> {
+        Ok(self.exchange.response_body.as_ref().map(|b| b.to_vec()))
+    }
+
+    fn set_body(&mut self, _: Resource<ResponseHandle>, body: Vec<u8>) -> wasmtime::Result<()> {
+        if self.exchange.phase != Phase::ResponseBody {
+            return Err(format_err!(
+                "response.set-body called in {}: only allowed in on-response-body",
+                self.exchange.phase.name()
+            ));
+        }
+        set_content_length(&mut self.response()?.headers, body.len());
+        self.exchange.response_body = Some(Bytes::from(body));
+        Ok(())
+    }
+
+    fn drop(&mut self, _: Resource<ResponseHandle>) -> wasmtime::Result<()> {
+        Ok(())
+    }
+}
