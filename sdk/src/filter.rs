@@ -21,8 +21,15 @@ pub trait Filter: Sized + 'static {
     type Config: DeserializeOwned;
 
     /// The phases the proxy calls. [`#[weft_sdk::filter]`](macro@crate::filter)
-    /// sets it to the phases whose methods the impl block defines.
-    const PHASES: Phases = Phases::all();
+    /// sets it to the phases whose methods the impl block defines; the
+    /// default is every phase (without [`Phases::RETRY`], which a filter
+    /// that answers [`Action::Retry`](crate::Action::Retry) adds in
+    /// [`phases`](Filter::phases)).
+    const PHASES: Phases = Phases::REQUEST_HEADERS
+        .union(Phases::REQUEST_BODY)
+        .union(Phases::RESPONSE_HEADERS)
+        .union(Phases::RESPONSE_BODY)
+        .union(Phases::DONE);
 
     /// Builds the filter from its config. An `Err` rejects the config: the
     /// proxy logs the message with the chain entry's name and keeps the
