@@ -125,6 +125,25 @@ impl LocalResponse {
         self
     }
 
+    /// A JSON error in the proxy's own shape, `{"error": code, "message":
+    /// …, "request_id": …}` with `content-type: application/json`: clients
+    /// see one error format whether the proxy or a filter answers.
+    pub fn error(status: u16, code: &str, message: &str) -> LocalResponse {
+        #[derive(Serialize)]
+        struct ErrorBody<'a> {
+            error: &'a str,
+            message: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            request_id: Option<String>,
+        }
+        let body = ErrorBody {
+            error: code,
+            message,
+            request_id: crate::property::request_id(),
+        };
+        LocalResponse::json(status, &body)
+    }
+
     /// Sets the body.
     pub fn body(mut self, body: impl Into<Vec<u8>>) -> LocalResponse {
         self.body = body.into();

@@ -108,6 +108,7 @@ mod random;
 mod request;
 mod response;
 
+pub mod header;
 pub mod http;
 pub mod log;
 pub mod metrics;

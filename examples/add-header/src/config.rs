@@ -65,7 +65,7 @@ fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("the name is empty".into());
     }
-    if let Some(bad) = name.chars().find(|&c| !is_token_char(c)) {
+    if let Some(bad) = name.chars().find(|&c| !weft_sdk::header::is_token_char(c)) {
         return Err(format!(
             "invalid name: {bad:?} is not allowed (names are letters, digits and !#$%&'*+-.^_`|~)"
         ));
@@ -84,11 +84,6 @@ fn check_value(value: &str) -> Result<(), String> {
         )),
         None => Ok(()),
     }
-}
-
-/// Whether `c` may appear in a header name (RFC 9110 `tchar`).
-fn is_token_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
 }
 
 #[cfg(test)]

@@ -34,9 +34,8 @@ mod config;
 mod keys;
 mod query;
 
-use serde::Serialize;
 use weft_sdk::log::{self, Level};
-use weft_sdk::{Action, Filter, LocalResponse, Request, metrics, property};
+use weft_sdk::{Action, Filter, LocalResponse, Request, metrics};
 
 use crate::auth::{Invalid, Outcome};
 use crate::config::{Config, Settings};
@@ -79,7 +78,7 @@ impl Filter for ApiKey {
             Outcome::Missing => {
                 count("missing");
                 log_refusal(req, "no API key");
-                error_response(401, "missing_api_key", &auth::missing_message(settings))
+                LocalResponse::error(401, "missing_api_key", &auth::missing_message(settings))
                     .header("www-authenticate", auth::challenge(settings))
                     .into()
             }
@@ -92,7 +91,7 @@ impl Filter for ApiKey {
                         Invalid::Several => "more than one API key",
                     },
                 );
-                error_response(403, "invalid_api_key", why.message()).into()
+                LocalResponse::error(403, "invalid_api_key", why.message()).into()
             }
         }
     }
@@ -114,22 +113,4 @@ fn log_refusal(req: &Request, why: &str) {
         path.truncate(query_start);
     }
     weft_sdk::debug!("refused {} {path}: {why}", req.method());
-}
-
-/// The JSON body of a refusal; the same shape as the proxy's own errors.
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: &'a str,
-    message: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    request_id: Option<String>,
-}
-
-fn error_response(status: u16, error: &str, message: &str) -> LocalResponse {
-    let body = ErrorBody {
-        error,
-        message,
-        request_id: property::request_id(),
-    };
-    LocalResponse::json(status, &body)
 }

@@ -22,7 +22,6 @@
 mod config;
 mod decide;
 
-use serde::Serialize;
 use weft_sdk::{Action, Filter, LocalResponse, Request, metrics, property};
 
 use crate::config::{Config, DEFAULT_MESSAGE, Settings};
@@ -105,12 +104,7 @@ impl Fault {
             .abort
             .as_ref()
             .map_or(DEFAULT_MESSAGE, |abort| abort.message.as_str());
-        let body = ErrorBody {
-            error: "fault_injected",
-            message,
-            request_id: property::request_id(),
-        };
-        LocalResponse::json(status, &body)
+        LocalResponse::error(status, "fault_injected", message)
             .header("x-weft-fault", "abort")
             .into()
     }
@@ -126,13 +120,4 @@ fn take_header(req: &Request, name: &str) -> Option<String> {
 
 fn count(fault: &str) {
     metrics::counter_add(INJECTED_METRIC, &[("fault", fault)], 1);
-}
-
-/// The JSON body of an abort; the same shape as the proxy's own errors.
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: &'a str,
-    message: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    request_id: Option<String>,
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::ops::Ops;
-use crate::template::{Side, Template, is_token_char};
+use crate::template::{Side, Template};
 
 /// The config as written: the operations on the request and the response.
 #[derive(Debug, Default, Deserialize)]
@@ -179,16 +179,7 @@ const HOP_BY_HOP: &str = "a hop-by-hop header: the proxy removes it in both dire
 
 /// Checks a header name as written; returns it lower-cased.
 fn checked_name(name: &str) -> Result<String, String> {
-    if name.is_empty() {
-        return Err("the header name is empty".into());
-    }
-    if let Some(bad) = name.chars().find(|&c| !is_token_char(c)) {
-        return Err(format!(
-            "invalid header name `{name}`: {bad:?} is not allowed \
-             (names are letters, digits and !#$%&'*+-.^_`|~)"
-        ));
-    }
-    let lower = name.to_ascii_lowercase();
+    let lower = weft_sdk::header::check_name(name)?;
     if let Some((_, why)) = PROTECTED.iter().find(|(protected, _)| *protected == lower) {
         return Err(format!("`{lower}` cannot be changed: {why}"));
     }

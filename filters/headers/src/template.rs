@@ -210,16 +210,7 @@ fn check_literal(text: &str) -> Result<(), String> {
     }
 }
 
-/// The first character of `value` that a header value cannot hold: a
-/// control character other than tab (this includes DEL).
-pub fn invalid_value_char(value: &str) -> Option<char> {
-    value.chars().find(|&c| c.is_ascii_control() && c != '\t')
-}
-
-/// Whether `c` may appear in a header name (RFC 9110 `tchar`).
-pub fn is_token_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
-}
+pub use weft_sdk::header::{invalid_value_char, is_token_char};
 
 #[cfg(test)]
 mod tests {

@@ -362,16 +362,7 @@ fn forward_claims(
 
 /// Checks a header name from field `field` and lower-cases it.
 fn header_name(field: &str, name: &str) -> Result<String, String> {
-    let lower = name.to_ascii_lowercase();
-    if lower.is_empty() {
-        return Err(format!("{field}: the header name is empty"));
-    }
-    if let Some(bad) = lower.chars().find(|&c| !is_token_char(c)) {
-        return Err(format!(
-            "{field}: invalid header name `{name}`: {bad:?} is not allowed \
-             (names are letters, digits and !#$%&'*+-.^_`|~)"
-        ));
-    }
+    let lower = weft_sdk::header::check_name(name).map_err(|e| format!("{field}: {e}"))?;
     if RESERVED_HEADERS.contains(&lower.as_str()) {
         return Err(format!(
             "{field}: `{name}` is managed by the proxy and cannot be used here"
@@ -399,11 +390,6 @@ fn realm(realm: String) -> Result<String, String> {
         ));
     }
     Ok(realm)
-}
-
-/// Whether `c` may appear in a header name (RFC 9110 `tchar`).
-fn is_token_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
 }
 
 #[cfg(test)]

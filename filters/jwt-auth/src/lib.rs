@@ -46,9 +46,8 @@ mod remote;
 mod testkeys;
 mod verify;
 
-use serde::Serialize;
 use weft_sdk::log::{self, Level};
-use weft_sdk::{Action, Filter, LocalResponse, Request, metrics, property, time};
+use weft_sdk::{Action, Filter, LocalResponse, Request, metrics, time};
 
 use crate::auth::{Extracted, Invalid};
 use crate::config::{Config, KeySource, Settings};
@@ -91,7 +90,7 @@ impl Filter for JwtAuth {
             Extracted::Missing => {
                 count("missing");
                 log_refusal(req, "no token");
-                return error_response(
+                return LocalResponse::error(
                     401,
                     "missing_token",
                     &auth::missing_message(&self.settings),
@@ -158,7 +157,7 @@ impl JwtAuth {
                 count("invalid");
                 let message = invalid.message();
                 log_refusal(req, &message);
-                error_response(401, "invalid_token", &message)
+                LocalResponse::error(401, "invalid_token", &message)
                     .header(
                         "www-authenticate",
                         auth::challenge(&self.settings, Some(&invalid)),
@@ -168,7 +167,7 @@ impl JwtAuth {
             Refusal::NoKeys => {
                 count("error");
                 // The cause is logged where the fetch failed.
-                error_response(
+                LocalResponse::error(
                     500,
                     "jwks_unavailable",
                     "the keys to verify the token could not be fetched (the proxy's log says why)",
@@ -195,22 +194,4 @@ fn log_refusal(req: &Request, why: &str) {
         path.truncate(query_start);
     }
     weft_sdk::debug!("refused {} {path}: {why}", req.method());
-}
-
-/// The JSON body of a refusal; the same shape as the proxy's own errors.
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: &'a str,
-    message: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    request_id: Option<String>,
-}
-
-fn error_response(status: u16, error: &str, message: &str) -> LocalResponse {
-    let body = ErrorBody {
-        error,
-        message,
-        request_id: property::request_id(),
-    };
-    LocalResponse::json(status, &body)
 }

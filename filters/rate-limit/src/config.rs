@@ -216,7 +216,7 @@ fn key_part(part: &Value) -> Result<KeyPart, String> {
                 ));
             };
             match kind.as_str() {
-                "header" => header_name(value).map(KeyPart::Header),
+                "header" => weft_sdk::header::check_name(value).map(KeyPart::Header),
                 "const" => {
                     if value.len() > MAX_CONST_LEN {
                         Err(format!(
@@ -236,25 +236,6 @@ fn key_part(part: &Value) -> Result<KeyPart, String> {
             "unknown key part {other}: expected {KEY_PART_FORMS}"
         )),
     }
-}
-
-/// Checks a header name and lower-cases it.
-fn header_name(name: &str) -> Result<String, String> {
-    if name.is_empty() {
-        return Err("the header name is empty".into());
-    }
-    if let Some(bad) = name.chars().find(|&c| !is_token_char(c)) {
-        return Err(format!(
-            "invalid header name `{name}`: {bad:?} is not allowed \
-             (names are letters, digits and !#$%&'*+-.^_`|~)"
-        ));
-    }
-    Ok(name.to_ascii_lowercase())
-}
-
-/// RFC 9110 `tchar`.
-fn is_token_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
 }
 
 #[cfg(test)]

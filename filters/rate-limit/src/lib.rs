@@ -34,7 +34,6 @@ mod limiter;
 mod reclaim;
 mod store;
 
-use serde::Serialize;
 use weft_sdk::log::{self, Level};
 use weft_sdk::shared::{self, SharedError};
 use weft_sdk::{Action, Filter, LocalResponse, Phases, Request, Response, metrics, property};
@@ -190,12 +189,7 @@ impl RateLimit {
             settings.rate,
             settings.per.name()
         );
-        let body = ErrorBody {
-            error: "rate_limited",
-            message: &message,
-            request_id: property::request_id(),
-        };
-        LocalResponse::json(settings.status, &body)
+        LocalResponse::error(settings.status, "rate_limited", &message)
             .header("retry-after", retry_after)
             .header("ratelimit-policy", &self.policy_header)
             .header(
@@ -291,15 +285,6 @@ fn plural(n: u64, noun: &str) -> String {
     } else {
         format!("{n} {noun}s")
     }
-}
-
-/// The JSON body of a refusal; the same shape as the proxy's own errors.
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: &'a str,
-    message: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    request_id: Option<String>,
 }
 
 /// Shared state and the clock, from the host.

@@ -369,7 +369,7 @@ fn methods(methods: Vec<String>) -> Result<Vec<String>, String> {
     }
     let mut checked: Vec<String> = Vec::with_capacity(methods.len());
     for (index, method) in methods.into_iter().enumerate() {
-        if method.is_empty() || !method.chars().all(is_token_char) {
+        if method.is_empty() || !method.chars().all(weft_sdk::header::is_token_char) {
             return Err(format!(
                 "methods[{index}]: {method:?} is not an HTTP method name"
             ));
@@ -405,27 +405,13 @@ fn budget(config: BudgetConfig) -> Result<Budget, String> {
 
 /// Checks a header name from field `field` and lower-cases it.
 fn header_name(field: &str, name: &str) -> Result<String, String> {
-    let lower = name.to_ascii_lowercase();
-    if lower.is_empty() {
-        return Err(format!("{field}: the header name is empty"));
-    }
-    if let Some(bad) = lower.chars().find(|&c| !is_token_char(c)) {
-        return Err(format!(
-            "{field}: invalid header name `{name}`: {bad:?} is not allowed \
-             (names are letters, digits and !#$%&'*+-.^_`|~)"
-        ));
-    }
+    let lower = weft_sdk::header::check_name(name).map_err(|e| format!("{field}: {e}"))?;
     if RESERVED_HEADERS.contains(&lower.as_str()) {
         return Err(format!(
             "{field}: `{name}` is managed by the proxy or the upstream and cannot be used here"
         ));
     }
     Ok(lower)
-}
-
-/// RFC 9110 `tchar`.
-fn is_token_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
 }
 
 #[cfg(test)]

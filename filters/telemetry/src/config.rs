@@ -298,27 +298,13 @@ fn fields(names: &[String]) -> Result<Vec<Field>, String> {
 
 /// Checks a header name from field `field` and lower-cases it.
 fn header_name(field: &str, name: &str) -> Result<String, String> {
-    let lower = name.to_ascii_lowercase();
-    if lower.is_empty() {
-        return Err(format!("{field}: the header name is empty"));
-    }
-    if let Some(bad) = lower.chars().find(|&c| !is_token_char(c)) {
-        return Err(format!(
-            "{field}: invalid header name {name:?}: {bad:?} is not allowed \
-             (names are letters, digits and !#$%&'*+-.^_`|~)"
-        ));
-    }
+    let lower = weft_sdk::header::check_name(name).map_err(|e| format!("{field}: {e}"))?;
     if RESERVED_HEADERS.contains(&lower.as_str()) {
         return Err(format!(
             "{field}: {name:?} is managed by the proxy or this filter and cannot be used here"
         ));
     }
     Ok(lower)
-}
-
-/// RFC 9110 `tchar`.
-fn is_token_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
 }
 
 #[cfg(test)]
@@ -437,7 +423,7 @@ mod tests {
         assert!(
             settings(r#"{"span_id_header": "x span"}"#)
                 .unwrap_err()
-                .starts_with("span_id_header: invalid header name \"x span\"")
+                .starts_with("span_id_header: invalid header name `x span`")
         );
         assert!(
             settings(r#"{"trace_id_header": "TraceParent"}"#)
