@@ -12,6 +12,7 @@ use std::time::Duration;
 use http::uri::Authority;
 use http::{HeaderName, Method};
 
+use crate::config::files::inline_files;
 use crate::config::{
     ChainEntryConfig, ClusterConfig, Config, ConfigError, ConfigErrors, FilterModuleConfig,
     MatchConfig,
@@ -134,6 +135,7 @@ impl Snapshot {
                 let chain = build_chain(
                     &r.filters,
                     &format!("{at}.filters"),
+                    base_dir,
                     &config.filters,
                     &modules,
                     runtime,
@@ -289,6 +291,7 @@ fn load_modules(
 fn build_chain(
     entries: &[ChainEntryConfig],
     at: &str,
+    base_dir: &Path,
     defined: &BTreeMap<String, FilterModuleConfig>,
     modules: &HashMap<String, FilterModule>,
     runtime: &FilterRuntime,
@@ -307,13 +310,20 @@ fn build_chain(
             }
             continue;
         };
+        let config = match inline_files(&entry.config, base_dir, &format!("{at}.config")) {
+            Ok(config) => config,
+            Err(file_errors) => {
+                errors.0.extend(file_errors);
+                continue;
+            }
+        };
         let identity = runtime.identity(&entry.filter, module.callouts.clone());
         match InstancePool::new(
             runtime.engine(),
             runtime.ticker().clone(),
             module.module.clone(),
             identity,
-            entry.config.to_string(),
+            config.to_string(),
             module.limits,
         ) {
             Ok(pool) => chain.push(ChainEntry::new(

@@ -819,3 +819,31 @@ async fn a_jwks_url_the_proxy_does_not_allow_fails_closed_with_500() {
     assert_eq!(server.hits(), 0);
     assert_eq!(up.hits(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jwks_from_a_file_is_inlined_by_the_proxy() {
+    let up = Upstream::start().await;
+    let key = jwt::key(Alg::EdDsa, "from-file");
+    let dir = weft_test_harness::process::temp_dir("jwks-file");
+    let jwks_path = dir.join("jwks.json");
+    std::fs::write(&jwks_path, jwt::jwks(&[&key]).to_string()).unwrap();
+    let config_json =
+        json!({"jwks": {"$file": jwks_path.display().to_string()}, "algorithms": ["EdDSA"]});
+    let yaml = config(&filters(&[]), &route("file", "/", &config_json), up.addr);
+    let weft = start(&yaml);
+    let url = weft.url("public");
+    let token = key.sign(&json!({"sub": "carol", "exp": jwt::now() + 300}));
+    assert_eq!(get_bearer(&format!("{url}/x"), &token).await.status, 200);
+    let stranger =
+        jwt::other_key(Alg::EdDsa, "from-file").sign(&json!({"sub": "x", "exp": jwt::now() + 300}));
+    assert_eq!(get_bearer(&format!("{url}/x"), &stranger).await.status, 401);
+
+    let missing = json!({"jwks": {"$file": "no-such-jwks.json"}});
+    let yaml = config(&filters(&[]), &route("file", "/", &missing), up.addr);
+    let (ok, out) = validate(bin(), &yaml, "weft.yaml", &[]);
+    assert!(!ok);
+    assert!(
+        out.contains("listeners[0].routes[0].filters[0].config.jwks.$file: cannot read"),
+        "{out}"
+    );
+}
