@@ -14,7 +14,7 @@ weft is starting on http://127.0.0.1:8080 — try, from another terminal:
   curl -i http://127.0.0.1:8080/api/orders                              # 401: no API key
   curl -i -H 'x-api-key: wrong' http://127.0.0.1:8080/api/orders        # 403
   curl -i -H 'x-api-key: quickstart-key' http://127.0.0.1:8080/api/orders
-  curl -i http://127.0.0.1:8080/anything                                # x-served-by: weft
+  curl -i http://127.0.0.1:8080/anything                                # x-served-by and x-request-id from the headers filter
 Press Ctrl-C to stop.
 
 TXT
