@@ -127,8 +127,14 @@ impl Reloader {
     }
 }
 
-/// Listeners are bound once at start: a reload may not add, remove or move one.
+/// Listeners (and the admin API) are bound once at start: a reload may not
+/// add, remove or move one.
 fn check_listeners_unchanged(old: &Snapshot, new: &Snapshot) -> Result<(), ConfigErrors> {
+    if old.config.admin != new.config.admin {
+        return Err(
+            ConfigError::new("admin", "changing the admin API's address needs a restart").into(),
+        );
+    }
     let old_l: Vec<_> = old
         .config
         .listeners

@@ -74,3 +74,21 @@ async fn instances_are_reused_across_requests() {
         "one instance, created at load, serves 50 sequential requests:\n{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_moves_the_admin_api_is_refused() {
+    let up = Upstream::start().await;
+    let body = config("  {}", "      - { name: all, cluster: backend }", up.addr);
+    let weft = start(&format!("admin: {{ listen: 127.0.0.1:0 }}\n{body}"));
+    let moved = format!("admin: {{ listen: 127.0.0.1:1 }}\n{body}");
+    let outcome = tokio::task::block_in_place(|| weft.reload(&moved));
+    assert!(
+        outcome.contains("config rejected")
+            && outcome.contains("admin: changing the admin API's address needs a restart"),
+        "{outcome}"
+    );
+    assert_eq!(
+        get(&format!("{}/ready", weft.url("admin"))).await.status,
+        200
+    );
+}
