@@ -12,3 +12,126 @@ pub fn now_unix_nanos() -> u64 {
 pub fn monotonic_nanos() -> u64 {
     host::monotonic_nanos()
 }
+
+/// `unix_nanos` (nanoseconds since 1970-01-01T00:00:00Z) as RFC 3339 in
+/// UTC with milliseconds (truncated), e.g. `2026-05-01T12:34:56.789Z`.
+pub fn rfc3339_millis(unix_nanos: u64) -> String {
+    let secs = unix_nanos / 1_000_000_000;
+    let millis = (unix_nanos % 1_000_000_000) / 1_000_000;
+    let days = secs / 86_400;
+    let in_day = secs % 86_400;
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        in_day / 3600,
+        in_day % 3600 / 60,
+        in_day % 60
+    )
+}
+
+/// The (year, month, day) of the `days`-th day after 1970-01-01, in the
+/// proleptic Gregorian calendar (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    // Shift the epoch to 0000-03-01, the start of a 400-year era.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let day_of_era = z % 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153; // 0 = March
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NANOS: u64 = 1_000_000_000;
+
+    #[test]
+    fn the_epoch() {
+        assert_eq!(rfc3339_millis(0), "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn known_instants() {
+        // date -u -d @951782400 → 2000-02-29 (a leap day in a century year).
+        assert_eq!(
+            rfc3339_millis(951_782_400 * NANOS),
+            "2000-02-29T00:00:00.000Z"
+        );
+        assert_eq!(
+            rfc3339_millis(1_700_000_000 * NANOS + 123_456_789),
+            "2023-11-14T22:13:20.123Z"
+        );
+        // The last second of a year.
+        assert_eq!(
+            rfc3339_millis(1_704_067_199 * NANOS),
+            "2023-12-31T23:59:59.000Z"
+        );
+        assert_eq!(
+            rfc3339_millis(1_704_067_200 * NANOS),
+            "2024-01-01T00:00:00.000Z"
+        );
+        // 2100 is not a leap year: 28 February is followed by 1 March.
+        assert_eq!(
+            rfc3339_millis(4_107_542_399 * NANOS),
+            "2100-02-28T23:59:59.000Z"
+        );
+        assert_eq!(
+            rfc3339_millis(4_107_542_400 * NANOS),
+            "2100-03-01T00:00:00.000Z"
+        );
+        assert_eq!(rfc3339_millis(u64::MAX), "2554-07-21T23:34:33.709Z");
+    }
+
+    #[test]
+    fn milliseconds_are_truncated() {
+        assert_eq!(rfc3339_millis(999_999_999), "1970-01-01T00:00:00.999Z");
+        assert_eq!(rfc3339_millis(1_000_000), "1970-01-01T00:00:00.001Z");
+        assert_eq!(rfc3339_millis(999_999), "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn every_day_of_four_centuries_follows_the_previous_one() {
+        let mut previous = civil_from_days(0);
+        assert_eq!(previous, (1970, 1, 1));
+        for days in 1..146_097 * 2 {
+            let (y, m, d) = civil_from_days(days);
+            let (py, pm, pd) = previous;
+            let next_day = (y, m, d) == (py, pm, pd + 1);
+            let next_month = (y, m, d) == (py, pm + 1, 1) && pd >= 28;
+            let next_year = (y, m, d) == (py + 1, 1, 1) && (pm, pd) == (12, 31);
+            assert!(
+                next_day || next_month || next_year,
+                "{previous:?} → {:?}",
+                (y, m, d)
+            );
+            let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+            let len = [
+                31,
+                if leap { 29 } else { 28 },
+                31,
+                30,
+                31,
+                30,
+                31,
+                31,
+                30,
+                31,
+                30,
+                31,
+            ];
+            assert!(d <= len[m as usize - 1], "{:?}", (y, m, d));
+            previous = (y, m, d);
+        }
+    }
+}

@@ -28,7 +28,6 @@
 
 mod config;
 mod ops;
-mod rfc3339;
 mod template;
 
 use weft_sdk::{Action, Filter, Phases, Request, Response, property, time};
@@ -118,7 +117,7 @@ fn lookup(var: &Var, req: &Request, resp: Option<&Response>, start: &mut Option<
 }
 
 fn now() -> String {
-    rfc3339::format(time::now_unix_nanos())
+    time::rfc3339_millis(time::now_unix_nanos())
 }
 
 /// Logs the operations skipped for this request.

@@ -85,7 +85,10 @@ pub fn access_line(fields: &[Field], exchange: &Exchange<'_>, host: &dyn Lookup)
     for &field in fields {
         let key = field.name();
         match field {
-            Field::Time => line.string(key, &rfc3339_millis(exchange.start_unix_nanos)),
+            Field::Time => line.string(
+                key,
+                &weft_sdk::time::rfc3339_millis(exchange.start_unix_nanos),
+            ),
             Field::StartUnixMs => line.number(key, exchange.start_unix_nanos / 1_000_000),
             Field::DurationMs => line.millis(key, exchange.duration_nanos),
             Field::RequestId => line.opt_string(key, host.property("request.id").as_deref()),
@@ -219,38 +222,6 @@ fn push_json_string(out: &mut String, text: &str) {
     out.push('"');
 }
 
-/// Nanoseconds since the Unix epoch as RFC 3339 in UTC with milliseconds:
-/// `2026-01-02T03:04:05.678Z`.
-pub fn rfc3339_millis(unix_nanos: u64) -> String {
-    let millis = unix_nanos / 1_000_000;
-    let seconds = millis / 1_000;
-    let days = seconds / 86_400;
-    let of_day = seconds % 86_400;
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        of_day / 3_600,
-        of_day % 3_600 / 60,
-        of_day % 60,
-        millis % 1_000
-    )
-}
-
-/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard
-/// Hinnant's `civil_from_days`, for days on or after the epoch).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -281,29 +252,6 @@ mod tests {
         assert_eq!(method_label("get"), "OTHER", "methods are case-sensitive");
         assert_eq!(method_label("PROPFIND"), "OTHER");
         assert_eq!(method_label(""), "OTHER");
-    }
-
-    #[test]
-    fn rfc3339() {
-        assert_eq!(rfc3339_millis(0), "1970-01-01T00:00:00.000Z");
-        // 2000-02-29 (a leap day in a century leap year) 12:34:56.789.
-        assert_eq!(
-            rfc3339_millis(951_827_696_789_999_999),
-            "2000-02-29T12:34:56.789Z"
-        );
-        assert_eq!(
-            rfc3339_millis(1_767_225_599_999_000_000),
-            "2025-12-31T23:59:59.999Z"
-        );
-        assert_eq!(
-            rfc3339_millis(1_767_225_600_000_000_000),
-            "2026-01-01T00:00:00.000Z"
-        );
-        // 2100 is not a leap year.
-        assert_eq!(
-            rfc3339_millis(4_107_542_400_000_000_000),
-            "2100-03-01T00:00:00.000Z"
-        );
     }
 
     fn context(parent: bool) -> Context {
