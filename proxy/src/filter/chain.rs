@@ -138,12 +138,23 @@ pub enum Step {
     Retry(Duration),
 }
 
+/// What one chain entry holds during a request. Unboxed on purpose: the
+/// slots are one allocation per request, a box would add one per instance.
+#[allow(clippy::large_enum_variant)]
+enum Slot {
+    /// No instance between phases.
+    Free,
+    /// The instance kept for the entry's later phases.
+    Held(FilterInstance),
+    /// The filter failed with `fail_open`: skipped for the rest of the request.
+    FailedOpen,
+}
+
 /// One request's run through a chain.
 pub struct ChainRun {
     chain: Arc<FilterChain>,
     metrics: Arc<Registry>,
-    held: Vec<Option<FilterInstance>>,
-    failed_open: Vec<bool>,
+    slots: Vec<Slot>,
     /// How many entries ran their request phases (response phases run over
     /// these, in reverse).
     ran: usize,
@@ -161,8 +172,7 @@ impl ChainRun {
         Self {
             chain,
             metrics,
-            held: (0..n).map(|_| None).collect(),
-            failed_open: vec![false; n],
+            slots: (0..n).map(|_| Slot::Free).collect(),
             ran: 0,
             resume: None,
             paused: Duration::ZERO,
@@ -248,12 +258,12 @@ impl ChainRun {
 
     fn call(&mut self, i: usize, exchange: &mut Exchange, phase: Phase) -> Step {
         let entry = &self.chain.entries[i];
-        if self.failed_open[i] || !entry.implements(phase) {
+        if matches!(self.slots[i], Slot::FailedOpen) || !entry.implements(phase) {
             return Step::Continue;
         }
-        let instance = match self.held[i].take() {
-            Some(instance) => Ok(instance),
-            None => entry.pool.acquire(),
+        let instance = match std::mem::replace(&mut self.slots[i], Slot::Free) {
+            Slot::Held(instance) => Ok(instance),
+            _ => entry.pool.acquire(),
         };
         let result = instance.and_then(|mut instance| {
             let action = instance.run(exchange, phase)?;
@@ -263,7 +273,7 @@ impl ChainRun {
             if entry.last_phase == Some(phase) && !again {
                 entry.pool.release(instance);
             } else {
-                self.held[i] = Some(instance);
+                self.slots[i] = Slot::Held(instance);
             }
             Ok(action)
         });
@@ -314,7 +324,7 @@ impl ChainRun {
         );
         match entry.on_error {
             OnError::FailOpen => {
-                self.failed_open[i] = true;
+                self.slots[i] = Slot::FailedOpen;
                 Step::Continue
             }
             OnError::FailClosed => Step::Failed(ChainFailure {
@@ -328,8 +338,8 @@ impl ChainRun {
 
 impl Drop for ChainRun {
     fn drop(&mut self) {
-        for (entry, held) in self.chain.entries.iter().zip(self.held.iter_mut()) {
-            if let Some(instance) = held.take() {
+        for (entry, slot) in self.chain.entries.iter().zip(self.slots.drain(..)) {
+            if let Slot::Held(instance) = slot {
                 entry.pool.release(instance);
             }
         }

@@ -52,16 +52,16 @@ pub fn ensure_request_id(headers: &mut HeaderMap) -> String {
 
 /// A random 128-bit id in the UUID v4 text form.
 fn new_request_id() -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let n = fastrand::u128(..) & !(0xf << 76) & !(0x3 << 62) | (0x4 << 76) | (0x2 << 62);
-    let h = format!("{n:032x}");
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    let mut id = String::with_capacity(36);
+    for i in 0..32 {
+        if matches!(i, 8 | 12 | 16 | 20) {
+            id.push('-');
+        }
+        id.push(HEX[(n >> (124 - 4 * i)) as usize & 0xf] as char);
+    }
+    id
 }
 
 /// Adds the client to `x-forwarded-for` and sets `x-forwarded-proto` when
@@ -107,7 +107,17 @@ mod tests {
         let id = ensure_request_id(&mut h);
         assert_eq!(id.len(), 36);
         assert_eq!(&id[14..15], "4");
+        assert!("89ab".contains(&id[19..20]), "RFC 4122 variant: {id}");
+        for (i, c) in id.char_indices() {
+            let dash = matches!(i, 8 | 13 | 18 | 23);
+            assert_eq!(c == '-', dash, "{id}");
+            assert!(
+                dash || c.is_ascii_hexdigit() && !c.is_ascii_uppercase(),
+                "{id}"
+            );
+        }
         assert_eq!(h.get("x-request-id").unwrap(), id.as_str());
+        assert_ne!(ensure_request_id(&mut HeaderMap::new()), id);
     }
 
     #[test]
