@@ -7,7 +7,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ProfilingStrategy,
+};
 
 use super::callout::Callouts;
 use super::epoch::EpochTicker;
@@ -44,6 +46,11 @@ impl FilterRuntime {
             .epoch_interruption(true)
             .concurrency_support(false)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+        // `WEFT_WASM_PROFILER=perfmap` writes /tmp/perf-PID.map so `perf`
+        // names the filters' compiled functions (bench/README.md).
+        if std::env::var_os("WEFT_WASM_PROFILER").is_some_and(|v| v == "perfmap") {
+            config.profiler(ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config)?;
         let ticker = EpochTicker::start(&engine)
             .map_err(|e| wasmtime::format_err!("cannot start the epoch thread: {e}"))?;
