@@ -12,6 +12,7 @@ pub mod config;
 pub mod filter;
 pub mod http;
 pub mod listener;
+pub mod logging;
 pub mod proxy;
 pub mod reload;
 pub mod route;

@@ -1,6 +1,5 @@
 //! The `weft` command.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -9,7 +8,6 @@ use std::time::Duration;
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use clap::{Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
 
 use weft::config::{self, ConfigErrors};
 use weft::filter::FilterRuntime;
@@ -57,8 +55,10 @@ fn main() -> ExitCode {
             watch,
             log_level,
         } => {
-            init_logging(log_level.as_deref());
-            match run(config, watch) {
+            weft::logging::init(log_level.as_deref());
+            let result = run(config, watch);
+            weft::logging::flush();
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("weft: {e:#}");
@@ -67,18 +67,6 @@ fn main() -> ExitCode {
             }
         }
     }
-}
-
-fn init_logging(level: Option<&str>) {
-    let filter = match level {
-        Some(l) => EnvFilter::new(l),
-        None => EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
 }
 
 /// Builds the snapshot without serving. Prints one line per error.
@@ -119,6 +107,7 @@ fn validate(path: &Path) -> ExitCode {
 }
 
 fn print_errors(errors: &ConfigErrors) {
+    weft::logging::flush();
     for e in &errors.0 {
         eprintln!("{e}");
     }
@@ -174,6 +163,11 @@ async fn serve(config_path: PathBuf, watch: bool) -> anyhow::Result<()> {
         tracing::info!(addr = %listener.local_addr()?, "admin API listening");
         tokio::spawn(weft::admin::serve(listener, proxy.clone()));
     }
+    // A serving process fills the disk cache of compiled modules (`weft
+    // validate` only reads it): the modules built so far are written off the
+    // async workers, later ones as reloads compile them.
+    let writer = filters.clone();
+    tokio::task::spawn_blocking(move || writer.allow_module_cache_writes());
     let reloader = Arc::new(Reloader::new(config_path, proxy, filters, clients));
     tokio::spawn(reloader.clone().on_sighup());
     if watch {

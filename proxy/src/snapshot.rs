@@ -18,6 +18,7 @@ use crate::config::{
     MatchConfig,
 };
 use crate::filter::callout::Callouts;
+use crate::filter::disk_cache::DiskCache;
 use crate::filter::instance::{InstancePool, Limits};
 use crate::filter::module::CompiledModule;
 use crate::filter::runtime::MAX_MEMORY_MIB;
@@ -94,7 +95,20 @@ impl Snapshot {
             );
         }
         let clusters = build_clusters(&config.clusters, clients, &mut errors);
-        let modules = load_modules(&config.filters, base_dir, runtime, &mut errors);
+        // Resolved on every build: a changed `module_cache` applies to
+        // modules compiled from this build on.
+        let disk = if config.filters.is_empty() {
+            None
+        } else {
+            runtime.disk_cache(config.module_cache.as_ref(), base_dir)
+        };
+        let modules = load_modules(
+            &config.filters,
+            base_dir,
+            runtime,
+            disk.as_ref(),
+            &mut errors,
+        );
         if config.listeners.is_empty() {
             errors.push("listeners", "at least one listener is required");
         }
@@ -238,6 +252,7 @@ fn load_modules(
     filters: &BTreeMap<String, FilterModuleConfig>,
     base_dir: &Path,
     runtime: &FilterRuntime,
+    disk: Option<&Arc<DiskCache>>,
     errors: &mut Errors,
 ) -> HashMap<String, FilterModule> {
     let mut out = HashMap::new();
@@ -266,7 +281,7 @@ fn load_modules(
             }
         }
         let path = base_dir.join(&f.path);
-        match runtime.load(&path) {
+        match runtime.load(&path, disk) {
             Ok(module) => {
                 let limits = Limits {
                     deadline_ms: f.deadline_ms.max(1),

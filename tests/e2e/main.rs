@@ -9,6 +9,7 @@ mod filters;
 mod headers;
 mod http2;
 mod jwt_auth;
+mod module_cache;
 mod phases;
 mod quickstart;
 mod rate_limit;

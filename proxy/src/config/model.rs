@@ -24,6 +24,28 @@ pub struct Config {
     /// Upstream clusters, by name.
     #[serde(default)]
     pub clusters: BTreeMap<String, ClusterConfig>,
+    /// Where compiled filter modules are kept between runs; absent means
+    /// the default location.
+    #[serde(default)]
+    pub module_cache: Option<ModuleCacheConfig>,
+}
+
+/// `module_cache:` the on-disk cache of compiled filter modules.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModuleCacheConfig {
+    /// `false` compiles every module at every start and writes nothing.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// The directory, relative to the config file. Default:
+    /// `$WEFT_MODULE_CACHE`, else `$XDG_CACHE_HOME/weft/modules`, else
+    /// `$HOME/.cache/weft/modules`.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// `admin:`

@@ -2,7 +2,8 @@
 //! once, pooled, and run per request under a deadline and a memory cap.
 //!
 //! - [`runtime`]: the engine and module cache (one per process).
-//! - [`module`]: loading and checking a component.
+//! - [`module`]: loading and checking a component; [`disk_cache`]: its
+//!   compiled build kept on disk between runs.
 //! - [`instance`]: instances and their pools.
 //! - [`chain`]: a route's chain and one request's run through it.
 //! - [`host`]: the host functions filters import; [`resources`]: the
@@ -10,6 +11,7 @@
 
 pub mod callout;
 pub mod chain;
+pub mod disk_cache;
 pub mod epoch;
 pub mod exchange;
 pub mod host;

@@ -1,16 +1,19 @@
 //! Loading a filter component: checking it serves our contract and compiling
-//! it once per content hash.
+//! it once per content hash (or loading its build from the disk cache).
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
 use super::bindings::{HttpFilter, HttpFilterPre};
+use super::disk_cache::DiskCache;
 use super::host::HostState;
+use crate::telemetry::Registry;
 
 /// The contract version this proxy serves (`package weft:filter@…` in `wit/`).
 pub const CONTRACT_VERSION: &str = "0.2.0";
@@ -61,27 +64,113 @@ pub struct CompiledModule {
 }
 
 /// Compiled modules by content hash: the same bytes are compiled once, across
-/// routes and config reloads.
-#[derive(Default)]
+/// routes and config reloads, and across restarts when a [`DiskCache`] is
+/// given.
 pub struct ModuleCache {
     modules: Mutex<HashMap<String, Arc<CompiledModule>>>,
+    writes: Mutex<Writes>,
+    metrics: Arc<Registry>,
 }
 
+/// Whether compiled modules may be written to disk yet, and those compiled
+/// before they could.
+#[derive(Default)]
+struct Writes {
+    allowed: bool,
+    pending: Vec<(Arc<DiskCache>, Weak<CompiledModule>)>,
+}
+
+/// Counters of how modules not in memory were obtained.
+const COMPILED_TOTAL: &str = "weft_filter_modules_compiled_total";
+const CACHE_HITS_TOTAL: &str = "weft_filter_module_cache_hits_total";
+
 impl ModuleCache {
-    /// Reads, checks and compiles the component at `path` (or returns the
-    /// cached build of the same bytes).
-    pub fn load(&self, engine: &Engine, path: &Path) -> Result<Arc<CompiledModule>, ModuleError> {
+    /// An empty cache that counts compilations and disk hits in `metrics`.
+    /// Nothing is written to disk until [`ModuleCache::allow_writes`].
+    pub fn new(metrics: Arc<Registry>) -> Self {
+        for name in [COMPILED_TOTAL, CACHE_HITS_TOTAL] {
+            let _ = metrics.counter_add(name, vec![], 0);
+        }
+        Self {
+            modules: Mutex::default(),
+            writes: Mutex::default(),
+            metrics,
+        }
+    }
+
+    /// Reads and checks the component at `path`, and returns the build of
+    /// its bytes in memory, else the one in `disk`, else a new one (written
+    /// to `disk` once writes are allowed).
+    pub fn load(
+        &self,
+        engine: &Engine,
+        path: &Path,
+        disk: Option<&Arc<DiskCache>>,
+    ) -> Result<Arc<CompiledModule>, ModuleError> {
         let bytes = std::fs::read(path).map_err(ModuleError::Read)?;
         let sha256 = hex(&Sha256::digest(&bytes));
         if let Some(found) = self.modules.lock().unwrap().get(&sha256) {
             return Ok(found.clone());
         }
-        let compiled = Arc::new(compile(engine, &bytes, sha256.clone())?);
-        self.modules
-            .lock()
-            .unwrap()
-            .insert(sha256, compiled.clone());
-        Ok(compiled)
+        check_header(&bytes)?;
+        let cached = disk.and_then(|d| Some((d.load(engine, &sha256)?, d.path(&sha256))));
+        let (component, compiled) = match cached {
+            Some((component, file)) => {
+                let _ = self.metrics.counter_add(CACHE_HITS_TOTAL, vec![], 1);
+                tracing::info!(
+                    module = %path.display(),
+                    path = %file.display(),
+                    "loaded compiled filter from cache"
+                );
+                (component, false)
+            }
+            None => {
+                let started = Instant::now();
+                let component = Component::new(engine, &bytes)
+                    .map_err(|e| ModuleError::Invalid(format!("{e:#}")))?;
+                let _ = self.metrics.counter_add(COMPILED_TOTAL, vec![], 1);
+                tracing::info!(
+                    module = %path.display(),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "compiled filter"
+                );
+                (component, true)
+            }
+        };
+        // Built or loaded, the component goes through the same checks.
+        let module = Arc::new(link(engine, component, sha256.clone())?);
+        if compiled && let Some(disk) = disk {
+            self.persist(disk, &module);
+        }
+        self.modules.lock().unwrap().insert(sha256, module.clone());
+        Ok(module)
+    }
+
+    /// From now on, compiled modules are written to their disk cache; those
+    /// compiled before (and still in use) are written now. `weft validate`
+    /// never calls this, so it writes nothing.
+    pub fn allow_writes(&self) {
+        let pending = {
+            let mut writes = self.writes.lock().unwrap();
+            writes.allowed = true;
+            std::mem::take(&mut writes.pending)
+        };
+        for (disk, module) in pending {
+            if let Some(module) = module.upgrade() {
+                disk.store(&module.sha256, module.pre.instance_pre().component());
+            }
+        }
+    }
+
+    fn persist(&self, disk: &Arc<DiskCache>, module: &Arc<CompiledModule>) {
+        {
+            let mut writes = self.writes.lock().unwrap();
+            if !writes.allowed {
+                writes.pending.push((disk.clone(), Arc::downgrade(module)));
+                return;
+            }
+        }
+        disk.store(&module.sha256, module.pre.instance_pre().component());
     }
 
     /// Forgets modules no longer referenced outside the cache.
@@ -93,10 +182,12 @@ impl ModuleCache {
     }
 }
 
-fn compile(engine: &Engine, bytes: &[u8], sha256: String) -> Result<CompiledModule, ModuleError> {
-    check_header(bytes)?;
-    let component =
-        Component::new(engine, bytes).map_err(|e| ModuleError::Invalid(format!("{e:#}")))?;
+/// Checks that `component` serves the contract and pre-links it.
+fn link(
+    engine: &Engine,
+    component: Component,
+    sha256: String,
+) -> Result<CompiledModule, ModuleError> {
     check_contract(engine, &component)?;
     let mut linker = Linker::<HostState>::new(engine);
     HttpFilter::add_to_linker::<_, wasmtime::component::HasSelf<HostState>>(&mut linker, |s| s)

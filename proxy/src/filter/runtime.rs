@@ -12,10 +12,12 @@ use wasmtime::{
 };
 
 use super::callout::Callouts;
+use super::disk_cache::DiskCache;
 use super::epoch::EpochTicker;
 use super::host::FilterIdentity;
 use super::module::{CompiledModule, ModuleCache, ModuleError};
 use super::shared::SharedState;
+use crate::config::ModuleCacheConfig;
 use crate::telemetry::Registry;
 
 /// The largest memory cap a filter may be given, in MiB.
@@ -57,7 +59,7 @@ impl FilterRuntime {
         Ok(Arc::new(Self {
             engine,
             ticker,
-            modules: ModuleCache::default(),
+            modules: ModuleCache::new(metrics.clone()),
             shared: Mutex::new(HashMap::new()),
             metrics,
             started: Instant::now(),
@@ -79,9 +81,30 @@ impl FilterRuntime {
         &self.metrics
     }
 
-    /// Loads (or finds cached) the component at `path`.
-    pub fn load(&self, path: &Path) -> Result<Arc<CompiledModule>, ModuleError> {
-        self.modules.load(&self.engine, path)
+    /// The on-disk module cache a config asks for (see [`DiskCache::resolve`]).
+    pub fn disk_cache(
+        &self,
+        config: Option<&ModuleCacheConfig>,
+        base_dir: &Path,
+    ) -> Option<Arc<DiskCache>> {
+        DiskCache::resolve(config, base_dir, &self.engine).map(Arc::new)
+    }
+
+    /// Loads (or finds cached, in memory or in `disk`) the component at
+    /// `path`.
+    pub fn load(
+        &self,
+        path: &Path,
+        disk: Option<&Arc<DiskCache>>,
+    ) -> Result<Arc<CompiledModule>, ModuleError> {
+        self.modules.load(&self.engine, path, disk)
+    }
+
+    /// Lets compiled modules be written to their disk cache, and writes
+    /// those compiled so far. A serving process calls this once it is up;
+    /// `weft validate` never does, so it only reads the cache.
+    pub fn allow_module_cache_writes(&self) {
+        self.modules.allow_writes();
     }
 
     /// Drops compiled modules that no snapshot uses any more.

@@ -1,0 +1,141 @@
+//! The proxy's log output: tracing lines to stderr, batched.
+//!
+//! A proxy logs at least a line per request when a filter keeps an access
+//! log; one `write(2)` per line costs about as much as the rest of the log
+//! path. When stderr is not a terminal, lines go into a buffer that a writer
+//! thread empties [`FLUSH_DELAY`] after the first line of a batch arrives (one
+//! system call per batch, no wake-ups while idle). A full buffer is written
+//! by the thread that filled it, so a burst of logging slows its writers
+//! rather than growing memory. [`flush`] empties the buffer; `weft` calls it
+//! before it exits and when it panics.
+
+use std::io::{self, IsTerminal, Write};
+use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::Duration;
+
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
+
+/// How long the first line of a batch waits for others.
+pub const FLUSH_DELAY: Duration = Duration::from_millis(10);
+/// Past this many buffered bytes the writing thread empties the buffer itself.
+const MAX_BUFFERED: usize = 256 * 1024;
+
+static BUFFER: OnceLock<LogBuffer> = OnceLock::new();
+
+/// Installs the tracing subscriber: `level` (a `WEFT_LOG`-style filter such
+/// as `info` or `weft::filter=debug`) or else `$WEFT_LOG`, else `info`.
+pub fn init(level: Option<&str>) {
+    let filter = match level {
+        Some(l) => EnvFilter::new(l),
+        None => EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    let terminal = io::stderr().is_terminal();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(terminal);
+    if terminal {
+        builder.with_writer(io::stderr).init();
+        return;
+    }
+    let buffer = BUFFER.get_or_init(LogBuffer::new);
+    buffer.start_writer();
+    builder.with_writer(buffer).init();
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        flush();
+        previous(info);
+    }));
+}
+
+/// Writes out whatever lines are buffered.
+pub fn flush() {
+    if let Some(buffer) = BUFFER.get() {
+        buffer.write_out();
+    }
+}
+
+/// Log lines waiting for the writer thread.
+pub struct LogBuffer {
+    lines: Mutex<Vec<u8>>,
+    arrived: Condvar,
+}
+
+impl LogBuffer {
+    fn new() -> Self {
+        LogBuffer {
+            lines: Mutex::new(Vec::with_capacity(16 * 1024)),
+            arrived: Condvar::new(),
+        }
+    }
+
+    fn start_writer(&'static self) {
+        let started = std::thread::Builder::new()
+            .name("weft-log".into())
+            .spawn(move || self.write_batches());
+        if let Err(e) = started {
+            // Without the thread every line is written by its caller.
+            eprintln!("weft: cannot start the log writer thread ({e}); logging unbuffered");
+            self.lines.lock().unwrap().shrink_to(0);
+        }
+    }
+
+    fn write_batches(&self) {
+        loop {
+            let lines = self.lines.lock().unwrap();
+            let lines = self.arrived.wait_while(lines, |l| l.is_empty()).unwrap();
+            drop(lines);
+            std::thread::sleep(FLUSH_DELAY);
+            self.write_out();
+        }
+    }
+
+    /// Writes the buffer out, holding the lock so lines keep their order.
+    fn write_out(&self) {
+        let mut lines = self.lines.lock().unwrap();
+        if !lines.is_empty() {
+            // A log line that cannot be written has nowhere to be reported.
+            let _ = io::stderr().lock().write_all(&lines);
+            lines.clear();
+        }
+    }
+
+    fn push(&self, line: &[u8]) {
+        let mut lines = self.lines.lock().unwrap();
+        if lines.capacity() == 0 {
+            drop(lines);
+            let _ = io::stderr().lock().write_all(line);
+            return;
+        }
+        let first = lines.is_empty();
+        lines.extend_from_slice(line);
+        if lines.len() >= MAX_BUFFERED {
+            let _ = io::stderr().lock().write_all(&lines);
+            lines.clear();
+        } else if first {
+            self.arrived.notify_one();
+        }
+    }
+}
+
+/// One event's handle on the buffer.
+pub struct LineWriter<'a>(&'a LogBuffer);
+
+impl Write for LineWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.push(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for &'static LogBuffer {
+    type Writer = LineWriter<'a>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        LineWriter(self)
+    }
+}
