@@ -275,8 +275,8 @@ start_target() {
             "$WEFT" validate --config "$conf" >/dev/null || die "$conf does not validate"
             # The access log (telemetry filter) is written to the proxy's log, stderr.
             LOGFILE[$t]=$dir/access.log
-            TOKIO_WORKER_THREADS=$PROXY_CORES taskset -c "$PROXY_CPU" \
-                "$WEFT" run --config "$conf" --log-level info >>"$dir/stdout.log" 2>>"${LOGFILE[$t]}" &
+            taskset -c "$PROXY_CPU" \
+                "$WEFT" run --config "$conf" --workers "$PROXY_CORES" --log-level info >>"$dir/stdout.log" 2>>"${LOGFILE[$t]}" &
             ;;
         nginx|nginx-chain)
             LOGFILE[$t]=$dir/access.log
@@ -511,7 +511,7 @@ TP="h1-c$CONNS"
     echo
     echo "## Setup"
     echo
-    echo "- CPU pinning: each proxy under test runs on core(s) $PROXY_CPU (\`taskset -c $PROXY_CPU\`); the load generator and the upstream on core(s) $LOAD_CPU. Workers: nginx \`worker_processes 1\`, haproxy \`nbthread 1\`, Weft \`TOKIO_WORKER_THREADS=$PROXY_CORES\` (it has no worker-count flag; the tokio default is the cores it may run on, $PROXY_CORES under taskset)."
+    echo "- CPU pinning: each proxy under test runs on core(s) $PROXY_CPU (\`taskset -c $PROXY_CPU\`); the load generator and the upstream on core(s) $LOAD_CPU. Workers: nginx \`worker_processes 1\`, haproxy \`nbthread 1\`, Weft \`--workers $PROXY_CORES\`."
     echo "- Weft threads at start: ${WEFT_THREADS:-—}"
     echo "- Upstream: $( [ "$UPSTREAM" = nginx ] && echo 'nginx, 1 worker, a fixed 12-byte JSON answer, no log' || echo 'weft-demo-upstream (JSON echo of the request)'), on 127.0.0.1:18000."
     echo "- Load: wrk 1 thread, HTTP/1.1 keep-alive, closed loop: $CONNS connections (throughput) and 1 connection (latency); every request carries the API key, to every target.$( [ "$H2" = 1 ] && echo " h2load 1 thread, $H2_CONNS connections × $H2_STREAMS streams, h2c prior knowledge.")"

@@ -30,7 +30,7 @@ use arc_swap::ArcSwap;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use weft::config::{self, Config};
 use weft::filter::{ChainRun, Exchange, FilterChain, FilterRuntime, Phase, RequestProps, Step};
-use weft::snapshot::{ClientCache, Snapshot};
+use weft::snapshot::Snapshot;
 use weft::telemetry::Registry;
 
 /// The workspace root.
@@ -103,7 +103,6 @@ clusters:
 struct Setup {
     runtime: Arc<FilterRuntime>,
     metrics: Arc<Registry>,
-    clients: ClientCache,
 }
 
 /// One runtime for all groups: modules are compiled once.
@@ -117,15 +116,11 @@ impl Setup {
         check_components();
         let metrics = Arc::new(Registry::default());
         let runtime = FilterRuntime::new(metrics.clone()).expect("the filter runtime starts");
-        Self {
-            runtime,
-            metrics,
-            clients: ClientCache::default(),
-        }
+        Self { runtime, metrics }
     }
 
     fn build(&self, config: &Config, base_dir: &Path) -> Snapshot {
-        Snapshot::build(config, base_dir, &self.runtime, &self.clients)
+        Snapshot::build(config, base_dir, &self.runtime)
             .unwrap_or_else(|e| panic!("the bench config does not build:\n{e}"))
     }
 }

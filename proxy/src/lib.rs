@@ -1,6 +1,7 @@
 //! Weft: a WebAssembly-extensible L7 proxy.
 //!
-//! A request flows one way through these modules: [`listener`] accepts it,
+//! A request flows one way through these modules, all on one [`worker`]
+//! thread: [`listener`] accepts it,
 //! [`proxy`] drives its phases, [`route`] picks its route, [`filter`] runs
 //! the route's Wasm chain, [`upstream`] sends it on. [`config`] and
 //! [`snapshot`] turn a config file into the immutable state requests read;
@@ -19,3 +20,4 @@ pub mod route;
 pub mod snapshot;
 pub mod telemetry;
 pub mod upstream;
+pub mod worker;

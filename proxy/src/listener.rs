@@ -11,9 +11,31 @@ use tokio::net::TcpListener;
 
 use crate::proxy::Proxy;
 
-/// Binds `addr`; the caller logs the bound address (port 0 picks one).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
+/// Pending connections the kernel queues per listening socket.
+const BACKLOG: i32 = 1024;
+
+/// Binds `count` listening sockets to `addr` with `SO_REUSEPORT`, one per
+/// worker, so the kernel spreads new connections over the workers. Port 0
+/// picks one port for all of them (the caller logs it).
+pub fn bind(addr: SocketAddr, count: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let first = bind_one(addr)?;
+    let bound = first.local_addr()?;
+    let mut sockets = vec![first];
+    for _ in 1..count {
+        sockets.push(bind_one(bound)?);
+    }
+    Ok(sockets)
+}
+
+fn bind_one(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
 }
 
 /// Accepts connections on `listener` forever, serving listener number

@@ -13,7 +13,7 @@ use weft::config::{self, ConfigErrors};
 use weft::filter::FilterRuntime;
 use weft::proxy::Proxy;
 use weft::reload::Reloader;
-use weft::snapshot::{ClientCache, Snapshot};
+use weft::snapshot::Snapshot;
 use weft::telemetry::Registry;
 
 /// Weft: a WebAssembly-extensible L7 proxy.
@@ -37,6 +37,9 @@ enum Command {
         /// Log filter (e.g. `info`, `weft=debug`); overrides WEFT_LOG.
         #[arg(long)]
         log_level: Option<String>,
+        /// Worker threads serving traffic [default: the cores weft may run on].
+        #[arg(long, env = "WEFT_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+        workers: Option<u16>,
     },
     /// Check a config file, its filter modules and their configs.
     Validate {
@@ -54,9 +57,11 @@ fn main() -> ExitCode {
             config,
             watch,
             log_level,
+            workers,
         } => {
             weft::logging::init(log_level.as_deref());
-            let result = run(config, watch);
+            let workers = workers.map_or_else(weft::worker::default_count, usize::from);
+            let result = run(config, watch, workers);
             weft::logging::flush();
             match result {
                 Ok(()) => ExitCode::SUCCESS,
@@ -76,12 +81,7 @@ fn validate(path: &Path) -> ExitCode {
         let runtime = FilterRuntime::new(Arc::new(Registry::default())).map_err(|e| {
             config::ConfigError::new("", format!("cannot start the filter runtime: {e}"))
         })?;
-        Snapshot::build(
-            &loaded.config,
-            &loaded.base_dir,
-            &runtime,
-            &ClientCache::default(),
-        )
+        Snapshot::build(&loaded.config, &loaded.base_dir, &runtime)
     })();
     match result {
         Ok(snapshot) => {
@@ -113,22 +113,22 @@ fn print_errors(errors: &ConfigErrors) {
     }
 }
 
-fn run(config_path: PathBuf, watch: bool) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+/// Serves with `workers` worker threads; this thread runs the control side:
+/// the admin API, reloads and signals.
+fn run(config_path: PathBuf, watch: bool, workers: usize) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .thread_name("weft-worker")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(config_path, watch))
+    runtime.block_on(serve(config_path, watch, workers))
 }
 
-async fn serve(config_path: PathBuf, watch: bool) -> anyhow::Result<()> {
+async fn serve(config_path: PathBuf, watch: bool, workers: usize) -> anyhow::Result<()> {
     let metrics = Arc::new(Registry::default());
     let filters = FilterRuntime::new(metrics.clone())
         .map_err(|e| anyhow::anyhow!("cannot start the filter runtime: {e}"))?;
-    let clients = Arc::new(ClientCache::default());
     let snapshot = config::load(&config_path)
-        .and_then(|loaded| Snapshot::build(&loaded.config, &loaded.base_dir, &filters, &clients))
+        .and_then(|loaded| Snapshot::build(&loaded.config, &loaded.base_dir, &filters))
         .map_err(|errors| {
             print_errors(&errors);
             anyhow::anyhow!(
@@ -147,14 +147,18 @@ async fn serve(config_path: PathBuf, watch: bool) -> anyhow::Result<()> {
         snapshot: ArcSwap::from_pointee(snapshot),
         metrics,
     });
-    for (index, (name, addr)) in addrs.into_iter().enumerate() {
-        let listener = weft::listener::bind(addr)
-            .await
+    // sockets[w][i]: worker w's socket for listener i
+    let mut sockets: Vec<Vec<std::net::TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
+    for (name, addr) in addrs {
+        let bound = weft::listener::bind(addr, workers)
             .with_context(|| format!("listener {name:?}: cannot bind {addr}"))?;
-        let bound = listener.local_addr()?;
-        tracing::info!(listener = &*name, addr = %bound, "listening");
-        tokio::spawn(weft::listener::serve(listener, index, proxy.clone()));
+        let local = bound[0].local_addr()?;
+        tracing::info!(listener = &*name, addr = %local, workers, "listening");
+        for (w, socket) in bound.into_iter().enumerate() {
+            sockets[w].push(socket);
+        }
     }
+    weft::worker::start(sockets, &proxy).context("cannot start the worker threads")?;
     if let Some(listen) = admin {
         let addr: std::net::SocketAddr = listen.parse().context("admin.listen")?;
         let listener = tokio::net::TcpListener::bind(addr)
@@ -168,7 +172,7 @@ async fn serve(config_path: PathBuf, watch: bool) -> anyhow::Result<()> {
     // async workers, later ones as reloads compile them.
     let writer = filters.clone();
     tokio::task::spawn_blocking(move || writer.allow_module_cache_writes());
-    let reloader = Arc::new(Reloader::new(config_path, proxy, filters, clients));
+    let reloader = Arc::new(Reloader::new(config_path, proxy, filters));
     tokio::spawn(reloader.clone().on_sighup());
     if watch {
         tokio::spawn(reloader.watch(Duration::from_millis(500)));

@@ -13,31 +13,24 @@ use std::time::{Duration, SystemTime};
 use crate::config::{self, ConfigError, ConfigErrors};
 use crate::filter::FilterRuntime;
 use crate::proxy::Proxy;
-use crate::snapshot::{ClientCache, Snapshot};
+use crate::snapshot::Snapshot;
 
 /// Rebuilds and swaps snapshots from the config file.
 pub struct Reloader {
     path: PathBuf,
     proxy: Arc<Proxy>,
     runtime: Arc<FilterRuntime>,
-    clients: Arc<ClientCache>,
     version: AtomicU64,
     lock: tokio::sync::Mutex<()>,
 }
 
 impl Reloader {
     /// A reloader for the config at `path`, whose version 1 is serving.
-    pub fn new(
-        path: PathBuf,
-        proxy: Arc<Proxy>,
-        runtime: Arc<FilterRuntime>,
-        clients: Arc<ClientCache>,
-    ) -> Self {
+    pub fn new(path: PathBuf, proxy: Arc<Proxy>, runtime: Arc<FilterRuntime>) -> Self {
         Self {
             path,
             proxy,
             runtime,
-            clients,
             version: AtomicU64::new(1),
             lock: tokio::sync::Mutex::new(()),
         }
@@ -46,14 +39,10 @@ impl Reloader {
     /// Builds a snapshot from the file and swaps it in; returns its version.
     pub async fn reload(&self) -> Result<u64, ConfigErrors> {
         let _one_at_a_time = self.lock.lock().await;
-        let (path, runtime, clients) = (
-            self.path.clone(),
-            self.runtime.clone(),
-            self.clients.clone(),
-        );
+        let (path, runtime) = (self.path.clone(), self.runtime.clone());
         let built = tokio::task::spawn_blocking(move || {
             let loaded = config::load(&path)?;
-            Snapshot::build(&loaded.config, &loaded.base_dir, &runtime, &clients)
+            Snapshot::build(&loaded.config, &loaded.base_dir, &runtime)
         })
         .await
         .unwrap_or_else(|e| Err(ConfigError::new("", format!("build panicked: {e}")).into()))?;

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::uri::Authority;
@@ -24,7 +24,7 @@ use crate::filter::module::CompiledModule;
 use crate::filter::runtime::MAX_MEMORY_MIB;
 use crate::filter::{ChainEntry, FilterChain, FilterRuntime};
 use crate::route::{HeaderCondition, HostMatch, Route, RouteMatch, RouteTable};
-use crate::upstream::{Cluster, UpstreamClient, client};
+use crate::upstream::Cluster;
 
 /// One listener's part of a snapshot.
 pub struct ListenerSnapshot {
@@ -42,22 +42,6 @@ pub struct Snapshot {
     pub listeners: Vec<ListenerSnapshot>,
     /// The config it was built from.
     pub config: Config,
-}
-
-/// Upstream clients by connect timeout, shared across snapshots so a reload
-/// keeps the warm connection pools.
-#[derive(Default)]
-pub struct ClientCache(Mutex<HashMap<u64, UpstreamClient>>);
-
-impl ClientCache {
-    fn get(&self, connect_timeout_ms: u64) -> UpstreamClient {
-        self.0
-            .lock()
-            .unwrap()
-            .entry(connect_timeout_ms)
-            .or_insert_with(|| client(Duration::from_millis(connect_timeout_ms)))
-            .clone()
-    }
 }
 
 /// A loaded filter module, its limits and its callout grants.
@@ -83,7 +67,6 @@ impl Snapshot {
         config: &Config,
         base_dir: &Path,
         runtime: &FilterRuntime,
-        clients: &ClientCache,
     ) -> Result<Snapshot, ConfigErrors> {
         let mut errors = Errors::default();
         if let Some(admin) = &config.admin
@@ -94,7 +77,7 @@ impl Snapshot {
                 format!("invalid socket address {:?}: {e}", admin.listen),
             );
         }
-        let clusters = build_clusters(&config.clusters, clients, &mut errors);
+        let clusters = build_clusters(&config.clusters, &mut errors);
         // Resolved on every build: a changed `module_cache` applies to
         // modules compiled from this build on.
         let disk = if config.filters.is_empty() {
@@ -211,7 +194,6 @@ fn known<'a>(names: impl Iterator<Item = &'a String>) -> String {
 
 fn build_clusters(
     clusters: &BTreeMap<String, ClusterConfig>,
-    clients: &ClientCache,
     errors: &mut Errors,
 ) -> HashMap<String, Arc<Cluster>> {
     let mut out = HashMap::new();
@@ -238,10 +220,10 @@ fn build_clusters(
             errors.push(format!("{at}.connect_timeout_ms"), "must be greater than 0");
         }
         if endpoints.len() == c.endpoints.len() {
-            let client = clients.get(c.connect_timeout_ms.max(1));
+            let connect_timeout = Duration::from_millis(c.connect_timeout_ms);
             out.insert(
                 name.clone(),
-                Arc::new(Cluster::new(name, endpoints, client)),
+                Arc::new(Cluster::new(name, endpoints, connect_timeout)),
             );
         }
     }

@@ -147,6 +147,15 @@ impl Registry {
         labels: Labels,
         apply: impl FnOnce(&mut Series),
     ) -> Result<(), MetricError> {
+        let mut families = self.families.write().unwrap();
+        // The hot path: a series that exists was checked when it was made.
+        if let Some(family) = families.get_mut(name)
+            && family.kind == kind
+            && let Some(series) = family.series.get_mut(&labels)
+        {
+            apply(series);
+            return Ok(());
+        }
         if !valid_name(name) {
             return Err(MetricError::InvalidName(name.to_string()));
         }
@@ -156,14 +165,10 @@ impl Registry {
         {
             return Err(MetricError::InvalidName(bad.clone()));
         }
-        let mut families = self.families.write().unwrap();
-        let family = match families.get_mut(name) {
-            Some(f) => f,
-            None => families.entry(name.to_string()).or_insert(Family {
-                kind,
-                series: HashMap::new(),
-            }),
-        };
+        let family = families.entry(name.to_string()).or_insert(Family {
+            kind,
+            series: HashMap::new(),
+        });
         if family.kind != kind {
             return Err(MetricError::KindMismatch {
                 name: name.to_string(),

@@ -1,6 +1,12 @@
 //! Upstream clusters and the client that sends requests to them: keep-alive
 //! connection pools, round-robin over endpoints, a timeout per route.
+//!
+//! Each worker thread has its own pools (one client per connect timeout):
+//! a connection is driven by the worker that opened it and only its requests
+//! use it, so no request waits on another thread. Pools outlive snapshots.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -29,13 +35,18 @@ pub fn client(connect_timeout: Duration) -> UpstreamClient {
         .build(connector)
 }
 
+thread_local! {
+    /// This worker's clients, by connect timeout in milliseconds.
+    static CLIENTS: RefCell<HashMap<u64, UpstreamClient>> = RefCell::new(HashMap::new());
+}
+
 /// A named set of endpoints.
 pub struct Cluster {
     /// The cluster's name.
     pub name: std::sync::Arc<str>,
     endpoints: Vec<Authority>,
     next: AtomicUsize,
-    client: UpstreamClient,
+    connect_timeout_ms: u64,
 }
 
 /// Why the upstream gave no response.
@@ -79,13 +90,14 @@ impl UpstreamError {
 }
 
 impl Cluster {
-    /// A cluster over `endpoints` (non-empty) using `client`.
-    pub fn new(name: &str, endpoints: Vec<Authority>, client: UpstreamClient) -> Self {
+    /// A cluster over `endpoints` (non-empty) whose connections open within
+    /// `connect_timeout`.
+    pub fn new(name: &str, endpoints: Vec<Authority>, connect_timeout: Duration) -> Self {
         Self {
             name: name.into(),
             endpoints,
             next: AtomicUsize::new(0),
-            client,
+            connect_timeout_ms: connect_timeout.as_millis().max(1) as u64,
         }
     }
 
@@ -119,7 +131,14 @@ impl Cluster {
         uri.path_and_query = Some(path);
         *request.uri_mut() = Uri::from_parts(uri).expect("scheme, authority and path make a URI");
         *request.version_mut() = Version::HTTP_11;
-        match tokio::time::timeout(timeout, self.client.request(request)).await {
+        let sent = CLIENTS.with_borrow_mut(|clients| {
+            let ms = self.connect_timeout_ms;
+            clients
+                .entry(ms)
+                .or_insert_with(|| client(Duration::from_millis(ms)))
+                .request(request)
+        });
+        match tokio::time::timeout(timeout, sent).await {
             Err(_) => Err(UpstreamError::Timeout {
                 endpoint: endpoint.to_string(),
                 timeout_ms: timeout.as_millis(),

@@ -18,6 +18,7 @@ mod retry;
 mod routing;
 mod telemetry;
 mod validate;
+mod workers;
 
 use std::net::SocketAddr;
 
@@ -31,6 +32,12 @@ pub fn bin() -> &'static str {
 /// Starts weft on `yaml` without blocking the async runtime's workers.
 pub fn start(yaml: &str) -> Weft {
     tokio::task::block_in_place(|| Weft::start(bin(), yaml))
+}
+
+/// Like [`start`], with `--workers n`.
+pub fn start_workers(yaml: &str, n: usize) -> Weft {
+    let n = n.to_string();
+    tokio::task::block_in_place(|| Weft::start_with(bin(), yaml, &["--workers", &n]))
 }
 
 /// The path of a built filter component, for a config.

@@ -14,7 +14,7 @@ use tokio::sync::Barrier;
 use weft_test_harness::process::validate;
 use weft_test_harness::{Reply, Upstream, client, get, send};
 
-use crate::{bin, config, start, wasm};
+use crate::{bin, config, start, start_workers, wasm};
 
 fn filters() -> String {
     format!(
@@ -118,8 +118,9 @@ async fn counter(admin: &str, series: &str) -> u64 {
 
 /// The acceptance test: from a cold start, 3×burst requests at once
 /// (each on its own HTTP/1.1 connection, then as HTTP/2 streams) and
-/// exactly `burst` get through. The proxy runs its default runtime: one
-/// worker thread per core (2 here), so requests really race on the bucket.
+/// exactly `burst` get through. The proxy runs four workers, each accepting
+/// its share of the connections, so requests really race on the bucket
+/// from different threads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exactly_burst_of_a_concurrent_flood_gets_through() {
     const BURST: usize = 20;
@@ -134,7 +135,7 @@ async fn exactly_burst_of_a_concurrent_flood_gets_through() {
         "admin: {{ listen: 127.0.0.1:0 }}\n{}",
         config(&filters(), &routes, up.addr)
     );
-    let weft = start(&yaml);
+    let weft = start_workers(&yaml, 4);
     let addr = weft.addr("public");
 
     // HTTP/1.1: 60 connections, opened first, then all requests at once.

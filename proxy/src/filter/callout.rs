@@ -1,10 +1,11 @@
 //! Outbound HTTP calls from filters (`http-call`): only to the authorities
 //! a filter module is granted (`filters.<name>.allow_http`), `http://` only,
-//! bounded in time and size. The guest sees a blocking call; the proxy
-//! waits on its async runtime (`block_in_place`), and the wait is not
+//! bounded in time and size. The guest sees a blocking call; the calls run
+//! on a runtime of their own while the worker waits, and the wait is not
 //! counted against the phase's deadline.
 
 use std::future::Future;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -123,38 +124,33 @@ impl Callouts {
     }
 }
 
-/// Runs the future built by `make` to completion from synchronous code: on
-/// the proxy's runtime when there is one (handing this worker's other tasks
-/// to another thread meanwhile), else on a throw-away runtime with a fresh
-/// client (e.g. `weft validate`).
+/// Runs the future built by `make` to completion from synchronous code, on
+/// the callout runtime (one thread of its own, started on first use, whose
+/// pooled connections serve every call). The calling worker waits blocked:
+/// its other requests wait too, which is why filters cache what they fetch.
 fn block_on<F, Fut>(client: &CalloutClient, make: F) -> Result<HttpResponse, String>
 where
-    F: FnOnce(CalloutClient) -> Fut + Send,
-    Fut: Future<Output = Result<HttpResponse, String>>,
+    F: FnOnce(CalloutClient) -> Fut,
+    Fut: Future<Output = Result<HttpResponse, String>> + Send + 'static,
 {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current() {
-        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
-            let fut = make(client.clone());
-            tokio::task::block_in_place(|| handle.block_on(fut))
-        }
-        _ => {
-            // The pooled client's connections live on the runtime that made
-            // them: use a fresh client on a throw-away runtime, on a thread
-            // of its own so no runtime is entered twice.
-            let fresh = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
-            std::thread::scope(|scope| {
-                scope
-                    .spawn(|| {
-                        tokio::runtime::Builder::new_current_thread()
-                            .enable_all()
-                            .build()
-                            .map_err(|e| format!("cannot start a runtime for the call: {e}"))?
-                            .block_on(make(fresh))
-                    })
-                    .join()
-                    .unwrap_or_else(|_| Err("the call panicked".to_string()))
-            })
-        }
-    }
+    static RUNTIME: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
+    let runtime = RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("weft-callout")
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| format!("cannot start the callout runtime: {e}"))?;
+    let call = make(client.clone());
+    let (answer, answered) = std::sync::mpsc::sync_channel(1);
+    runtime.spawn(async move {
+        let _ = answer.send(call.await);
+    });
+    answered
+        .recv()
+        .unwrap_or_else(|_| Err("the call panicked".to_string()))
 }
