@@ -408,6 +408,18 @@ LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 say "run directory $RUN"
 say "pinning: proxies under test on core(s) $PROXY_CPU; load generator and upstream on core(s) $LOAD_CPU"
 start_upstream
+# Weft caches compiled filters on disk (module_cache): a first start compiles
+# the chain's four filters, later starts map them. Start weft-chain once with
+# a cold cache of its own to note that first start, then measure as a
+# restarted proxy runs.
+export WEFT_MODULE_CACHE=$RUN/module-cache
+RSS_COLD=""
+if is_target weft-chain; then
+    start_target weft-chain
+    sleep 1
+    RSS_COLD=$(rss_kib "${PID[weft-chain]}")
+    kill "${PID[weft-chain]}"; wait "${PID[weft-chain]}" 2>/dev/null || true
+fi
 for t in "${TARGETS[@]}"; do start_target "$t"; done
 for t in "${TARGETS[@]}"; do check_target "$t"; done
 say "every target answers as expected"
@@ -516,6 +528,7 @@ TP="h1-c$CONNS"
     echo "- Upstream: $( [ "$UPSTREAM" = nginx ] && echo 'nginx, 1 worker, a fixed 12-byte JSON answer, no log' || echo 'weft-demo-upstream (JSON echo of the request)'), on 127.0.0.1:18000."
     echo "- Load: wrk 1 thread, HTTP/1.1 keep-alive, closed loop: $CONNS connections (throughput) and 1 connection (latency); every request carries the API key, to every target.$( [ "$H2" = 1 ] && echo " h2load 1 thread, $H2_CONNS connections × $H2_STREAMS streams, h2c prior knowledge.")"
     echo "- ${DURATION} s per run, ${WARMUP} s warm-up per target first, $ROUNDS round(s) interleaved (every target in turn, then again). Medians, with min–max over the rounds when there are several."
+    [ -n "$RSS_COLD" ] && echo "- Weft caches compiled filters on disk (\`module_cache\`, here in the run directory). RSS idle of weft-chain is that of a restart (cache warm); its first start, compiling the four filters, idled at $(mib "$RSS_COLD") MiB."
     echo "- Proxy CPU: utime+stime of the proxy's processes (/proc/PID/stat) over the run, per 10k requests. RSS: VmRSS of the proxy's processes (nginx: master + worker), idle after start and the largest after a throughput run."
     echo
     echo "## HTTP/1.1, $CONNS connections (throughput)"

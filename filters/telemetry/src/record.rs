@@ -1,6 +1,8 @@
 //! What the filter records when an exchange is over, without host calls:
 //! metric labels, the span line and the access log line.
 
+use std::fmt::Write;
+
 use crate::config::Field;
 use crate::trace::{self, Context};
 
@@ -175,7 +177,7 @@ impl JsonLine {
 
     fn number(&mut self, key: &str, value: impl Into<u64>) {
         self.key(key);
-        self.0.push_str(&value.into().to_string());
+        let _ = write!(self.0, "{}", value.into());
     }
 
     fn opt_number(&mut self, key: &str, value: Option<impl Into<u64>>) {
@@ -192,8 +194,7 @@ impl JsonLine {
     fn millis(&mut self, key: &str, nanos: u64) {
         self.key(key);
         let micros = nanos / 1_000;
-        self.0
-            .push_str(&format!("{}.{:03}", micros / 1_000, micros % 1_000));
+        let _ = write!(self.0, "{}.{:03}", micros / 1_000, micros % 1_000);
     }
 
     fn finish(mut self) -> String {
@@ -203,22 +204,47 @@ impl JsonLine {
 }
 
 /// Appends `text` as a JSON string: quotes, backslashes and control
-/// characters escaped; everything else as is (the line is UTF-8).
+/// characters escaped; everything else as is (the line is UTF-8). Runs of
+/// plain text are copied whole.
 fn push_json_string(out: &mut String, text: &str) {
     out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 || c == '\u{7f}' || c == '\u{2028}' || c == '\u{2029}' => {
-                out.push_str(&format!("\\u{:04x}", u32::from(c)))
-            }
-            c => out.push(c),
+    let bytes = text.as_bytes();
+    let mut plain = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        // U+2028 and U+2029 (E2 80 A8/A9) end lines in some JSON readers.
+        let separator = b == 0xe2
+            && bytes.get(i + 1) == Some(&0x80)
+            && matches!(bytes.get(i + 2), Some(0xa8 | 0xa9));
+        if !(b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f || separator) {
+            i += 1;
+            continue;
         }
+        // Every escaped character starts on a character boundary.
+        out.push_str(&text[plain..i]);
+        match b {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            _ if separator => {
+                out.push_str(if bytes[i + 2] == 0xa8 {
+                    "\\u2028"
+                } else {
+                    "\\u2029"
+                });
+                i += 2;
+            }
+            _ => {
+                let _ = write!(out, "\\u{b:04x}");
+            }
+        }
+        i += 1;
+        plain = i;
     }
+    out.push_str(&text[plain..]);
     out.push('"');
 }
 
