@@ -171,7 +171,10 @@ async fn serve(config_path: PathBuf, watch: bool, workers: usize) -> anyhow::Res
     // validate` only reads it): the modules built so far are written off the
     // async workers, later ones as reloads compile them.
     let writer = filters.clone();
-    tokio::task::spawn_blocking(move || writer.allow_module_cache_writes());
+    tokio::task::spawn_blocking(move || {
+        writer.allow_module_cache_writes();
+        writer.release_freed_memory();
+    });
     let reloader = Arc::new(Reloader::new(config_path, proxy, filters));
     tokio::spawn(reloader.clone().on_sighup());
     if watch {

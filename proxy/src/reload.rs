@@ -42,7 +42,9 @@ impl Reloader {
         let (path, runtime) = (self.path.clone(), self.runtime.clone());
         let built = tokio::task::spawn_blocking(move || {
             let loaded = config::load(&path)?;
-            Snapshot::build(&loaded.config, &loaded.base_dir, &runtime)
+            let built = Snapshot::build(&loaded.config, &loaded.base_dir, &runtime);
+            runtime.release_freed_memory();
+            built
         })
         .await
         .unwrap_or_else(|e| Err(ConfigError::new("", format!("build panicked: {e}")).into()))?;

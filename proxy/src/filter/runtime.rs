@@ -107,6 +107,16 @@ impl FilterRuntime {
         self.modules.allow_writes();
     }
 
+    /// Gives back to the system the heap that compiling freed (glibc keeps
+    /// it otherwise: ~6 MiB with four filters). Called after snapshot builds.
+    pub fn release_freed_memory(&self) {
+        // SAFETY: malloc_trim only returns free pages; it is thread-safe.
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
+
     /// Drops compiled modules that no snapshot uses any more.
     pub fn evict_unused(&self) {
         self.modules.evict_unused();
