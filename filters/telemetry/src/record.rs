@@ -205,46 +205,34 @@ impl JsonLine {
 
 /// Appends `text` as a JSON string: quotes, backslashes and control
 /// characters escaped; everything else as is (the line is UTF-8). Runs of
-/// plain text are copied whole.
+/// plain ASCII are found with one scan and copied whole.
 fn push_json_string(out: &mut String, text: &str) {
     out.push('"');
-    let bytes = text.as_bytes();
-    let mut plain = 0;
-    let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        // U+2028 and U+2029 (E2 80 A8/A9) end lines in some JSON readers.
-        let separator = b == 0xe2
-            && bytes.get(i + 1) == Some(&0x80)
-            && matches!(bytes.get(i + 2), Some(0xa8 | 0xa9));
-        if !(b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f || separator) {
-            i += 1;
-            continue;
-        }
-        // Every escaped character starts on a character boundary.
-        out.push_str(&text[plain..i]);
-        match b {
-            b'"' => out.push_str("\\\""),
-            b'\\' => out.push_str("\\\\"),
-            b'\n' => out.push_str("\\n"),
-            b'\r' => out.push_str("\\r"),
-            b'\t' => out.push_str("\\t"),
-            _ if separator => {
-                out.push_str(if bytes[i + 2] == 0xa8 {
-                    "\\u2028"
-                } else {
-                    "\\u2029"
-                });
-                i += 2;
+    let mut rest = text;
+    while let Some(at) = rest
+        .bytes()
+        .position(|b| !(0x20..0x7f).contains(&b) || b == b'"' || b == b'\\')
+    {
+        out.push_str(&rest[..at]);
+        let c = rest[at..]
+            .chars()
+            .next()
+            .expect("a character starts where a byte does");
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            // U+2028 and U+2029 end lines in some JSON readers.
+            c if u32::from(c) < 0x20 || c == '\u{7f}' || c == '\u{2028}' || c == '\u{2029}' => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
             }
-            _ => {
-                let _ = write!(out, "\\u{b:04x}");
-            }
+            c => out.push(c),
         }
-        i += 1;
-        plain = i;
+        rest = &rest[at + c.len_utf8()..];
     }
-    out.push_str(&text[plain..]);
+    out.push_str(rest);
     out.push('"');
 }
 
