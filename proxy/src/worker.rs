@@ -10,8 +10,12 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::proxy::Proxy;
+
+/// How often a worker's timer anchor fires (see [`anchor_timers`]).
+const TIMER_ANCHOR: Duration = Duration::from_secs(1);
 
 /// How many workers serve when none is configured: the cores this process
 /// may run on (its CPU affinity and cgroup quota count).
@@ -32,6 +36,7 @@ pub fn start(sockets: Vec<Vec<TcpListener>>, proxy: &Arc<Proxy>) -> std::io::Res
             .name(format!("weft-worker-{w}"))
             .spawn(move || {
                 runtime.block_on(async move {
+                    tokio::spawn(anchor_timers());
                     for (index, listener) in listeners.into_iter().enumerate() {
                         match tokio::net::TcpListener::from_std(listener) {
                             Ok(listener) => {
@@ -53,4 +58,19 @@ pub fn start(sockets: Vec<Vec<TcpListener>>, proxy: &Arc<Proxy>) -> std::io::Res
             })?;
     }
     Ok(())
+}
+
+/// Keeps a timer due within [`TIMER_ANCHOR`] on this worker's runtime.
+///
+/// tokio wakes its driver (an eventfd write, then one more `epoll_wait`)
+/// whenever a timer is set earlier than the one the driver will wake up
+/// for, or when none is set. Every request sets timers (the upstream
+/// timeout, hyper's header-read timeout), so on a single-threaded runtime
+/// that is a wasted system call round trip per request. With a timer always
+/// due within a second, timers set further out never need the wake-up. The
+/// cost is one wake-up per second per idle worker.
+async fn anchor_timers() {
+    loop {
+        tokio::time::sleep(TIMER_ANCHOR).await;
+    }
 }
