@@ -1,44 +1,17 @@
-//! Upstream clusters and the client that sends requests to them: keep-alive
-//! connection pools, round-robin over endpoints, a timeout per route.
-//!
-//! Each worker thread has its own pools (one client per connect timeout):
-//! a connection is driven by the worker that opened it and only its requests
-//! use it, so no request waits on another thread. Pools outlive snapshots.
+//! Upstream clusters and sending requests to them: round robin over
+//! endpoints, keep-alive connections ([`pool`], one per worker thread), a
+//! timeout per route.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
+mod pool;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, Uri, Version};
+use http::uri::{Authority, PathAndQuery};
+use http::{Request, Response, Version};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::http::ProxyBody;
-
-/// A pooled HTTP/1.1 client.
-pub type UpstreamClient = Client<HttpConnector, ProxyBody>;
-
-/// Creates a client whose connections open within `connect_timeout`.
-pub fn client(connect_timeout: Duration) -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(connect_timeout));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(1024)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .build(connector)
-}
-
-thread_local! {
-    /// This worker's clients, by connect timeout in milliseconds.
-    static CLIENTS: RefCell<HashMap<u64, UpstreamClient>> = RefCell::new(HashMap::new());
-}
 
 /// A named set of endpoints.
 pub struct Cluster {
@@ -125,44 +98,23 @@ impl Cluster {
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(Scheme::HTTP);
-        uri.authority = Some(endpoint.clone());
-        uri.path_and_query = Some(path);
-        *request.uri_mut() = Uri::from_parts(uri).expect("scheme, authority and path make a URI");
+        *request.uri_mut() = path.into();
         *request.version_mut() = Version::HTTP_11;
-        let sent = CLIENTS.with_borrow_mut(|clients| {
-            let ms = self.connect_timeout_ms;
-            clients
-                .entry(ms)
-                .or_insert_with(|| client(Duration::from_millis(ms)))
-                .request(request)
-        });
-        match tokio::time::timeout(timeout, sent).await {
+        let connect_timeout = Duration::from_millis(self.connect_timeout_ms);
+        match tokio::time::timeout(timeout, pool::send(endpoint, connect_timeout, request)).await {
             Err(_) => Err(UpstreamError::Timeout {
                 endpoint: endpoint.to_string(),
                 timeout_ms: timeout.as_millis(),
             }),
-            Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect {
+            Ok(Err(pool::SendError::Connect(reason))) => Err(UpstreamError::Connect {
                 endpoint: endpoint.to_string(),
-                reason: error_chain(&e),
+                reason,
             }),
-            Ok(Err(e)) => Err(UpstreamError::Reset {
+            Ok(Err(pool::SendError::Exchange(reason))) => Err(UpstreamError::Reset {
                 endpoint: endpoint.to_string(),
-                reason: error_chain(&e),
+                reason,
             }),
             Ok(Ok(response)) => Ok(response),
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
