@@ -39,7 +39,11 @@ pub fn init(level: Option<&str>) {
         return;
     }
     let buffer = BUFFER.get_or_init(LogBuffer::new);
-    buffer.start_writer();
+    if let Err(e) = buffer.start_writer() {
+        eprintln!("weft: cannot start the log writer thread ({e}); logging unbuffered");
+        builder.with_writer(io::stderr).init();
+        return;
+    }
     builder.with_writer(buffer).init();
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -69,15 +73,11 @@ impl LogBuffer {
         }
     }
 
-    fn start_writer(&'static self) {
-        let started = std::thread::Builder::new()
+    fn start_writer(&'static self) -> io::Result<()> {
+        std::thread::Builder::new()
             .name("weft-log".into())
-            .spawn(move || self.write_batches());
-        if let Err(e) = started {
-            // Without the thread every line is written by its caller.
-            eprintln!("weft: cannot start the log writer thread ({e}); logging unbuffered");
-            self.lines.lock().unwrap().shrink_to(0);
-        }
+            .spawn(move || self.write_batches())
+            .map(drop)
     }
 
     fn write_batches(&self) {
@@ -102,11 +102,6 @@ impl LogBuffer {
 
     fn push(&self, line: &[u8]) {
         let mut lines = self.lines.lock().unwrap();
-        if lines.capacity() == 0 {
-            drop(lines);
-            let _ = io::stderr().lock().write_all(line);
-            return;
-        }
         let first = lines.is_empty();
         lines.extend_from_slice(line);
         if lines.len() >= MAX_BUFFERED {

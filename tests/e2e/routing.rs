@@ -4,7 +4,7 @@ use http::Request;
 use http_body_util::Full;
 use weft_test_harness::{Upstream, client, get, raw_status, send};
 
-use crate::{config, start, wasm};
+use crate::{config, start, start_workers, wasm};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_routes_chain_adds_headers_and_another_route_does_not() {
@@ -236,5 +236,55 @@ async fn an_upstream_that_drops_the_connection_gives_502() {
             .as_str()
             .unwrap()
             .contains(&dying_addr.to_string())
+    );
+}
+
+/// An upstream that closes each keep-alive connection shortly after its
+/// first answer: the next request must go out on a new connection, never
+/// on the dead pooled one (which would be a 502).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keep_alive_connection_the_upstream_closed_is_not_reused() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                // Keep-alive by default in HTTP/1.1; then hang up anyway.
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            });
+        }
+    });
+    let weft = start_workers(
+        &config("  {}", "      - { name: all, cluster: backend }", upstream),
+        1,
+    );
+    let url = weft.url("public");
+    for round in 1..=3 {
+        let r = get(&format!("{url}/again")).await;
+        assert_eq!(r.status, 200, "round {round}: {:?}", r.body);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        3,
+        "one connection per request"
     );
 }

@@ -141,7 +141,7 @@ async fn connect(
 }
 
 /// `e` and its sources, `: `-separated.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
+fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
