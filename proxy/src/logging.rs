@@ -8,6 +8,12 @@
 //! by the thread that filled it, so a burst of logging slows its writers
 //! rather than growing memory. [`flush`] empties the buffer; `weft` calls it
 //! before it exits and when it panics.
+//!
+//! Log lines carry text from filters and clients. Buffered lines have their
+//! control characters escaped as they enter the buffer ([`push_escaped`]):
+//! one byte scan per line, where tracing's own sanitizer formats the message
+//! a character at a time (and leaves line breaks in, so a message could
+//! forge a line).
 
 use std::io::{self, IsTerminal, Write};
 use std::sync::{Condvar, Mutex, OnceLock};
@@ -44,7 +50,10 @@ pub fn init(level: Option<&str>) {
         builder.with_writer(io::stderr).init();
         return;
     }
-    builder.with_writer(buffer).init();
+    builder
+        .with_ansi_sanitization(false)
+        .with_writer(buffer)
+        .init();
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         flush();
@@ -103,7 +112,7 @@ impl LogBuffer {
     fn push(&self, line: &[u8]) {
         let mut lines = self.lines.lock().unwrap();
         let first = lines.is_empty();
-        lines.extend_from_slice(line);
+        push_escaped(&mut lines, line);
         if lines.len() >= MAX_BUFFERED {
             let _ = io::stderr().lock().write_all(&lines);
             lines.clear();
@@ -111,6 +120,45 @@ impl LogBuffer {
             self.arrived.notify_one();
         }
     }
+}
+
+/// Appends one formatted event to `out` with its control characters escaped
+/// (`\n`, `\r`, `\x1b`, `\u{85}`…): tab and the final line feed stay.
+fn push_escaped(out: &mut Vec<u8>, line: &[u8]) {
+    let (body, end) = match line.split_last() {
+        Some((b'\n', body)) => (body, &b"\n"[..]),
+        _ => (line, &b""[..]),
+    };
+    let mut rest = body;
+    while let Some(at) = rest.iter().enumerate().position(|(i, &b)| {
+        (b < 0x20 && b != b'\t')
+            || b == 0x7f
+            || (b == 0xc2 && rest.get(i + 1).is_some_and(|n| (0x80..=0x9f).contains(n)))
+    }) {
+        out.extend_from_slice(&rest[..at]);
+        let skip = match rest[at] {
+            b'\n' => {
+                out.extend_from_slice(b"\\n");
+                1
+            }
+            b'\r' => {
+                out.extend_from_slice(b"\\r");
+                1
+            }
+            0xc2 => {
+                // A C1 control (U+0080..=U+009F), which some terminals obey.
+                let _ = write!(out, "\\u{{{:x}}}", rest[at + 1]);
+                2
+            }
+            b => {
+                let _ = write!(out, "\\x{b:02x}");
+                1
+            }
+        };
+        rest = &rest[at + skip..];
+    }
+    out.extend_from_slice(rest);
+    out.extend_from_slice(end);
 }
 
 /// One event's handle on the buffer.
@@ -132,5 +180,35 @@ impl<'a> MakeWriter<'a> for &'static LogBuffer {
 
     fn make_writer(&'a self) -> Self::Writer {
         LineWriter(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::push_escaped;
+
+    fn escaped(line: &str) -> String {
+        let mut out = Vec::new();
+        push_escaped(&mut out, line.as_bytes());
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn plain_lines_are_copied() {
+        assert_eq!(escaped("a line\twith a tab\n"), "a line\twith a tab\n");
+        assert_eq!(escaped("no line feed"), "no line feed");
+        assert_eq!(escaped(""), "");
+        assert_eq!(escaped("é € 😀\n"), "é € 😀\n");
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(
+            escaped("forged\n2026-01-01 INFO fake\r\n"),
+            "forged\\n2026-01-01 INFO fake\\r\n"
+        );
+        assert_eq!(escaped("\x1b[31mred\x07\x7f\n"), "\\x1b[31mred\\x07\\x7f\n");
+        assert_eq!(escaped("c1 \u{85} \u{9b}x \u{a0}\n"), "c1 \\u{85} \\u{9b}x \u{a0}\n");
+        assert_eq!(escaped("\u{0}"), "\\x00");
     }
 }

@@ -177,7 +177,7 @@ impl JsonLine {
 
     fn number(&mut self, key: &str, value: impl Into<u64>) {
         self.key(key);
-        let _ = write!(self.0, "{}", value.into());
+        push_decimal(&mut self.0, value.into(), 1);
     }
 
     fn opt_number(&mut self, key: &str, value: Option<impl Into<u64>>) {
@@ -194,13 +194,28 @@ impl JsonLine {
     fn millis(&mut self, key: &str, nanos: u64) {
         self.key(key);
         let micros = nanos / 1_000;
-        let _ = write!(self.0, "{}.{:03}", micros / 1_000, micros % 1_000);
+        push_decimal(&mut self.0, micros / 1_000, 1);
+        self.0.push('.');
+        push_decimal(&mut self.0, micros % 1_000, 3);
     }
 
     fn finish(mut self) -> String {
         self.0.push('}');
         self.0
     }
+}
+
+/// Appends `value` in decimal, zero-padded to at least `width` digits
+/// (`core::fmt` costs several times more in a filter).
+fn push_decimal(out: &mut String, mut value: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut start = digits.len();
+    while value > 0 || digits.len() - start < width {
+        start -= 1;
+        digits[start] = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+    out.push_str(std::str::from_utf8(&digits[start..]).expect("digits are ASCII"));
 }
 
 /// Appends `text` as a JSON string: quotes, backslashes and control
@@ -417,6 +432,21 @@ mod tests {
         );
         let back: String = serde_json::from_str(&out).unwrap();
         assert_eq!(back, "a\"b\\c\nd\te\u{0}f\u{1f}g\u{7f}h\u{2028}é€");
+    }
+
+    #[test]
+    fn decimals() {
+        for (value, width, text) in [
+            (0, 1, "0"),
+            (7, 1, "7"),
+            (7, 3, "007"),
+            (1234, 3, "1234"),
+            (u64::MAX, 1, "18446744073709551615"),
+        ] {
+            let mut out = String::new();
+            push_decimal(&mut out, value, width);
+            assert_eq!(out, text);
+        }
     }
 
     #[test]

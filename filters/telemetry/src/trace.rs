@@ -158,12 +158,15 @@ impl Context {
     /// specification requires of the flags it does not define.
     pub fn traceparent(&self) -> String {
         let flags = if self.sampled { SAMPLED } else { 0 };
-        format!(
-            "{VERSION}-{}-{}-{}",
-            hex(&self.trace_id),
-            hex(&self.span_id),
-            hex(&[flags])
-        )
+        let mut text = String::with_capacity(TRACEPARENT_LEN);
+        text.push_str(VERSION);
+        text.push('-');
+        push_hex(&mut text, &self.trace_id);
+        text.push('-');
+        push_hex(&mut text, &self.span_id);
+        text.push('-');
+        push_hex(&mut text, &[flags]);
+        text
     }
 }
 
@@ -196,13 +199,23 @@ pub fn sampled(percent: f64, random: u64) -> bool {
 
 /// Lower-case hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut text = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        text.push(DIGITS[usize::from(byte >> 4)] as char);
-        text.push(DIGITS[usize::from(byte & 0xf)] as char);
-    }
+    push_hex(&mut text, bytes);
     text
+}
+
+/// Appends the lower-case hex of `bytes` to `text`.
+pub fn push_hex(text: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut digits = [0u8; 64];
+    for chunk in bytes.chunks(digits.len() / 2) {
+        for (pair, byte) in digits.chunks_exact_mut(2).zip(chunk) {
+            pair[0] = DIGITS[usize::from(byte >> 4)];
+            pair[1] = DIGITS[usize::from(byte & 0xf)];
+        }
+        let hex = std::str::from_utf8(&digits[..chunk.len() * 2]).expect("hex digits are ASCII");
+        text.push_str(hex);
+    }
 }
 
 /// The value of one lower-case hex digit.
