@@ -145,7 +145,7 @@ fn chain_of(snapshot: &Snapshot, route: &str) -> Arc<FilterChain> {
 
 /// A request as the proxy hands it to the chain (after routing), with the
 /// API key the chain accepts.
-fn exchange(route: &str) -> Exchange {
+fn exchange(route: &str) -> Box<Exchange> {
     let (head, ()) = http::Request::builder()
         .method("GET")
         .uri("/bench?page=2")
@@ -158,7 +158,7 @@ fn exchange(route: &str) -> Exchange {
         .expect("a valid request")
         .into_parts();
     let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
-    Exchange {
+    Box::new(Exchange {
         request: Some(head),
         props: RequestProps {
             request_id: "6f1c1f0e-5a4b-4c3d-9e2f-0a1b2c3d4e5f".into(),
@@ -169,7 +169,7 @@ fn exchange(route: &str) -> Exchange {
             ..Default::default()
         },
         ..Default::default()
-    }
+    })
 }
 
 /// The upstream's response head, as the proxy puts it in the exchange.
@@ -208,7 +208,11 @@ fn expect_continue(step: Step, what: &str) {
 
 /// One request through the whole chain: request headers, response headers,
 /// on-done.
-fn run_chain(chain: &Arc<FilterChain>, metrics: &Arc<Registry>, mut ex: Exchange) -> Exchange {
+fn run_chain(
+    chain: &Arc<FilterChain>,
+    metrics: &Arc<Registry>,
+    mut ex: Box<Exchange>,
+) -> Box<Exchange> {
     let mut run = ChainRun::new(chain.clone(), metrics.clone());
     expect_continue(
         run.request_phase(&mut ex, Phase::RequestHeaders),

@@ -208,7 +208,10 @@ mod tests {
             "forged\\n2026-01-01 INFO fake\\r\n"
         );
         assert_eq!(escaped("\x1b[31mred\x07\x7f\n"), "\\x1b[31mred\\x07\\x7f\n");
-        assert_eq!(escaped("c1 \u{85} \u{9b}x \u{a0}\n"), "c1 \\u{85} \\u{9b}x \u{a0}\n");
+        assert_eq!(
+            escaped("c1 \u{85} \u{9b}x \u{a0}\n"),
+            "c1 \\u{85} \\u{9b}x \u{a0}\n"
+        );
         assert_eq!(escaped("\u{0}"), "\\x00");
     }
 }

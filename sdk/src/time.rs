@@ -39,7 +39,15 @@ pub fn rfc3339_millis(unix_nanos: u64) -> String {
             value /= 10;
         }
     }
-    for (at, separator) in [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':'), (19, b'.'), (23, b'Z')] {
+    for (at, separator) in [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b'T'),
+        (13, b':'),
+        (16, b':'),
+        (19, b'.'),
+        (23, b'Z'),
+    ] {
         text[at] = separator;
     }
     text.iter().map(|&b| char::from(b)).collect()

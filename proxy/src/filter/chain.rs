@@ -186,7 +186,7 @@ impl ChainRun {
 
     /// Runs a request phase over the chain in order (resuming after a
     /// [`Step::Pause`]).
-    pub fn request_phase(&mut self, exchange: &mut Exchange, phase: Phase) -> Step {
+    pub fn request_phase(&mut self, exchange: &mut Box<Exchange>, phase: Phase) -> Step {
         let first = phase == Phase::RequestHeaders;
         let upto = if first {
             self.chain.entries.len()
@@ -217,7 +217,7 @@ impl ChainRun {
 
     /// Runs a response phase over the filters that ran, in reverse order
     /// (resuming after a [`Step::Pause`] or a declined [`Step::Retry`]).
-    pub fn response_phase(&mut self, exchange: &mut Exchange, phase: Phase) -> Step {
+    pub fn response_phase(&mut self, exchange: &mut Box<Exchange>, phase: Phase) -> Step {
         let upto = self.resume_point(phase).unwrap_or(self.ran);
         for i in (0..upto).rev() {
             match self.call(i, exchange, phase) {
@@ -250,13 +250,13 @@ impl ChainRun {
     }
 
     /// Runs `on-done` for the filters that ran; failures are only logged.
-    pub fn done(&mut self, exchange: &mut Exchange) {
+    pub fn done(&mut self, exchange: &mut Box<Exchange>) {
         for i in (0..self.ran).rev() {
             let _ = self.call(i, exchange, Phase::Done);
         }
     }
 
-    fn call(&mut self, i: usize, exchange: &mut Exchange, phase: Phase) -> Step {
+    fn call(&mut self, i: usize, exchange: &mut Box<Exchange>, phase: Phase) -> Step {
         let entry = &self.chain.entries[i];
         if matches!(self.slots[i], Slot::FailedOpen) || !entry.implements(phase) {
             return Step::Continue;

@@ -1,9 +1,10 @@
 //! What a filter sees of one request: the request and response heads, the
 //! buffered bodies while a body phase runs, and the request's properties.
 //!
-//! The proxy owns an `Exchange` for the whole request; for each phase call it
-//! is moved into the filter instance's store and moved back afterwards, so
-//! no header map is ever copied to make it visible to a filter.
+//! The proxy owns a boxed `Exchange` for the whole request; for each phase
+//! call the box is swapped into the filter instance's store and back
+//! afterwards (two pointer swaps: the struct is over a kilobyte), so no
+//! header map is ever copied to make it visible to a filter.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -81,8 +81,8 @@ pub struct HostState {
     pub memory: MemoryCap,
     /// Who this instance is.
     pub identity: Arc<FilterIdentity>,
-    /// The request being worked on (moved in for each call).
-    pub exchange: Exchange,
+    /// The request being worked on (swapped in for each call).
+    pub exchange: Box<Exchange>,
     /// The running call's clock: its deadline, when it started, and how
     /// long it waited on callouts (which does not count).
     pub clock: CallClock,

@@ -67,7 +67,7 @@ impl FilterInstance {
     /// Runs `call` with `exchange` visible to the guest.
     fn call<R>(
         &mut self,
-        exchange: &mut Exchange,
+        exchange: &mut Box<Exchange>,
         phase: Phase,
         call: impl FnOnce(&HttpFilter, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, FilterFailure> {
@@ -108,7 +108,11 @@ impl FilterInstance {
     }
 
     /// Calls the phase, returning what the filter asks for.
-    pub fn run(&mut self, exchange: &mut Exchange, phase: Phase) -> Result<Action, FilterFailure> {
+    pub fn run(
+        &mut self,
+        exchange: &mut Box<Exchange>,
+        phase: Phase,
+    ) -> Result<Action, FilterFailure> {
         self.call(exchange, phase, |b, store| {
             let f = b.weft_filter_filter();
             let req = Resource::new_borrow(0);
@@ -179,7 +183,7 @@ impl InstancePool {
                 hit: false,
             },
             identity: self.identity.clone(),
-            exchange: Exchange::default(),
+            exchange: Box::default(),
             clock: CallClock {
                 deadline: Duration::from_millis(INIT_DEADLINE_MS),
                 started: std::time::Instant::now(),
@@ -210,7 +214,7 @@ impl InstancePool {
             limits: self.limits,
         };
         let config = self.config_json.as_str();
-        let mut scratch = Exchange::default();
+        let mut scratch = Box::default();
         let init = instance
             .call(&mut scratch, Phase::RequestHeaders, |b, store| {
                 b.weft_filter_filter().call_init(store, config)

@@ -92,11 +92,11 @@ impl Proxy {
             return Ok(forward(&route, head, body, peer, route.timeout, &mut props).await);
         }
         let mut run = ChainRun::new(route.chain.clone(), self.metrics.clone());
-        let mut ex = Exchange {
+        let mut ex = Box::new(Exchange {
             request: Some(head),
             props,
             ..Default::default()
-        };
+        });
         let out = serve_with_chain(&route, &mut run, &mut ex, body, peer).await;
         Ok(out.into_response(run, ex))
     }
@@ -114,7 +114,7 @@ enum Answer {
 async fn serve_with_chain(
     route: &Route,
     run: &mut ChainRun,
-    ex: &mut Exchange,
+    ex: &mut Box<Exchange>,
     body: ProxyBody,
     peer: SocketAddr,
 ) -> Outgoing {
@@ -195,7 +195,12 @@ async fn serve_with_chain(
 
 /// Runs `phase` over the chain, sleeping through pauses; a retry that cannot
 /// be honoured goes on as `continue`.
-async fn run_phase(run: &mut ChainRun, ex: &mut Exchange, phase: Phase, can_retry: bool) -> Step {
+async fn run_phase(
+    run: &mut ChainRun,
+    ex: &mut Box<Exchange>,
+    phase: Phase,
+    can_retry: bool,
+) -> Step {
     let request = matches!(phase, Phase::RequestHeaders | Phase::RequestBody);
     loop {
         let step = if request {
@@ -221,7 +226,7 @@ async fn run_phase(run: &mut ChainRun, ex: &mut Exchange, phase: Phase, can_retr
 /// (after the response phases of the filters before it) or a failure.
 async fn request_phase(
     run: &mut ChainRun,
-    ex: &mut Exchange,
+    ex: &mut Box<Exchange>,
     phase: Phase,
     limit: u64,
 ) -> Option<Outgoing> {
@@ -242,7 +247,7 @@ async fn request_phase(
 /// Runs one response phase with `out`'s head visible to filters.
 async fn response_phase(
     run: &mut ChainRun,
-    ex: &mut Exchange,
+    ex: &mut Box<Exchange>,
     phase: Phase,
     out: &mut Outgoing,
     can_retry: bool,
@@ -255,7 +260,7 @@ async fn response_phase(
 
 async fn response_phases(
     run: &mut ChainRun,
-    ex: &mut Exchange,
+    ex: &mut Box<Exchange>,
     mut out: Outgoing,
     limit: u64,
     can_retry: bool,

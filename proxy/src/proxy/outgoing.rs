@@ -62,7 +62,7 @@ impl Outgoing {
     }
 
     /// Attaches `on-done` when the chain wants it.
-    pub fn into_response(self, run: ChainRun, mut ex: Exchange) -> Response<ProxyBody> {
+    pub fn into_response(self, run: ChainRun, mut ex: Box<Exchange>) -> Response<ProxyBody> {
         let body = if run.chain().wants(Phase::Done) {
             ex.response = Some(clone_response_head(&self.head));
             ex.request_body = None;
@@ -78,7 +78,7 @@ impl Outgoing {
 /// Runs `on-done` when the response body is dropped.
 struct DoneHook {
     run: ChainRun,
-    ex: Exchange,
+    ex: Box<Exchange>,
 }
 
 impl OnDrop for DoneHook {}
