@@ -116,3 +116,29 @@ async fn watch_reloads_when_the_file_changes() {
         Some("12345")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filter_message_cannot_forge_log_lines_or_send_terminal_escapes() {
+    let up = Upstream::start().await;
+    let weft = start(&versioned(1, up.addr));
+    // `init` rejects the config with the filter's own text, which the proxy
+    // logs: a line break and an escape sequence in it stay on one line,
+    // escaped.
+    let filters = format!("  misbehave: {{ path: {} }}", wasm("misbehave_filter"));
+    let routes = "      - { name: all, filters: [{ filter: misbehave, config: { init_error: \"bad\\nFORGED INFO weft: owned \\u001b[2J\" } }], cluster: backend }";
+    let outcome = tokio::task::block_in_place(|| weft.reload(&config(&filters, routes, up.addr)));
+    assert!(outcome.contains("config rejected"), "{outcome}");
+    assert!(
+        outcome.contains(r"init rejected the config: bad\nFORGED INFO weft: owned \x1b[2J"),
+        "{outcome}"
+    );
+    let log = weft.log_text();
+    assert!(
+        !log.lines().any(|l| l.starts_with("FORGED")),
+        "a forged line:\n{log}"
+    );
+    assert!(!log.contains('\u{1b}'), "a raw escape:\n{log}");
+    // The old config keeps serving.
+    let r = get(&format!("{}/x", weft.url("public"))).await;
+    assert_eq!(r.header("x-version"), Some("1"));
+}
