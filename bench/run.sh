@@ -583,7 +583,7 @@ TP="h1-c$CONNS"
     echo "## Notes"
     echo
     echo "- The no-proxy limit shares core(s) $LOAD_CPU between wrk and the upstream, exactly as in the proxied runs: no proxy can exceed it here."
-    echo "- The native configs do the chain's work with built-in features: the API key is compared as text (Weft's api-key hashes it with SHA-256 and compares digests in constant time); nginx and haproxy add no \`traceparent\` and keep no Prometheus histogram; Weft's access log goes through its log (stderr, redirected to a file), which a writer thread writes in batches (one write(2) per 10 ms batch); nginx and haproxy write one line per request to a file, unbuffered (nginx's \`access_log ... buffer=\` would batch too)."
+    echo "- The native configs do the chain's work with built-in features: the API key is compared as text (Weft's api-key hashes it with SHA-256 and compares digests in constant time; its rate-limit hashes the bucket key with SHA-256 too). Weft's telemetry runs with \`trace: false, metrics: false\`: the native configs neither propagate \`traceparent\` nor keep Prometheus request metrics. Weft's access log goes through its log (stderr, redirected to a file), which a writer thread writes in batches (one write(2) per 10 ms); nginx batches its access log the same way (\`buffer=256k flush=10ms\`); haproxy writes one line per request."
     echo "- At 1 connection a proxied request crosses between cores $PROXY_CPU and $LOAD_CPU four times (a direct one never does), each a wake-up of an idle core: the added p50 includes that cost, the same for every proxy."
     echo "- Access log lines counted per run (raw data below) check that logging really happened."
     if [ -n "$WEFT_METRICS" ]; then

@@ -129,28 +129,35 @@ fn push_escaped(out: &mut Vec<u8>, line: &[u8]) {
         Some((b'\n', body)) => (body, &b"\n"[..]),
         _ => (line, &b""[..]),
     };
+    // The bytes that may need escaping; 0xc2 starts a C1 control or a
+    // harmless character such as `©`.
+    let suspect = |b: &u8| *b < 0x20 || *b == 0x7f || *b == 0xc2;
     let mut rest = body;
-    while let Some(at) = rest.iter().enumerate().position(|(i, &b)| {
-        (b < 0x20 && b != b'\t')
-            || b == 0x7f
-            || (b == 0xc2 && rest.get(i + 1).is_some_and(|n| (0x80..=0x9f).contains(n)))
-    }) {
+    while let Some(at) = rest.iter().position(suspect) {
         out.extend_from_slice(&rest[..at]);
-        let skip = match rest[at] {
-            b'\n' => {
+        let skip = match (rest[at], rest.get(at + 1)) {
+            (b'\t', _) => {
+                out.push(b'\t');
+                1
+            }
+            (b'\n', _) => {
                 out.extend_from_slice(b"\\n");
                 1
             }
-            b'\r' => {
+            (b'\r', _) => {
                 out.extend_from_slice(b"\\r");
                 1
             }
-            0xc2 => {
+            (0xc2, Some(&next)) if (0x80..=0x9f).contains(&next) => {
                 // A C1 control (U+0080..=U+009F), which some terminals obey.
-                let _ = write!(out, "\\u{{{:x}}}", rest[at + 1]);
+                let _ = write!(out, "\\u{{{next:x}}}");
                 2
             }
-            b => {
+            (0xc2, _) => {
+                out.push(0xc2);
+                1
+            }
+            (b, _) => {
                 let _ = write!(out, "\\x{b:02x}");
                 1
             }
@@ -213,5 +220,6 @@ mod tests {
             "c1 \\u{85} \\u{9b}x \u{a0}\n"
         );
         assert_eq!(escaped("\u{0}"), "\\x00");
+        assert_eq!(escaped("© ¶\u{c2}"), "© ¶\u{c2}");
     }
 }

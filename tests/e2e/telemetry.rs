@@ -585,6 +585,68 @@ async fn the_access_log_has_one_line_per_request_with_the_configured_fields() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_trace_and_metrics_off_only_the_access_log_is_written() {
+    let up = Upstream::start().await;
+    let routes = r#"      - name: logs-only
+        filters: [{ filter: telemetry, config: { trace: false, metrics: false, access_log: {} } }]
+        cluster: backend"#;
+    let weft = start(&config_with_admin(routes, &up));
+    let url = weft.url("public");
+    let incoming = format!("00-{TRACE_ID}-{PARENT_ID}-01");
+
+    // The trace headers pass through untouched; none is added.
+    let r = get_with(
+        &format!("{url}/traced"),
+        &[("traceparent", &incoming), ("tracestate", TRACESTATE)],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.echoed_header("traceparent"), Some(incoming.clone()));
+    assert_eq!(r.echoed_header("tracestate"), Some(TRACESTATE.to_string()));
+    let r = get(&format!("{url}/untraced")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.echoed_header("traceparent"), None);
+
+    // One access line each, with the default fields but the trace id; no span.
+    let lines = wait_json_lines(&weft, "access", 2).await;
+    let paths: Vec<&str> = lines.iter().filter_map(|l| l["path"].as_str()).collect();
+    assert_eq!(paths, ["/traced", "/untraced"], "{lines:#?}");
+    for line in &lines {
+        let mut keys: Vec<&str> = line
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "duration_ms",
+                "method",
+                "path",
+                "peer",
+                "request_id",
+                "route",
+                "status",
+                "time",
+                "type",
+                "upstream",
+                "user_agent"
+            ],
+            "{line}"
+        );
+        assert_eq!(line["status"], 200, "{line}");
+    }
+    assert!(json_lines(&weft, "span").is_empty(), "{}", weft.log_text());
+
+    // No request metrics.
+    let metrics = get(&format!("{}/metrics", weft.url("admin"))).await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(!text.contains("weft_filter_http_request"), "{text}");
+}
+
 #[test]
 fn a_bad_telemetry_config_is_rejected_with_its_path() {
     let yaml = |telemetry_config: &str| {
@@ -616,6 +678,10 @@ fn a_bad_telemetry_config_is_rejected_with_its_path() {
         (
             "{ sample_rate: 1 }",
             "invalid config: unknown field `sample_rate`",
+        ),
+        (
+            "{ trace: false, access_log: { fields: [status, trace_id] } }",
+            "access_log.fields[1]: \"trace_id\" needs the trace context, which `trace: false` turns off",
         ),
     ];
     for (telemetry_config, expected) in cases {

@@ -6,13 +6,21 @@ use serde::Deserialize;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// Whether the filter takes part in W3C Trace Context (reads and sends
+    /// `traceparent`, sets the id headers, logs spans).
+    #[serde(default = "default_true")]
+    pub trace: bool,
+    /// Whether the request metrics are recorded.
+    #[serde(default = "default_true")]
+    pub metrics: bool,
     /// Percentage of new traces (requests without a valid `traceparent`)
     /// marked sampled, 0 to 100.
     #[serde(default = "default_sample_percent")]
     pub sample_percent: f64,
-    /// Whether a span line is logged for sampled requests.
-    #[serde(default = "default_true")]
-    pub span_log: bool,
+    /// Whether a span line is logged for sampled requests (default: when
+    /// `trace` is on).
+    #[serde(default)]
+    pub span_log: Option<bool>,
     /// A request header set to the trace id, for later filters and the
     /// upstream.
     #[serde(default)]
@@ -126,7 +134,16 @@ impl Field {
         Field::ParentSpanId,
     ];
 
-    /// The fields of a line when the config names none.
+    /// Whether the field comes from the trace context (`trace: true` only).
+    pub fn is_trace(self) -> bool {
+        matches!(
+            self,
+            Field::Traceparent | Field::TraceId | Field::SpanId | Field::ParentSpanId
+        )
+    }
+
+    /// The fields of a line when the config names none (without `trace_id`
+    /// when `trace` is off).
     pub const DEFAULT: [Field; 11] = [
         Field::Time,
         Field::RequestId,
@@ -179,6 +196,10 @@ impl Field {
 /// The validated config.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
+    /// Whether the filter takes part in trace context.
+    pub trace: bool,
+    /// Whether the request metrics are recorded.
+    pub metrics: bool,
     /// Percentage of new traces sampled.
     pub sample_percent: f64,
     /// Whether sampled requests get a span line.
@@ -220,6 +241,18 @@ impl Config {
                 self.sample_percent
             ));
         }
+        if !self.trace {
+            let needs_trace = [
+                ("span_log", self.span_log == Some(true)),
+                ("trace_id_header", self.trace_id_header.is_some()),
+                ("span_id_header", self.span_id_header.is_some()),
+            ];
+            if let Some((key, _)) = needs_trace.iter().find(|(_, set)| *set) {
+                return Err(format!(
+                    "{key}: needs the trace context, which `trace: false` turns off"
+                ));
+            }
+        }
         let trace_id_header = self
             .trace_id_header
             .map(|name| header_name("trace_id_header", &name))
@@ -244,15 +277,22 @@ impl Config {
             Some(AccessLogConfig {
                 enabled: true,
                 fields: None,
-            }) => Some(Field::DEFAULT.to_vec()),
+            }) => Some(
+                Field::DEFAULT
+                    .into_iter()
+                    .filter(|f| self.trace || !f.is_trace())
+                    .collect(),
+            ),
             Some(AccessLogConfig {
                 enabled: true,
                 fields: Some(names),
-            }) => Some(fields(&names)?),
+            }) => Some(fields(&names, self.trace)?),
         };
         Ok(Settings {
+            trace: self.trace,
+            metrics: self.metrics,
             sample_percent: self.sample_percent,
-            span_log: self.span_log,
+            span_log: self.span_log.unwrap_or(self.trace),
             trace_id_header,
             span_id_header,
             access_log,
@@ -260,8 +300,9 @@ impl Config {
     }
 }
 
-/// Parses `access_log.fields`: known names, each once, at least one.
-fn fields(names: &[String]) -> Result<Vec<Field>, String> {
+/// Parses `access_log.fields`: known names, each once, at least one; trace
+/// fields only with `trace`.
+fn fields(names: &[String], trace: bool) -> Result<Vec<Field>, String> {
     if names.is_empty() {
         return Err(
             "access_log.fields: the list is empty; name at least one field, \
@@ -289,6 +330,12 @@ fn fields(names: &[String]) -> Result<Vec<Field>, String> {
         if fields.contains(&field) {
             return Err(format!(
                 "access_log.fields[{index}]: {name:?} is listed twice"
+            ));
+        }
+        if field.is_trace() && !trace {
+            return Err(format!(
+                "access_log.fields[{index}]: {name:?} needs the trace context, \
+                 which `trace: false` turns off"
             ));
         }
         fields.push(field);
@@ -323,6 +370,8 @@ mod tests {
         assert_eq!(
             s,
             Settings {
+                trace: true,
+                metrics: true,
                 sample_percent: 100.0,
                 span_log: true,
                 trace_id_header: None,
@@ -360,6 +409,34 @@ mod tests {
         assert_eq!(s.access_log, None);
         let s = settings(r#"{"access_log": {"fields": ["status"]}}"#).unwrap();
         assert_eq!(s.access_log, Some(vec![Field::Status]));
+    }
+
+    #[test]
+    fn trace_and_metrics_can_be_turned_off() {
+        let s = settings(r#"{"trace": false, "metrics": false, "access_log": {}}"#).unwrap();
+        assert!(!s.trace && !s.metrics && !s.span_log);
+        let fields = s.access_log.unwrap();
+        assert!(!fields.contains(&Field::TraceId), "{fields:?}");
+        assert_eq!(fields.len(), Field::DEFAULT.len() - 1);
+        assert!(settings(r#"{"trace": false, "span_log": false}"#).is_ok());
+        for (json, err) in [
+            (
+                r#"{"trace": false, "span_log": true}"#,
+                "span_log: needs the trace context, which `trace: false` turns off",
+            ),
+            (
+                r#"{"trace": false, "trace_id_header": "x-trace"}"#,
+                "trace_id_header: needs the trace context, which `trace: false` turns off",
+            ),
+            (
+                r#"{"trace": false, "access_log": {"fields": ["status", "span_id"]}}"#,
+                "access_log.fields[1]: \"span_id\" needs the trace context, which `trace: false` turns off",
+            ),
+        ] {
+            assert_eq!(settings(json).unwrap_err(), err, "{json}");
+        }
+        let s = settings(r#"{"metrics": false}"#).unwrap();
+        assert!(s.trace && s.span_log && !s.metrics);
     }
 
     #[test]

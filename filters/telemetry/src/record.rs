@@ -46,8 +46,8 @@ pub struct Exchange<'a> {
     pub start_unix_nanos: u64,
     /// Time from request headers to the end, in nanoseconds.
     pub duration_nanos: u64,
-    /// The trace context of this hop.
-    pub trace: &'a Context,
+    /// The trace context of this hop, when the filter traces.
+    pub trace: Option<&'a Context>,
 }
 
 /// Where the access log finds what the filter did not keep: the host.
@@ -63,8 +63,7 @@ pub trait Lookup {
 }
 
 /// The span line: `{"type":"span","trace_id":...}`.
-pub fn span_line(exchange: &Exchange<'_>) -> String {
-    let trace = exchange.trace;
+pub fn span_line(exchange: &Exchange<'_>, trace: &Context) -> String {
     let mut line = JsonLine::new("span");
     line.string("trace_id", &trace::hex(&trace.trace_id));
     line.string("span_id", &trace::hex(&trace.span_id));
@@ -123,14 +122,22 @@ pub fn access_line(fields: &[Field], exchange: &Exchange<'_>, host: &dyn Lookup)
                 host.response_header("content-length")
                     .and_then(|n| n.trim().parse::<u64>().ok()),
             ),
-            Field::Traceparent => line.string(key, &exchange.trace.traceparent()),
-            Field::TraceId => line.string(key, &trace::hex(&exchange.trace.trace_id)),
-            Field::SpanId => line.string(key, &trace::hex(&exchange.trace.span_id)),
+            Field::Traceparent => {
+                line.opt_string(key, exchange.trace.map(Context::traceparent).as_deref())
+            }
+            Field::TraceId => line.opt_string(
+                key,
+                exchange.trace.map(|t| trace::hex(&t.trace_id)).as_deref(),
+            ),
+            Field::SpanId => line.opt_string(
+                key,
+                exchange.trace.map(|t| trace::hex(&t.span_id)).as_deref(),
+            ),
             Field::ParentSpanId => line.opt_string(
                 key,
                 exchange
                     .trace
-                    .parent_id
+                    .and_then(|t| t.parent_id)
                     .map(|id| trace::hex(&id))
                     .as_deref(),
             ),
@@ -300,14 +307,14 @@ mod tests {
             path: Some("/items?q=\"x\""),
             start_unix_nanos: 1_767_225_600_123_456_789,
             duration_nanos: 12_345_678,
-            trace,
+            trace: Some(trace),
         }
     }
 
     #[test]
     fn a_span_line() {
         let trace = context(true);
-        let line = span_line(&exchange(&trace));
+        let line = span_line(&exchange(&trace), &trace);
         assert_eq!(
             line,
             concat!(
@@ -322,7 +329,7 @@ mod tests {
         let root = context(false);
         let mut ex = exchange(&root);
         ex.route = None;
-        let value: serde_json::Value = serde_json::from_str(&span_line(&ex)).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&span_line(&ex, &root)).unwrap();
         assert_eq!(value["parent_span_id"], serde_json::Value::Null);
         assert_eq!(value["route"], serde_json::Value::Null);
     }
@@ -419,6 +426,28 @@ mod tests {
         assert_eq!(
             line,
             r#"{"type":"access","status":503,"request_id":null,"referer":null}"#
+        );
+    }
+
+    #[test]
+    fn trace_fields_are_null_without_a_trace_context() {
+        let trace = context(true);
+        let mut ex = exchange(&trace);
+        ex.trace = None;
+        let line = access_line(
+            &[
+                Field::Status,
+                Field::Traceparent,
+                Field::TraceId,
+                Field::SpanId,
+                Field::ParentSpanId,
+            ],
+            &ex,
+            &FakeHost::default(),
+        );
+        assert_eq!(
+            line,
+            r#"{"type":"access","status":503,"traceparent":null,"trace_id":null,"span_id":null,"parent_span_id":null}"#
         );
     }
 
