@@ -2,10 +2,15 @@
 //! rendered in the Prometheus text format. Filters write to it through the
 //! host metrics API (names prefixed `weft_filter_`); the proxy records its
 //! own `weft_*` metrics here too.
+//!
+//! Every worker updates it on every request, so an update of a series that
+//! exists takes the lock shared and changes the series' atomics: workers do
+//! not wait on each other. Only a new series takes the lock exclusively.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Label pairs of one series, in the order given.
 pub type Labels = Vec<(String, String)>;
@@ -56,19 +61,47 @@ pub enum MetricError {
 
 #[derive(Debug)]
 enum Series {
-    Counter(u64),
-    Gauge(f64),
-    Histogram {
-        buckets: [u64; BUCKETS.len()],
-        sum: f64,
-        count: u64,
-    },
+    Counter(AtomicU64),
+    Gauge(AtomicF64),
+    Histogram(Box<Histogram>),
+}
+
+/// Cumulative bucket counts (`buckets[i]`: observations ≤ `BUCKETS[i]`).
+#[derive(Debug, Default)]
+struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    sum: AtomicF64,
+    count: AtomicU64,
+}
+
+/// An `f64` in an `AtomicU64`, by its bits.
+#[derive(Debug, Default)]
+struct AtomicF64(AtomicU64);
+
+impl AtomicF64 {
+    fn get(&self) -> f64 {
+        f64::from_bits(self.0.load(Ordering::Relaxed))
+    }
+
+    fn set(&self, value: f64) {
+        self.0.store(value.to_bits(), Ordering::Relaxed);
+    }
+
+    fn add(&self, delta: f64) {
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+                Some((f64::from_bits(bits) + delta).to_bits())
+            });
+    }
 }
 
 #[derive(Debug)]
 struct Family {
     kind: Kind,
-    series: HashMap<Labels, Series>,
+    /// By labels, hashed with a per-process random seed (foldhash: a
+    /// fraction of SipHash's cost on a handful of short strings).
+    series: HashMap<Labels, Series, foldhash::fast::RandomState>,
 }
 
 /// All metrics of the process.
@@ -82,7 +115,7 @@ impl Registry {
     pub fn counter_add(&self, name: &str, labels: Labels, value: u64) -> Result<(), MetricError> {
         self.update(name, Kind::Counter, labels, |s| {
             if let Series::Counter(v) = s {
-                *v += value;
+                v.fetch_add(value, Ordering::Relaxed);
             }
         })
     }
@@ -91,7 +124,7 @@ impl Registry {
     pub fn gauge_set(&self, name: &str, labels: Labels, value: f64) -> Result<(), MetricError> {
         self.update(name, Kind::Gauge, labels, |s| {
             if let Series::Gauge(v) = s {
-                *v = value;
+                v.set(value);
             }
         })
     }
@@ -100,7 +133,7 @@ impl Registry {
     pub fn gauge_add(&self, name: &str, labels: Labels, delta: f64) -> Result<(), MetricError> {
         self.update(name, Kind::Gauge, labels, |s| {
             if let Series::Gauge(v) = s {
-                *v += delta;
+                v.add(delta);
             }
         })
     }
@@ -113,19 +146,14 @@ impl Registry {
         value: f64,
     ) -> Result<(), MetricError> {
         self.update(name, Kind::Histogram, labels, |s| {
-            if let Series::Histogram {
-                buckets,
-                sum,
-                count,
-            } = s
-            {
-                for (bound, n) in BUCKETS.iter().zip(buckets.iter_mut()) {
+            if let Series::Histogram(h) = s {
+                for (bound, n) in BUCKETS.iter().zip(&h.buckets) {
                     if value <= *bound {
-                        *n += 1;
+                        n.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                *sum += value;
-                *count += 1;
+                h.sum.add(value);
+                h.count.fetch_add(1, Ordering::Relaxed);
             }
         })
     }
@@ -135,7 +163,7 @@ impl Registry {
         let families = self.families.read().unwrap();
         let family = families.get(name)?;
         family.series.iter().find_map(|(l, s)| match s {
-            Series::Counter(v) if same_labels(l, labels) => Some(*v),
+            Series::Counter(v) if same_labels(l, labels) => Some(v.load(Ordering::Relaxed)),
             _ => None,
         })
     }
@@ -145,13 +173,13 @@ impl Registry {
         name: &str,
         kind: Kind,
         labels: Labels,
-        apply: impl FnOnce(&mut Series),
+        apply: impl FnOnce(&Series),
     ) -> Result<(), MetricError> {
-        let mut families = self.families.write().unwrap();
-        // The hot path: a series that exists was checked when it was made.
-        if let Some(family) = families.get_mut(name)
+        // The hot path, shared: a series that exists was checked when it
+        // was made.
+        if let Some(family) = self.families.read().unwrap().get(name)
             && family.kind == kind
-            && let Some(series) = family.series.get_mut(&labels)
+            && let Some(series) = family.series.get(&labels)
         {
             apply(series);
             return Ok(());
@@ -165,9 +193,10 @@ impl Registry {
         {
             return Err(MetricError::InvalidName(bad.clone()));
         }
+        let mut families = self.families.write().unwrap();
         let family = families.entry(name.to_string()).or_insert(Family {
             kind,
-            series: HashMap::new(),
+            series: HashMap::default(),
         });
         if family.kind != kind {
             return Err(MetricError::KindMismatch {
@@ -176,14 +205,11 @@ impl Registry {
                 requested: kind.as_str(),
             });
         }
+        // Another thread may have made the series since the shared look.
         let series = family.series.entry(labels).or_insert_with(|| match kind {
-            Kind::Counter => Series::Counter(0),
-            Kind::Gauge => Series::Gauge(0.0),
-            Kind::Histogram => Series::Histogram {
-                buckets: [0; BUCKETS.len()],
-                sum: 0.0,
-                count: 0,
-            },
+            Kind::Counter => Series::Counter(AtomicU64::new(0)),
+            Kind::Gauge => Series::Gauge(AtomicF64::default()),
+            Kind::Histogram => Series::Histogram(Box::default()),
         });
         apply(series);
         Ok(())
@@ -200,16 +226,21 @@ impl Registry {
             for (labels, s) in series {
                 match s {
                     Series::Counter(v) => {
+                        let v = v.load(Ordering::Relaxed);
                         let _ = writeln!(out, "{name}{} {v}", fmt_labels(labels, None));
                     }
                     Series::Gauge(v) => {
-                        let _ = writeln!(out, "{name}{} {v}", fmt_labels(labels, None));
+                        let _ = writeln!(out, "{name}{} {}", fmt_labels(labels, None), v.get());
                     }
-                    Series::Histogram {
-                        buckets,
-                        sum,
-                        count,
-                    } => {
+                    Series::Histogram(h) => {
+                        let buckets = h.buckets.each_ref().map(|n| n.load(Ordering::Relaxed));
+                        let sum = h.sum.get();
+                        // Concurrent observations may show in a bucket before
+                        // the count: the count never shows fewer than a bucket.
+                        let count = h
+                            .count
+                            .load(Ordering::Relaxed)
+                            .max(buckets[BUCKETS.len() - 1]);
                         for (bound, n) in BUCKETS.iter().zip(buckets) {
                             let le = bound.to_string();
                             let _ =
@@ -286,6 +317,53 @@ mod tests {
         assert_eq!(
             r.counter_value("weft_requests_total", &[("route", "api")]),
             Some(5)
+        );
+    }
+
+    #[test]
+    fn updates_from_several_threads_all_count() {
+        let r = Registry::default();
+        let labels = || vec![("route".to_string(), "api".to_string())];
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    for i in 0..10_000 {
+                        r.counter_add("weft_requests_total", labels(), 1).unwrap();
+                        r.gauge_add("weft_in_flight", labels(), 1.0).unwrap();
+                        r.histogram_observe(
+                            "weft_latency_seconds",
+                            labels(),
+                            (i % 2) as f64 * 0.003_906_25,
+                        )
+                        .unwrap();
+                    }
+                });
+            }
+        });
+        let text = r.render();
+        assert!(
+            text.contains("weft_requests_total{route=\"api\"} 40000\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("weft_in_flight{route=\"api\"} 40000\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("weft_latency_seconds_bucket{route=\"api\",le=\"0.001\"} 20000\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("weft_latency_seconds_bucket{route=\"api\",le=\"0.005\"} 40000\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("weft_latency_seconds_count{route=\"api\"} 40000\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("weft_latency_seconds_sum{route=\"api\"} 78.125\n"),
+            "{text}"
         );
     }
 
