@@ -124,7 +124,7 @@ impl Filter for Telemetry {
             duration_nanos,
             trace: flight.trace.as_ref(),
         };
-        if let (true, Some(trace)) = (span, &flight.trace) {
+        if span && let Some(trace) = &flight.trace {
             log::log(Level::Info, &record::span_line(&exchange, trace));
         }
         if let Some(fields) = access {
