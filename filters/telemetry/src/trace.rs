@@ -207,14 +207,10 @@ pub fn hex(bytes: &[u8]) -> String {
 /// Appends the lower-case hex of `bytes` to `text`.
 pub fn push_hex(text: &mut String, bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut digits = [0u8; 64];
-    for chunk in bytes.chunks(digits.len() / 2) {
-        for (pair, byte) in digits.chunks_exact_mut(2).zip(chunk) {
-            pair[0] = DIGITS[usize::from(byte >> 4)];
-            pair[1] = DIGITS[usize::from(byte & 0xf)];
-        }
-        let hex = std::str::from_utf8(&digits[..chunk.len() * 2]).expect("hex digits are ASCII");
-        text.push_str(hex);
+    text.reserve(bytes.len() * 2);
+    for byte in bytes {
+        text.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        text.push(char::from(DIGITS[usize::from(byte & 0xf)]));
     }
 }
 
