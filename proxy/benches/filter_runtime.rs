@@ -21,7 +21,6 @@
 //! `-- chain4` to run only matching benchmarks). See bench/README.md.
 
 use std::hint::black_box;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -30,6 +29,7 @@ use arc_swap::ArcSwap;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use weft::config::{self, Config};
 use weft::filter::{ChainRun, Exchange, FilterChain, FilterRuntime, Phase, RequestProps, Step};
+use weft::listener::Peer;
 use weft::snapshot::Snapshot;
 use weft::telemetry::Registry;
 
@@ -157,7 +157,7 @@ fn exchange(route: &str) -> Box<Exchange> {
         .body(())
         .expect("a valid request")
         .into_parts();
-    let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    let peer = Arc::new(Peer::new("127.0.0.1:40000".parse().unwrap()));
     Box::new(Exchange {
         request: Some(head),
         props: RequestProps {
@@ -225,6 +225,37 @@ fn run_chain(
     );
     run.done(&mut ex);
     ex
+}
+
+/// Requests through the whole chain side by side: every request phase
+/// first, then every response phase and on-done.
+// Boxed as the proxy keeps them: a phase call swaps the box into the store.
+#[allow(clippy::vec_box)]
+fn run_interleaved(
+    chain: &Arc<FilterChain>,
+    metrics: &Arc<Registry>,
+    mut exchanges: Vec<Box<Exchange>>,
+) -> Vec<Box<Exchange>> {
+    let mut runs: Vec<ChainRun> = exchanges
+        .iter_mut()
+        .map(|ex| {
+            let mut run = ChainRun::new(chain.clone(), metrics.clone());
+            expect_continue(
+                run.request_phase(ex, Phase::RequestHeaders),
+                "request phase",
+            );
+            as_forwarded(ex);
+            run
+        })
+        .collect();
+    for (run, ex) in runs.iter_mut().zip(&mut exchanges) {
+        expect_continue(
+            run.response_phase(ex, Phase::ResponseHeaders),
+            "response phase",
+        );
+        run.done(ex);
+    }
+    exchanges
 }
 
 fn phases(c: &mut Criterion) {
@@ -311,6 +342,17 @@ fn chain4(c: &mut Criterion) {
         b.iter_batched(
             || exchange("all"),
             |ex| run_chain(&chain, &setup.metrics, ex),
+            BatchSize::SmallInput,
+        )
+    });
+    // 50 requests in flight, as at 50 connections: every request phase,
+    // then every response phase and on-done. Each request holds its own
+    // instance of each filter, so 50 instances per filter take turns.
+    // Reported per batch of 50.
+    group.bench_function("request_response_done_50_in_flight", |b| {
+        b.iter_batched(
+            || (0..50).map(|_| exchange("all")).collect::<Vec<_>>(),
+            |exchanges| run_interleaved(&chain, &setup.metrics, exchanges),
             BatchSize::SmallInput,
         )
     });

@@ -4,12 +4,41 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use http::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
 use crate::proxy::Proxy;
+
+/// The client at the other end of a connection, its address formatted once
+/// per connection: every request on it adds the IP to `x-forwarded-for`,
+/// and filters read both as properties.
+#[derive(Debug)]
+pub struct Peer {
+    /// The address.
+    pub addr: SocketAddr,
+    /// `ip:port`, as property `peer.address`.
+    pub address: String,
+    /// The IP alone, as property `peer.ip`.
+    pub ip: String,
+    /// The IP as a header value, for `x-forwarded-for`.
+    pub ip_header: HeaderValue,
+}
+
+impl Peer {
+    /// The client at `addr`.
+    pub fn new(addr: SocketAddr) -> Self {
+        let ip = addr.ip().to_string();
+        Peer {
+            addr,
+            address: addr.to_string(),
+            ip_header: HeaderValue::from_str(&ip).expect("an IP address is a valid header value"),
+            ip,
+        }
+    }
+}
 
 /// Pending connections the kernel queues per listening socket.
 const BACKLOG: i32 = 1024;
@@ -53,7 +82,7 @@ pub async fn serve(listener: TcpListener, index: usize, proxy: Arc<Proxy>) {
         .max_concurrent_streams(1024);
     let builder = Arc::new(builder);
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let (stream, addr) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors and the like: back off, keep serving.
@@ -66,12 +95,13 @@ pub async fn serve(listener: TcpListener, index: usize, proxy: Arc<Proxy>) {
         let proxy = proxy.clone();
         let builder = builder.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| proxy.clone().handle(index, peer, req));
+            let peer = Arc::new(Peer::new(addr));
+            let service = service_fn(move |req| proxy.clone().handle(index, peer.clone(), req));
             if let Err(e) = builder
                 .serve_connection(TokioIo::new(stream), service)
                 .await
             {
-                tracing::debug!(%peer, "connection ended: {e}");
+                tracing::debug!(peer = %addr, "connection ended: {e}");
             }
         });
     }

@@ -62,6 +62,19 @@ pub fn retryable() -> Option<bool> {
     get("request.retryable")?.parse().ok()
 }
 
+/// When the proxy had the request's headers, in nanoseconds since the Unix
+/// epoch (`request.start_unix_ns`).
+pub fn start_unix_nanos() -> Option<u64> {
+    get("request.start_unix_ns")?.parse().ok()
+}
+
+/// Nanoseconds since the proxy had the request's headers
+/// (`request.elapsed_ns`): in [`on_done`](crate::Filter::on_done), how long
+/// the whole exchange took, with no request phase needed to start a clock.
+pub fn elapsed_nanos() -> Option<u64> {
+    get("request.elapsed_ns")?.parse().ok()
+}
+
 /// The `host:port` of the last upstream attempt (`upstream.endpoint`).
 pub fn upstream_endpoint() -> Option<String> {
     get("upstream.endpoint")

@@ -588,10 +588,23 @@ async fn the_access_log_has_one_line_per_request_with_the_configured_fields() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_trace_and_metrics_off_only_the_access_log_is_written() {
     let up = Upstream::start().await;
-    let routes = r#"      - name: logs-only
+    // `timed`: telemetry before api-key, which strips the key from the
+    // query; the log shows the path as sent upstream.
+    let routes = r#"      - name: timed
+        match: { headers: [{ name: x-route, exact: timed }] }
+        filters:
+          - { filter: telemetry, config: { trace: false, metrics: false, access_log: { fields: [start_unix_ms, duration_ms, path] } } }
+          - { filter: api-key, config: { keys: [{ consumer: ci, key: k-123 }], query: api_key } }
+        cluster: backend
+      - name: logs-only
         filters: [{ filter: telemetry, config: { trace: false, metrics: false, access_log: {} } }]
         cluster: backend"#;
-    let weft = start(&config_with_admin(routes, &up));
+    let filters = format!("{}\n  api-key: {{ path: {} }}", filters(), wasm("api_key"));
+    let yaml = format!(
+        "admin: {{ listen: 127.0.0.1:0 }}\n{}",
+        config(&filters, routes, up.addr)
+    );
+    let weft = start(&yaml);
     let url = weft.url("public");
     let incoming = format!("00-{TRACE_ID}-{PARENT_ID}-01");
 
@@ -608,11 +621,41 @@ async fn with_trace_and_metrics_off_only_the_access_log_is_written() {
     assert_eq!(r.status, 200);
     assert_eq!(r.echoed_header("traceparent"), None);
 
-    // One access line each, with the default fields but the trace id; no span.
-    let lines = wait_json_lines(&weft, "access", 2).await;
+    // The proxy times the exchange: a 150 ms upstream shows in the line
+    // of a filter that has no request phase to start a clock in.
+    let unix_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    };
+    let before = unix_ms();
+    let r = get_with(
+        &format!("{url}/delay/150?api_key=k-123&page=2"),
+        &[("x-route", "timed")],
+    )
+    .await;
+    let after = unix_ms();
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.json()["path"], "/delay/150?page=2");
+
+    let lines = wait_json_lines(&weft, "access", 3).await;
     let paths: Vec<&str> = lines.iter().filter_map(|l| l["path"].as_str()).collect();
-    assert_eq!(paths, ["/traced", "/untraced"], "{lines:#?}");
-    for line in &lines {
+    assert_eq!(
+        paths,
+        ["/traced", "/untraced", "/delay/150?page=2"],
+        "{lines:#?}"
+    );
+    let timed = &lines[2];
+    assert_eq!(timed.as_object().unwrap().len(), 4, "{timed}");
+    let duration = timed["duration_ms"].as_f64().unwrap();
+    assert!(duration >= 150.0, "{timed}");
+    let start = timed["start_unix_ms"].as_u64().unwrap();
+    assert!(
+        before <= start && start + duration as u64 <= after + 1,
+        "{before}..{after}: {timed}"
+    );
+    for line in &lines[..2] {
         let mut keys: Vec<&str> = line
             .as_object()
             .unwrap()

@@ -3,10 +3,22 @@
 //! Keys are kept only as digests. A presented key is hashed and compared
 //! with every digest in constant time, so neither the comparison nor the
 //! position of a match shows in the timing.
+//!
+//! A key accepted once is remembered by a tag: SipHash-2-4 (128 bits) of
+//! the key under a random key of the ring's own. Later requests with that
+//! key skip SHA-256 and the scan. The memory holds tags, not keys; it holds
+//! at most one tag per accepted key, since only the exact bytes of a key
+//! match its digest. A key never accepted misses the tags (but for a chance
+//! of 2^-128) and takes the constant-time path, so the timing tells only
+//! what the response tells: whether the key is accepted.
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::hash::Hasher as _;
 use std::hint::black_box;
 
 use sha2::{Digest as _, Sha256};
+use siphasher::sip128::{Hasher128 as _, SipHasher24};
 
 /// A SHA-256 digest.
 pub type Digest = [u8; 32];
@@ -49,6 +61,10 @@ struct Entry {
 #[derive(Default)]
 pub struct KeyRing {
     entries: Vec<Entry>,
+    /// The key of the tags.
+    tag_key: (u64, u64),
+    /// The index in `entries` of each key accepted so far, by tag.
+    accepted: RefCell<BTreeMap<u128, usize>>,
 }
 
 impl KeyRing {
@@ -69,12 +85,47 @@ impl KeyRing {
         self.entries.len()
     }
 
-    /// The consumer whose key is `key`, if any.
+    /// Sets the key under which accepted keys are tagged (random, chosen
+    /// once per ring), forgetting the keys accepted so far.
+    pub fn set_tag_key(&mut self, k0: u64, k1: u64) {
+        self.tag_key = (k0, k1);
+        self.accepted.get_mut().clear();
+    }
+
+    /// The consumer whose key is `key`, if any: from the tags of keys
+    /// accepted before, or else by [`KeyRing::find`].
+    pub fn consumer_of(&self, key: &[u8]) -> Option<&str> {
+        let tag = self.tag(key);
+        let remembered = self.accepted.borrow().get(&tag).copied();
+        let index = match remembered {
+            Some(index) => index,
+            None => {
+                let index = self.find(key)?;
+                self.accepted.borrow_mut().insert(tag, index);
+                index
+            }
+        };
+        Some(&self.entries[index].consumer)
+    }
+
+    /// How many accepted keys are remembered.
+    #[cfg(test)]
+    pub fn remembered(&self) -> usize {
+        self.accepted.borrow().len()
+    }
+
+    fn tag(&self, key: &[u8]) -> u128 {
+        let mut hasher = SipHasher24::new_with_keys(self.tag_key.0, self.tag_key.1);
+        hasher.write(key);
+        hasher.finish128().as_u128()
+    }
+
+    /// The index of the entry whose key is `key`, if any.
     ///
     /// Every digest is compared, in constant time, whatever matches: the
     /// time taken depends only on the number of keys and the length of
     /// `key`.
-    pub fn consumer_of(&self, key: &[u8]) -> Option<&str> {
+    fn find(&self, key: &[u8]) -> Option<usize> {
         let digest = sha256(key);
         // Index + 1 of the match, 0 for none. Digests are unique, so at most
         // one entry matches and OR-ing the masked indices picks it.
@@ -83,10 +134,7 @@ impl KeyRing {
             let mask = 0usize.wrapping_sub(usize::from(ct_eq(&digest, &entry.digest)));
             found |= (index + 1) & mask;
         }
-        let found = black_box(found);
-        found
-            .checked_sub(1)
-            .map(|index| self.entries[index].consumer.as_str())
+        black_box(found).checked_sub(1)
     }
 }
 
@@ -176,6 +224,28 @@ mod tests {
         assert_eq!(ring.consumer_of(b"k4"), None);
         assert_eq!(ring.consumer_of(b""), None);
         assert_eq!(KeyRing::default().consumer_of(b"k1"), None);
+    }
+
+    #[test]
+    fn accepted_keys_are_remembered_by_tag_and_refused_ones_are_not() {
+        let mut ring = KeyRing::default();
+        ring.insert(sha256(b"k1"), "alice".into()).unwrap();
+        ring.insert(sha256(b"k2"), "bob".into()).unwrap();
+        ring.set_tag_key(7, 11);
+        for _ in 0..3 {
+            assert_eq!(ring.consumer_of(b"k1"), Some("alice"));
+            assert_eq!(ring.consumer_of(b"k2"), Some("bob"));
+            assert_eq!(ring.consumer_of(b"k1x"), None);
+            assert_eq!(ring.consumer_of(b"k"), None);
+        }
+        // One tag per accepted key, however often it comes.
+        assert_eq!(ring.remembered(), 2);
+        // The tags depend on the ring's key.
+        let tag = ring.tag(b"k1");
+        ring.set_tag_key(7, 12);
+        assert_ne!(ring.tag(b"k1"), tag);
+        assert_eq!(ring.remembered(), 0);
+        assert_eq!(ring.consumer_of(b"k2"), Some("bob"));
     }
 
     #[test]

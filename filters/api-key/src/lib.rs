@@ -18,7 +18,8 @@
 //!
 //! Only `keys` is required. The key is read from `header` and, when `query`
 //! is set and the header is absent, from that query parameter. Keys are kept
-//! as SHA-256 digests only and compared in constant time.
+//! as SHA-256 digests only and compared in constant time; a key accepted
+//! once is remembered by a keyed tag, not the key (see `keys`).
 //!
 //! - no key: 401 `{"error": "missing_api_key", ...}` with `www-authenticate`;
 //! - an unknown key (or several): 403 `{"error": "invalid_api_key", ...}`;
@@ -35,7 +36,7 @@ mod keys;
 mod query;
 
 use weft_sdk::log::{self, Level};
-use weft_sdk::{Action, Filter, LocalResponse, Request, metrics};
+use weft_sdk::{Action, Filter, LocalResponse, Request, metrics, random_u64};
 
 use crate::auth::{Invalid, Outcome};
 use crate::config::{Config, Settings};
@@ -52,9 +53,9 @@ impl Filter for ApiKey {
     type Config = Config;
 
     fn new(config: Config) -> Result<Self, String> {
-        Ok(ApiKey {
-            settings: config.validate()?,
-        })
+        let mut settings = config.validate()?;
+        settings.keys.set_tag_key(random_u64(), random_u64());
+        Ok(ApiKey { settings })
     }
 
     fn on_request_headers(&mut self, req: &Request) -> Action {

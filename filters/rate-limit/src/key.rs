@@ -6,8 +6,17 @@
 //! list share buckets, and so does a policy across a reload that changes only
 //! its numbers. The hash input is length-prefixed, so distinct (name, key
 //! list, values) never produce the same input.
+//!
+//! Hashing costs about a microsecond per request in a filter, so an
+//! instance remembers the buckets of recent key values ([`RecentBuckets`]),
+//! by a 128-bit SipHash tag of the values rather than the values, which may
+//! be credentials.
+
+use std::collections::BTreeMap;
+use std::hash::Hasher as _;
 
 use sha2::{Digest, Sha256};
+use siphasher::sip128::{Hasher128 as _, SipHasher24};
 
 /// One part of a policy's key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,24 +102,72 @@ impl PolicyHasher {
     /// in order).
     pub fn bucket(&self, values: &[PartValue]) -> BucketId {
         let mut hasher = self.0.clone();
-        for value in values {
-            match value {
-                PartValue::Absent => hasher.update([0]),
-                PartValue::Text(text) => {
-                    hasher.update([1]);
-                    field(&mut hasher, text.as_bytes());
-                }
-                PartValue::Route(listener, route) => {
-                    hasher.update([2]);
-                    field(&mut hasher, listener.as_bytes());
-                    field(&mut hasher, route.as_bytes());
-                }
-            }
-        }
+        encode_values(values, &mut |bytes| hasher.update(bytes));
         let digest = hasher.finalize();
         digest[..16]
             .try_into()
             .expect("a SHA-256 digest has 32 bytes")
+    }
+}
+
+/// Feeds `values` to `write` unambiguously: a tag per value, and each text
+/// with its length first.
+fn encode_values(values: &[PartValue], write: &mut dyn FnMut(&[u8])) {
+    let mut field = |tag: u8, texts: &[&str]| {
+        write(&[tag]);
+        for text in texts {
+            write(&(text.len() as u64).to_le_bytes());
+            write(text.as_bytes());
+        }
+    };
+    for value in values {
+        match value {
+            PartValue::Absent => field(0, &[]),
+            PartValue::Text(text) => field(1, &[text]),
+            PartValue::Route(listener, route) => field(2, &[listener, route]),
+        }
+    }
+}
+
+/// At most this many buckets are remembered; past it, all are forgotten.
+pub const RECENT_BUCKETS: usize = 1024;
+
+/// The buckets of recent key values, by tag.
+pub struct RecentBuckets {
+    /// The key of the tags (random, one per instance).
+    tag_key: (u64, u64),
+    ids: BTreeMap<u128, BucketId>,
+}
+
+impl RecentBuckets {
+    /// An empty memory whose tags are keyed with `k0` and `k1`.
+    pub fn new(k0: u64, k1: u64) -> Self {
+        RecentBuckets {
+            tag_key: (k0, k1),
+            ids: BTreeMap::new(),
+        }
+    }
+
+    /// [`PolicyHasher::bucket`] of `values`, remembered.
+    pub fn bucket(&mut self, policy: &PolicyHasher, values: &[PartValue]) -> BucketId {
+        let mut tagger = SipHasher24::new_with_keys(self.tag_key.0, self.tag_key.1);
+        encode_values(values, &mut |bytes| tagger.write(bytes));
+        let tag = tagger.finish128().as_u128();
+        if let Some(id) = self.ids.get(&tag) {
+            return *id;
+        }
+        let id = policy.bucket(values);
+        if self.ids.len() >= RECENT_BUCKETS {
+            self.ids.clear();
+        }
+        self.ids.insert(tag, id);
+        id
+    }
+
+    /// How many buckets are remembered.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.ids.len()
     }
 }
 
@@ -207,6 +264,53 @@ mod tests {
         assert_ne!(
             PolicyHasher::new("pconst", &[KeyPart::Const("x".into())]).bucket(&[]),
             PolicyHasher::new("p", &[KeyPart::Const("constx".into())]).bucket(&[])
+        );
+    }
+
+    #[test]
+    fn remembered_buckets_are_the_hashed_ones_and_stay_bounded() {
+        let policy = PolicyHasher::new("p", &[KeyPart::PeerIp, KeyPart::Route]);
+        let mut recent = RecentBuckets::new(3, 5);
+        let values = |i: usize| {
+            [
+                text(&format!("10.0.0.{i}")),
+                PartValue::Route("l".into(), "r".into()),
+            ]
+        };
+        for round in 0..2 {
+            for i in 0..10 {
+                assert_eq!(
+                    recent.bucket(&policy, &values(i)),
+                    policy.bucket(&values(i)),
+                    "round {round}, value {i}"
+                );
+            }
+        }
+        assert_eq!(recent.len(), 10);
+        // Values that differ only in where one ends are told apart here too.
+        let split = PolicyHasher::new(
+            "p",
+            &[KeyPart::Header("a".into()), KeyPart::Header("b".into())],
+        );
+        assert_eq!(
+            recent.bucket(&split, &[text("ab"), text("c")]),
+            split.bucket(&[text("ab"), text("c")])
+        );
+        assert_eq!(
+            recent.bucket(&split, &[text("a"), text("bc")]),
+            split.bucket(&[text("a"), text("bc")])
+        );
+        assert_eq!(
+            recent.bucket(&split, &[PartValue::Absent, text("")]),
+            split.bucket(&[PartValue::Absent, text("")])
+        );
+        for i in 0..3 * RECENT_BUCKETS {
+            recent.bucket(&policy, &values(i));
+            assert!(recent.len() <= RECENT_BUCKETS);
+        }
+        assert_eq!(
+            recent.bucket(&policy, &values(5)),
+            policy.bucket(&values(5))
         );
     }
 

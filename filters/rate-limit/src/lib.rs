@@ -39,7 +39,7 @@ use weft_sdk::shared::{self, SharedError};
 use weft_sdk::{Action, Filter, LocalResponse, Phases, Request, Response, metrics, property};
 
 use crate::config::{Config, Settings};
-use crate::key::{KeyPart, PartValue, PolicyHasher};
+use crate::key::{KeyPart, PartValue, PolicyHasher, RecentBuckets};
 use crate::limiter::{Failure, Verdict};
 use crate::store::{Store, StoreError};
 
@@ -57,6 +57,8 @@ const WARN_INTERVAL_NS: u64 = 10_000_000_000;
 struct RateLimit {
     settings: Settings,
     hasher: PolicyHasher,
+    /// The buckets of recent key values.
+    recent: RecentBuckets,
     /// The `ratelimit-policy` value.
     policy_header: String,
     /// The current request's (remaining, reset seconds), for its response.
@@ -76,6 +78,7 @@ impl Filter for RateLimit {
         let window = bucket::window_secs(settings.burst, settings.rate, settings.per.seconds());
         Ok(RateLimit {
             hasher: PolicyHasher::new(&settings.name, &settings.key),
+            recent: RecentBuckets::new(weft_sdk::random_u64(), weft_sdk::random_u64()),
             policy_header: headers::policy(&settings.name, settings.burst, window),
             settings,
             pending: None,
@@ -102,7 +105,7 @@ impl Filter for RateLimit {
             .iter()
             .map(|part| key_value(part, req))
             .collect();
-        let id = self.hasher.bucket(&values);
+        let id = self.recent.bucket(&self.hasher, &values);
         let checked = limiter::check(&HostStore, &self.settings.limits, &id);
         if let Some(failure) = checked.untracked {
             self.warnings.warn(format_args!(

@@ -1,6 +1,7 @@
 //! The filter's config and its validation.
 
 use serde::Deserialize;
+use weft_sdk::Phases;
 
 /// The config as written.
 #[derive(Debug, Deserialize)]
@@ -54,21 +55,25 @@ fn default_true() -> bool {
 }
 
 /// A field of an access log line. Each is computed from what the filter
-/// contract exposes: the request and response heads, request properties and
-/// the filter's own timing and trace context.
+/// contract exposes: the request and response heads, request properties
+/// (timing included) and the filter's trace context.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Field {
-    /// Wall-clock start of the request, RFC 3339 UTC with milliseconds.
+    /// When the proxy had the request's headers, RFC 3339 UTC with
+    /// milliseconds.
     Time,
-    /// Wall-clock start of the request, milliseconds since the Unix epoch.
+    /// When the proxy had the request's headers, milliseconds since the
+    /// Unix epoch.
     StartUnixMs,
-    /// Time from request headers to the end of the exchange, milliseconds.
+    /// Time from the request's headers to the end of the exchange,
+    /// milliseconds.
     DurationMs,
     /// Property `request.id` (the `x-request-id`).
     RequestId,
     /// The request method.
     Method,
-    /// The path and query when the request reached this filter.
+    /// The path and query as sent upstream (after the chain's changes: a
+    /// key that api-key strips from the query is not logged).
     Path,
     /// The request's authority (`Host` or `:authority`).
     Host,
@@ -213,11 +218,14 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Whether any access log field needs the path as it arrived.
-    pub fn logs_path(&self) -> bool {
-        self.access_log
-            .as_ref()
-            .is_some_and(|fields| fields.contains(&Field::Path))
+    /// The phases the filter needs: `on-done`, and the request headers only
+    /// to take part in trace context (timing comes from the proxy).
+    pub fn phases(&self) -> Phases {
+        if self.trace {
+            Phases::REQUEST_HEADERS | Phases::DONE
+        } else {
+            Phases::DONE
+        }
     }
 }
 
@@ -379,7 +387,7 @@ mod tests {
                 access_log: None,
             }
         );
-        assert!(!s.logs_path());
+        assert_eq!(s.phases(), Phases::REQUEST_HEADERS | Phases::DONE);
     }
 
     #[test]
@@ -398,7 +406,6 @@ mod tests {
             s.access_log,
             Some(vec![Field::Status, Field::Path, Field::Traceparent])
         );
-        assert!(s.logs_path());
     }
 
     #[test]
@@ -415,6 +422,7 @@ mod tests {
     fn trace_and_metrics_can_be_turned_off() {
         let s = settings(r#"{"trace": false, "metrics": false, "access_log": {}}"#).unwrap();
         assert!(!s.trace && !s.metrics && !s.span_log);
+        assert_eq!(s.phases(), Phases::DONE);
         let fields = s.access_log.unwrap();
         assert!(!fields.contains(&Field::TraceId), "{fields:?}");
         assert_eq!(fields.len(), Field::DEFAULT.len() - 1);

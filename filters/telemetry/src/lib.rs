@@ -15,17 +15,20 @@
 //! }
 //! ```
 //!
-//! - `on_request_headers`: takes the start time and, with `trace`, reads the
-//!   incoming `traceparent` (continuing its trace, or starting a new one when
-//!   it is absent or invalid), and sets the outgoing `traceparent` with a new
-//!   span id for this hop (and the configured id headers).
+//! - `on_request_headers` (only with `trace`): reads the incoming
+//!   `traceparent` (continuing its trace, or starting a new one when it is
+//!   absent or invalid), and sets the outgoing `traceparent` with a new span
+//!   id for this hop (and the configured id headers).
 //! - `on_done`: with `metrics`, records `weft_filter_http_requests_total` and
 //!   `weft_filter_http_request_duration_seconds` by route, method and status
 //!   class; logs the span line (sampled requests) and the access log line,
 //!   as JSON at info level.
 //!
-//! The per-request state lives in the instance between the two phases: the
-//! proxy keeps one instance for one request from its first phase to its
+//! Timing comes from the proxy (properties `request.elapsed_ns` and
+//! `request.start_unix_ns`), so without `trace` the filter is called once
+//! per request, in `on_done`, and keeps no state between requests. With
+//! `trace`, the trace context lives in the instance between the two phases:
+//! the proxy keeps one instance for one request from its first phase to its
 //! last, and `on_request_headers` starts afresh.
 
 mod config;
@@ -33,9 +36,9 @@ mod record;
 mod trace;
 
 use weft_sdk::log::{self, Level};
-use weft_sdk::{Action, Filter, Request, Response, metrics, property, random_u64, time};
+use weft_sdk::{Action, Filter, Phases, Request, Response, metrics, property, random_u64};
 
-use crate::config::{Config, Settings};
+use crate::config::{Config, Field, Settings};
 use crate::record::{Exchange, Lookup};
 use crate::trace::Context;
 
@@ -48,19 +51,9 @@ const DURATION_METRIC: &str = "http_request_duration_seconds";
 
 struct Telemetry {
     settings: Settings,
-    /// The request this instance is serving, from `on_request_headers` to
-    /// `on_done`.
-    current: Option<InFlight>,
-}
-
-/// What `on_request_headers` keeps for `on_done`.
-struct InFlight {
-    start_monotonic_nanos: u64,
-    start_unix_nanos: u64,
-    /// This hop's trace context, when `trace` is on.
+    /// This hop's trace context, from `on_request_headers` to `on_done`
+    /// (with `trace`).
     trace: Option<Context>,
-    /// The path as it arrived, when the access log shows it.
-    path: Option<String>,
 }
 
 #[weft_sdk::filter]
@@ -70,36 +63,28 @@ impl Filter for Telemetry {
     fn new(config: Config) -> Result<Self, String> {
         Ok(Telemetry {
             settings: config.validate()?,
-            current: None,
+            trace: None,
         })
     }
 
+    fn phases(&self) -> Phases {
+        self.settings.phases()
+    }
+
     fn on_request_headers(&mut self, req: &Request) -> Action {
-        let start_monotonic_nanos = time::monotonic_nanos();
-        let start_unix_nanos = time::now_unix_nanos();
-        let trace = self.settings.trace.then(|| self.trace_context(req));
-        self.current = Some(InFlight {
-            start_monotonic_nanos,
-            start_unix_nanos,
-            trace,
-            path: self.settings.logs_path().then(|| req.path()),
-        });
+        self.trace = self.settings.trace.then(|| self.trace_context(req));
         Action::Continue
     }
 
     fn on_done(&mut self, req: &Request, resp: &Response) {
-        // Without a start (the request phase did not run for this request)
-        // there is nothing to measure.
-        let Some(flight) = self.current.take() else {
-            return;
-        };
-        let duration_nanos = time::monotonic_nanos().saturating_sub(flight.start_monotonic_nanos);
-        let span = self.settings.span_log && flight.trace.as_ref().is_some_and(|t| t.sampled);
+        let trace = self.trace.take();
+        let span = self.settings.span_log && trace.as_ref().is_some_and(|t| t.sampled);
         let access = self.settings.access_log.as_deref();
         let log = (span || access.is_some()) && log::enabled(Level::Info);
         if !(self.settings.metrics || log) {
             return;
         }
+        let duration_nanos = property::elapsed_nanos();
         let method = req.method();
         let status = resp.status();
         let route = property::route_name();
@@ -110,21 +95,28 @@ impl Filter for Telemetry {
                 ("status_class", record::status_class(status)),
             ];
             metrics::counter_add(REQUESTS_METRIC, &labels, 1);
-            metrics::histogram_observe(DURATION_METRIC, &labels, duration_nanos as f64 / 1e9);
+            if let Some(nanos) = duration_nanos {
+                metrics::histogram_observe(DURATION_METRIC, &labels, nanos as f64 / 1e9);
+            }
         }
         if !log {
             return;
         }
+        let shows = |wanted: &[Field]| access.is_some_and(|f| f.iter().any(|f| wanted.contains(f)));
+        let start_unix_nanos = (span || shows(&[Field::Time, Field::StartUnixMs]))
+            .then(property::start_unix_nanos)
+            .flatten();
+        let path = shows(&[Field::Path]).then(|| req.path());
         let exchange = Exchange {
             method: &method,
             status,
             route: route.as_deref(),
-            path: flight.path.as_deref(),
-            start_unix_nanos: flight.start_unix_nanos,
+            path: path.as_deref(),
+            start_unix_nanos,
             duration_nanos,
-            trace: flight.trace.as_ref(),
+            trace: trace.as_ref(),
         };
-        if span && let Some(trace) = &flight.trace {
+        if span && let Some(trace) = &trace {
             log::log(Level::Info, &record::span_line(&exchange, trace));
         }
         if let Some(fields) = access {

@@ -40,12 +40,14 @@ pub struct Exchange<'a> {
     pub status: u16,
     /// The route's name.
     pub route: Option<&'a str>,
-    /// The path and query as the request reached this filter, when kept.
+    /// The path and query as sent upstream, when the line shows it.
     pub path: Option<&'a str>,
-    /// Wall-clock start, nanoseconds since the Unix epoch.
-    pub start_unix_nanos: u64,
-    /// Time from request headers to the end, in nanoseconds.
-    pub duration_nanos: u64,
+    /// When the proxy had the request's headers, nanoseconds since the
+    /// Unix epoch (when the line shows it and the proxy told).
+    pub start_unix_nanos: Option<u64>,
+    /// Time from the request's headers to the end, in nanoseconds (when
+    /// the proxy told).
+    pub duration_nanos: Option<u64>,
     /// The trace context of this hop, when the filter traces.
     pub trace: Option<&'a Context>,
 }
@@ -75,7 +77,10 @@ pub fn span_line(exchange: &Exchange<'_>, trace: &Context) -> String {
     line.string("method", exchange.method);
     line.number("status", exchange.status);
     line.millis("duration_ms", exchange.duration_nanos);
-    line.number("start_unix_ms", exchange.start_unix_nanos / 1_000_000);
+    line.opt_number(
+        "start_unix_ms",
+        exchange.start_unix_nanos.map(|n| n / 1_000_000),
+    );
     line.finish()
 }
 
@@ -86,11 +91,16 @@ pub fn access_line(fields: &[Field], exchange: &Exchange<'_>, host: &dyn Lookup)
     for &field in fields {
         let key = field.name();
         match field {
-            Field::Time => line.string(
+            Field::Time => line.opt_string(
                 key,
-                &weft_sdk::time::rfc3339_millis(exchange.start_unix_nanos),
+                exchange
+                    .start_unix_nanos
+                    .map(weft_sdk::time::rfc3339_millis)
+                    .as_deref(),
             ),
-            Field::StartUnixMs => line.number(key, exchange.start_unix_nanos / 1_000_000),
+            Field::StartUnixMs => {
+                line.opt_number(key, exchange.start_unix_nanos.map(|n| n / 1_000_000))
+            }
             Field::DurationMs => line.millis(key, exchange.duration_nanos),
             Field::RequestId => line.opt_string(key, host.property("request.id").as_deref()),
             Field::Method => line.string(key, exchange.method),
@@ -198,8 +208,12 @@ impl JsonLine {
     }
 
     /// `nanos` as milliseconds with three decimals (microsecond precision).
-    fn millis(&mut self, key: &str, nanos: u64) {
+    fn millis(&mut self, key: &str, nanos: Option<u64>) {
         self.key(key);
+        let Some(nanos) = nanos else {
+            self.0.push_str("null");
+            return;
+        };
         let micros = nanos / 1_000;
         push_decimal(&mut self.0, micros / 1_000, 1);
         self.0.push('.');
@@ -305,8 +319,8 @@ mod tests {
             status: 503,
             route: Some("api"),
             path: Some("/items?q=\"x\""),
-            start_unix_nanos: 1_767_225_600_123_456_789,
-            duration_nanos: 12_345_678,
+            start_unix_nanos: Some(1_767_225_600_123_456_789),
+            duration_nanos: Some(12_345_678),
             trace: Some(trace),
         }
     }
@@ -452,6 +466,19 @@ mod tests {
     }
 
     #[test]
+    fn timing_fields_are_null_when_the_proxy_does_not_tell() {
+        let trace = context(false);
+        let mut ex = exchange(&trace);
+        ex.start_unix_nanos = None;
+        ex.duration_nanos = None;
+        let fields = [Field::Time, Field::StartUnixMs, Field::DurationMs];
+        assert_eq!(
+            access_line(&fields, &ex, &FakeHost::default()),
+            r#"{"type":"access","time":null,"start_unix_ms":null,"duration_ms":null}"#
+        );
+    }
+
+    #[test]
     fn json_strings_are_escaped() {
         let mut out = String::new();
         push_json_string(&mut out, "a\"b\\c\nd\te\u{0}f\u{1f}g\u{7f}h\u{2028}é€");
@@ -481,13 +508,14 @@ mod tests {
     #[test]
     fn durations_are_milliseconds_with_three_decimals() {
         let mut line = JsonLine::new("t");
-        line.millis("a", 0);
-        line.millis("b", 999);
-        line.millis("c", 1_000);
-        line.millis("d", 1_234_567_890);
+        line.millis("a", Some(0));
+        line.millis("b", Some(999));
+        line.millis("c", Some(1_000));
+        line.millis("d", Some(1_234_567_890));
+        line.millis("e", None);
         assert_eq!(
             line.finish(),
-            r#"{"type":"t","a":0.000,"b":0.000,"c":0.001,"d":1234.567}"#
+            r#"{"type":"t","a":0.000,"b":0.000,"c":0.001,"d":1234.567,"e":null}"#
         );
     }
 }

@@ -6,17 +6,21 @@
 //! afterwards (two pointer swaps: the struct is over a kilobyte), so no
 //! header map is ever copied to make it visible to a filter.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{request, response};
+
+use crate::listener::Peer;
 
 /// The request's properties, readable by filters with `property(name)`.
 #[derive(Debug, Clone, Default)]
 pub struct RequestProps {
     /// The `x-request-id` sent upstream.
     pub request_id: String,
+    /// When the proxy had the request's headers.
+    pub started: Option<Instant>,
     /// The listener that accepted the request.
     pub listener: Arc<str>,
     /// The route that matched.
@@ -24,7 +28,7 @@ pub struct RequestProps {
     /// The route's cluster.
     pub cluster: Arc<str>,
     /// The client's address.
-    pub peer: Option<SocketAddr>,
+    pub peer: Option<Arc<Peer>>,
     /// Upstream attempts made so far (0 before the first).
     pub attempt: u32,
     /// Whether the request can be sent again (its body is kept).
@@ -41,11 +45,20 @@ impl RequestProps {
     pub fn get(&self, name: &str) -> Option<String> {
         match name {
             "request.id" => Some(self.request_id.clone()),
+            "request.start_unix_ns" => self.started.map(|started| {
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default();
+                now.saturating_sub(started.elapsed()).as_nanos().to_string()
+            }),
+            "request.elapsed_ns" => self
+                .started
+                .map(|started| started.elapsed().as_nanos().to_string()),
             "listener.name" => Some(self.listener.to_string()),
             "route.name" => Some(self.route.to_string()),
             "cluster.name" => Some(self.cluster.to_string()),
-            "peer.address" => self.peer.map(|p| p.to_string()),
-            "peer.ip" => self.peer.map(|p| p.ip().to_string()),
+            "peer.address" => self.peer.as_ref().map(|p| p.address.clone()),
+            "peer.ip" => self.peer.as_ref().map(|p| p.ip.clone()),
             "request.attempt" if self.attempt > 0 => Some(self.attempt.to_string()),
             "request.retryable" if self.attempt > 0 => Some(self.retryable.to_string()),
             "upstream.endpoint" => self.upstream_endpoint.as_ref().map(|a| a.to_string()),

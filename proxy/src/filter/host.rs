@@ -13,7 +13,7 @@ use super::bindings::weft::filter::host::{HttpRequest, HttpResponse};
 use super::callout::Callouts;
 use super::exchange::Exchange;
 use super::shared::SharedState;
-use crate::telemetry::{Labels, Registry};
+use crate::telemetry::Registry;
 
 /// The host-side handle of the `request` resource: the request in the
 /// current exchange. Filters only ever borrow it.
@@ -117,19 +117,32 @@ fn tracing_level(level: LogLevel) -> tracing::Level {
     }
 }
 
-impl HostState {
-    fn metric(&self, name: &str, labels: Vec<(String, String)>) -> (String, Labels) {
-        let mut full = String::with_capacity(METRIC_PREFIX.len() + name.len());
+thread_local! {
+    /// Where a filter metric's exported name is put together.
+    static METRIC_NAME: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// Runs `update` with the exported name of filter metric `name`, built in a
+/// per-thread buffer rather than a new string per update.
+fn with_metric_name<R>(name: &str, update: impl FnOnce(&str) -> R) -> R {
+    METRIC_NAME.with_borrow_mut(|full| {
+        full.clear();
         full.push_str(METRIC_PREFIX);
         full.push_str(name);
-        (full, labels)
-    }
+        update(full)
+    })
 }
 
 impl host::Host for HostState {
     fn log(&mut self, level: LogLevel, message: String) -> wasmtime::Result<()> {
+        let enabled = self.log_enabled(level)?;
         let filter = &*self.identity.name;
         let request_id = &self.exchange.props.request_id;
+        if enabled
+            && crate::logging::filter_line(tracing_level(level), filter, request_id, &message)
+        {
+            return Ok(());
+        }
         match tracing_level(level) {
             tracing::Level::TRACE => {
                 tracing::trace!(target: "weft::filter", filter, request_id, "{message}")
@@ -183,8 +196,10 @@ impl host::Host for HostState {
         labels: Vec<(String, String)>,
         value: u64,
     ) -> wasmtime::Result<()> {
-        let (name, labels) = self.metric(&name, labels);
-        Ok(self.identity.metrics.counter_add(&name, labels, value)?)
+        let metrics = &self.identity.metrics;
+        Ok(with_metric_name(&name, |name| {
+            metrics.counter_add(name, labels, value)
+        })?)
     }
 
     fn gauge_set(
@@ -193,8 +208,10 @@ impl host::Host for HostState {
         labels: Vec<(String, String)>,
         value: f64,
     ) -> wasmtime::Result<()> {
-        let (name, labels) = self.metric(&name, labels);
-        Ok(self.identity.metrics.gauge_set(&name, labels, value)?)
+        let metrics = &self.identity.metrics;
+        Ok(with_metric_name(&name, |name| {
+            metrics.gauge_set(name, labels, value)
+        })?)
     }
 
     fn gauge_add(
@@ -203,8 +220,10 @@ impl host::Host for HostState {
         labels: Vec<(String, String)>,
         delta: f64,
     ) -> wasmtime::Result<()> {
-        let (name, labels) = self.metric(&name, labels);
-        Ok(self.identity.metrics.gauge_add(&name, labels, delta)?)
+        let metrics = &self.identity.metrics;
+        Ok(with_metric_name(&name, |name| {
+            metrics.gauge_add(name, labels, delta)
+        })?)
     }
 
     fn histogram_observe(
@@ -213,11 +232,10 @@ impl host::Host for HostState {
         labels: Vec<(String, String)>,
         value: f64,
     ) -> wasmtime::Result<()> {
-        let (name, labels) = self.metric(&name, labels);
-        Ok(self
-            .identity
-            .metrics
-            .histogram_observe(&name, labels, value)?)
+        let metrics = &self.identity.metrics;
+        Ok(with_metric_name(&name, |name| {
+            metrics.histogram_observe(name, labels, value)
+        })?)
     }
 
     fn shared_get(&mut self, key: String) -> wasmtime::Result<Option<SharedEntry>> {

@@ -1,7 +1,7 @@
 //! Header rules of a proxy: hop-by-hop headers (RFC 9110 §7.6.1),
 //! `x-forwarded-for`, `x-forwarded-proto` and `x-request-id`.
 
-use std::net::SocketAddr;
+use crate::listener::Peer;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -66,13 +66,14 @@ fn new_request_id() -> String {
 
 /// Adds the client to `x-forwarded-for` and sets `x-forwarded-proto` when
 /// absent.
-pub fn add_forwarded(headers: &mut HeaderMap, peer: SocketAddr) {
-    let ip = peer.ip().to_string();
+pub fn add_forwarded(headers: &mut HeaderMap, peer: &Peer) {
     let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(existing) if !existing.is_empty() => format!("{existing}, {ip}"),
-        _ => ip,
+        Some(existing) if !existing.is_empty() => {
+            HeaderValue::from_str(&format!("{existing}, {}", peer.ip)).ok()
+        }
+        _ => Some(peer.ip_header.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&value) {
+    if let Some(v) = value {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     if !headers.contains_key(&X_FORWARDED_PROTO) {
@@ -124,7 +125,7 @@ mod tests {
     fn forwarded_for_appends() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", "10.0.0.1".parse().unwrap());
-        add_forwarded(&mut h, "127.0.0.1:5000".parse().unwrap());
+        add_forwarded(&mut h, &Peer::new("127.0.0.1:5000".parse().unwrap()));
         assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.1, 127.0.0.1");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
     }

@@ -1,7 +1,6 @@
 //! Step 4: sending the request upstream, and keeping its body when a filter
 //! may ask to send it again.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,6 +10,7 @@ use http_body::Body;
 use crate::filter::RequestProps;
 use crate::http::body::{BufferError, buffer};
 use crate::http::{ProxyBody, headers, local};
+use crate::listener::Peer;
 use crate::route::Route;
 use crate::upstream::UpstreamError;
 
@@ -21,7 +21,7 @@ pub async fn forward(
     route: &Route,
     mut head: http::request::Parts,
     body: ProxyBody,
-    peer: SocketAddr,
+    peer: &Peer,
     timeout: Duration,
     props: &mut RequestProps,
 ) -> Response<ProxyBody> {

@@ -17,9 +17,8 @@ mod forward;
 mod outgoing;
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use http::{Request, Response, StatusCode};
@@ -28,6 +27,7 @@ use hyper::body::Incoming;
 use crate::filter::{ChainRun, Exchange, Phase, RequestProps, Step};
 use crate::http::body::buffer;
 use crate::http::{ProxyBody, headers, local};
+use crate::listener::Peer;
 use crate::route::Route;
 use crate::snapshot::Snapshot;
 use crate::telemetry::Registry;
@@ -50,9 +50,10 @@ impl Proxy {
     pub async fn handle(
         self: Arc<Self>,
         listener: usize,
-        peer: SocketAddr,
+        peer: Arc<Peer>,
         request: Request<Incoming>,
     ) -> Result<Response<ProxyBody>, Infallible> {
+        let started = Instant::now();
         let snapshot = self.snapshot.load_full();
         let (mut head, body) = request.into_parts();
         let request_id = headers::ensure_request_id(&mut head.headers);
@@ -80,16 +81,17 @@ impl Proxy {
         };
         let mut props = RequestProps {
             request_id,
+            started: Some(started),
             listener: listener.name.clone(),
             route: route.name.clone(),
             cluster: route.cluster.name.clone(),
-            peer: Some(peer),
+            peer: Some(peer.clone()),
             ..Default::default()
         };
         let body = ProxyBody::Streaming(body);
         if route.chain.is_empty() {
             props.attempt = 1;
-            return Ok(forward(&route, head, body, peer, route.timeout, &mut props).await);
+            return Ok(forward(&route, head, body, &peer, route.timeout, &mut props).await);
         }
         let mut run = ChainRun::new(route.chain.clone(), self.metrics.clone());
         let mut ex = Box::new(Exchange {
@@ -97,7 +99,7 @@ impl Proxy {
             props,
             ..Default::default()
         });
-        let out = serve_with_chain(&route, &mut run, &mut ex, body, peer).await;
+        let out = serve_with_chain(&route, &mut run, &mut ex, body, &peer).await;
         Ok(out.into_response(run, ex))
     }
 }
@@ -116,7 +118,7 @@ async fn serve_with_chain(
     run: &mut ChainRun,
     ex: &mut Box<Exchange>,
     body: ProxyBody,
-    peer: SocketAddr,
+    peer: &Peer,
 ) -> Outgoing {
     let limit = route.max_body_bytes;
     // 2. request headers
