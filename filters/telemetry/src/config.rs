@@ -112,6 +112,20 @@ pub enum Field {
 }
 
 impl Field {
+    /// The request property the field shows, if it shows one as it is.
+    pub fn property(self) -> Option<&'static str> {
+        Some(match self {
+            Field::RequestId => "request.id",
+            Field::Peer => "peer.address",
+            Field::Listener => "listener.name",
+            Field::Cluster => "cluster.name",
+            Field::Upstream => "upstream.endpoint",
+            Field::Attempts => "request.attempt",
+            Field::UpstreamFailure => "upstream.failure",
+            _ => return None,
+        })
+    }
+
     /// Every field, in the order of the documentation.
     pub const ALL: [Field; 23] = [
         Field::Time,

@@ -49,8 +49,19 @@ const REQUESTS_METRIC: &str = "http_requests_total";
 /// `weft_filter_http_request_duration_seconds`).
 const DURATION_METRIC: &str = "http_request_duration_seconds";
 
+/// Nanoseconds since the proxy had the request's headers.
+const ELAPSED: &str = "request.elapsed_ns";
+/// When that was, in nanoseconds since the Unix epoch.
+const START: &str = "request.start_unix_ns";
+/// The route's name.
+const ROUTE: &str = "route.name";
+
 struct Telemetry {
     settings: Settings,
+    /// The properties `on_done` reads for the metrics alone, and for the
+    /// log lines too.
+    metric_properties: Vec<&'static str>,
+    log_properties: Vec<&'static str>,
     /// This hop's trace context, from `on_request_headers` to `on_done`
     /// (with `trace`).
     trace: Option<Context>,
@@ -61,8 +72,26 @@ impl Filter for Telemetry {
     type Config = Config;
 
     fn new(config: Config) -> Result<Self, String> {
+        let settings = config.validate()?;
+        let fields = settings.access_log.as_deref().unwrap_or_default();
+        let mut log_properties = vec![ELAPSED, ROUTE];
+        if settings.span_log
+            || fields.contains(&Field::Time)
+            || fields.contains(&Field::StartUnixMs)
+        {
+            log_properties.push(START);
+        }
+        for field in fields {
+            if let Some(name) = field.property()
+                && !log_properties.contains(&name)
+            {
+                log_properties.push(name);
+            }
+        }
         Ok(Telemetry {
-            settings: config.validate()?,
+            settings,
+            metric_properties: vec![ELAPSED, ROUTE],
+            log_properties,
             trace: None,
         })
     }
@@ -84,13 +113,18 @@ impl Filter for Telemetry {
         if !(self.settings.metrics || log) {
             return;
         }
-        let duration_nanos = property::elapsed_nanos();
+        let props = Properties::fetch(if log {
+            &self.log_properties
+        } else {
+            &self.metric_properties
+        });
+        let duration_nanos = props.number(ELAPSED);
         let method = req.method();
         let status = resp.status();
-        let route = property::route_name();
+        let route = props.get(ROUTE);
         if self.settings.metrics {
             let labels = [
-                ("route", route.as_deref().unwrap_or("")),
+                ("route", route.unwrap_or("")),
                 ("method", record::method_label(&method)),
                 ("status_class", record::status_class(status)),
             ];
@@ -102,17 +136,15 @@ impl Filter for Telemetry {
         if !log {
             return;
         }
-        let shows = |wanted: &[Field]| access.is_some_and(|f| f.iter().any(|f| wanted.contains(f)));
-        let start_unix_nanos = (span || shows(&[Field::Time, Field::StartUnixMs]))
-            .then(property::start_unix_nanos)
-            .flatten();
-        let path = shows(&[Field::Path]).then(|| req.path());
+        let path = access
+            .is_some_and(|fields| fields.contains(&Field::Path))
+            .then(|| req.path());
         let exchange = Exchange {
             method: &method,
             status,
-            route: route.as_deref(),
+            route,
             path: path.as_deref(),
-            start_unix_nanos,
+            start_unix_nanos: props.number(START),
             duration_nanos,
             trace: trace.as_ref(),
         };
@@ -120,7 +152,11 @@ impl Filter for Telemetry {
             log::log(Level::Info, &record::span_line(&exchange, trace));
         }
         if let Some(fields) = access {
-            let host = Host { req, resp };
+            let host = Host {
+                req,
+                resp,
+                props: &props,
+            };
             log::log(Level::Info, &record::access_line(fields, &exchange, &host));
         }
     }
@@ -159,15 +195,40 @@ impl Telemetry {
     }
 }
 
+/// The request properties `on_done` reads, fetched once each.
+struct Properties<'a> {
+    names: &'a [&'static str],
+    values: Vec<Option<String>>,
+}
+
+impl<'a> Properties<'a> {
+    fn fetch(names: &'a [&'static str]) -> Self {
+        Properties {
+            names,
+            values: names.iter().map(|name| property::get(name)).collect(),
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        let at = self.names.iter().position(|n| *n == name)?;
+        self.values.get(at)?.as_deref()
+    }
+
+    fn number(&self, name: &str) -> Option<u64> {
+        self.get(name)?.parse().ok()
+    }
+}
+
 /// The access log's view of the host.
 struct Host<'a> {
     req: &'a Request,
     resp: &'a Response,
+    props: &'a Properties<'a>,
 }
 
 impl Lookup for Host<'_> {
-    fn property(&self, name: &str) -> Option<String> {
-        property::get(name)
+    fn property(&self, name: &str) -> Option<&str> {
+        self.props.get(name)
     }
 
     fn request_header(&self, name: &str) -> Option<String> {

@@ -55,7 +55,7 @@ pub struct Exchange<'a> {
 /// Where the access log finds what the filter did not keep: the host.
 pub trait Lookup {
     /// A request property (`request.id`, `peer.address`, ...).
-    fn property(&self, name: &str) -> Option<String>;
+    fn property(&self, name: &str) -> Option<&str>;
     /// The first value of a request header.
     fn request_header(&self, name: &str) -> Option<String>;
     /// The first value of a response header.
@@ -102,24 +102,24 @@ pub fn access_line(fields: &[Field], exchange: &Exchange<'_>, host: &dyn Lookup)
                 line.opt_number(key, exchange.start_unix_nanos.map(|n| n / 1_000_000))
             }
             Field::DurationMs => line.millis(key, exchange.duration_nanos),
-            Field::RequestId => line.opt_string(key, host.property("request.id").as_deref()),
+            Field::RequestId
+            | Field::Peer
+            | Field::Listener
+            | Field::Cluster
+            | Field::Upstream
+            | Field::UpstreamFailure => {
+                line.opt_string(key, field.property().and_then(|name| host.property(name)))
+            }
             Field::Method => line.string(key, exchange.method),
             Field::Path => line.opt_string(key, exchange.path),
             Field::Host => line.opt_string(key, host.authority().as_deref()),
             Field::Status => line.number(key, exchange.status),
-            Field::Peer => line.opt_string(key, host.property("peer.address").as_deref()),
-            Field::Listener => line.opt_string(key, host.property("listener.name").as_deref()),
             Field::Route => line.opt_string(key, exchange.route),
-            Field::Cluster => line.opt_string(key, host.property("cluster.name").as_deref()),
-            Field::Upstream => line.opt_string(key, host.property("upstream.endpoint").as_deref()),
             Field::Attempts => line.opt_number(
                 key,
                 host.property("request.attempt")
                     .and_then(|n| n.parse::<u32>().ok()),
             ),
-            Field::UpstreamFailure => {
-                line.opt_string(key, host.property("upstream.failure").as_deref())
-            }
             Field::UserAgent => line.opt_string(key, host.request_header("user-agent").as_deref()),
             Field::Referer => line.opt_string(key, host.request_header("referer").as_deref()),
             Field::RequestContentLength => line.opt_number(
@@ -356,8 +356,8 @@ mod tests {
     }
 
     impl Lookup for FakeHost {
-        fn property(&self, name: &str) -> Option<String> {
-            self.properties.get(name).map(|v| v.to_string())
+        fn property(&self, name: &str) -> Option<&str> {
+            self.properties.get(name).copied()
         }
         fn request_header(&self, name: &str) -> Option<String> {
             self.request.get(name).map(|v| v.to_string())
