@@ -171,21 +171,40 @@ impl LogClock {
     }
 }
 
-/// Logs a filter's line as
-/// `tracing::event!(target: "weft::filter", level, filter, request_id, "{message}")`
-/// would be written, straight into the buffer. `false` when lines are not
-/// buffered (a terminal, or logging not set up): the caller then logs
-/// through tracing. The caller checks that the level is enabled.
-pub fn filter_line(level: tracing::Level, filter: &str, request_id: &str, message: &str) -> bool {
+/// Logs a filter's line: a tracing event with target `weft::filter` and
+/// fields `filter` and `request_id`. When lines are buffered it is written
+/// straight into the buffer, as tracing's formatter would write it; else
+/// (a terminal, or logging not set up) it goes through tracing. The caller
+/// checks that the level is enabled.
+pub fn filter_line(level: tracing::Level, filter: &str, request_id: &str, message: &str) {
     let Some(buffer) = BUFFER.get() else {
-        return false;
+        filter_event(level, filter, request_id, message);
+        return;
     };
     LINE.with_borrow_mut(|line| {
         line.clear();
         format_filter_line(line, level, filter, request_id, message);
         buffer.push(line);
     });
-    true
+}
+
+/// The tracing event [`filter_line`] stands for.
+fn filter_event(level: tracing::Level, filter: &str, request_id: &str, message: &str) {
+    match level {
+        tracing::Level::TRACE => {
+            tracing::trace!(target: "weft::filter", filter, request_id, "{message}")
+        }
+        tracing::Level::DEBUG => {
+            tracing::debug!(target: "weft::filter", filter, request_id, "{message}")
+        }
+        tracing::Level::INFO => {
+            tracing::info!(target: "weft::filter", filter, request_id, "{message}")
+        }
+        tracing::Level::WARN => {
+            tracing::warn!(target: "weft::filter", filter, request_id, "{message}")
+        }
+        _ => tracing::error!(target: "weft::filter", filter, request_id, "{message}"),
+    }
 }
 
 thread_local! {
@@ -441,20 +460,8 @@ mod tests {
                 tracing::Level::ERROR,
             ] {
                 captured.0.lock().unwrap().clear();
-                tracing::subscriber::with_default(subscriber(), || match level {
-                    tracing::Level::TRACE => {
-                        tracing::trace!(target: "weft::filter", filter, request_id, "{message}")
-                    }
-                    tracing::Level::DEBUG => {
-                        tracing::debug!(target: "weft::filter", filter, request_id, "{message}")
-                    }
-                    tracing::Level::INFO => {
-                        tracing::info!(target: "weft::filter", filter, request_id, "{message}")
-                    }
-                    tracing::Level::WARN => {
-                        tracing::warn!(target: "weft::filter", filter, request_id, "{message}")
-                    }
-                    _ => tracing::error!(target: "weft::filter", filter, request_id, "{message}"),
+                tracing::subscriber::with_default(subscriber(), || {
+                    super::filter_event(level, filter, request_id, message)
                 });
                 let theirs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
                 let mut ours = Vec::new();

@@ -135,28 +135,13 @@ fn with_metric_name<R>(name: &str, update: impl FnOnce(&str) -> R) -> R {
 
 impl host::Host for HostState {
     fn log(&mut self, level: LogLevel, message: String) -> wasmtime::Result<()> {
-        let enabled = self.log_enabled(level)?;
-        let filter = &*self.identity.name;
-        let request_id = &self.exchange.props.request_id;
-        if enabled
-            && crate::logging::filter_line(tracing_level(level), filter, request_id, &message)
-        {
-            return Ok(());
-        }
-        match tracing_level(level) {
-            tracing::Level::TRACE => {
-                tracing::trace!(target: "weft::filter", filter, request_id, "{message}")
-            }
-            tracing::Level::DEBUG => {
-                tracing::debug!(target: "weft::filter", filter, request_id, "{message}")
-            }
-            tracing::Level::INFO => {
-                tracing::info!(target: "weft::filter", filter, request_id, "{message}")
-            }
-            tracing::Level::WARN => {
-                tracing::warn!(target: "weft::filter", filter, request_id, "{message}")
-            }
-            _ => tracing::error!(target: "weft::filter", filter, request_id, "{message}"),
+        if self.log_enabled(level)? {
+            crate::logging::filter_line(
+                tracing_level(level),
+                &self.identity.name,
+                &self.exchange.props.request_id,
+                &message,
+            );
         }
         Ok(())
     }
