@@ -74,7 +74,10 @@ impl Filter for Telemetry {
     fn new(config: Config) -> Result<Self, String> {
         let settings = config.validate()?;
         let fields = settings.access_log.as_deref().unwrap_or_default();
-        let mut log_properties = vec![ELAPSED, ROUTE];
+        let mut log_properties = vec![ELAPSED];
+        if settings.metrics || settings.span_log || fields.contains(&Field::Route) {
+            log_properties.push(ROUTE);
+        }
         if settings.span_log
             || fields.contains(&Field::Time)
             || fields.contains(&Field::StartUnixMs)
