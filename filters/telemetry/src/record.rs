@@ -117,7 +117,9 @@ pub fn access_line(fields: &[Field], exchange: &Exchange<'_>, host: &dyn Lookup)
             Field::Route => line.opt_string(key, exchange.route),
             Field::Attempts => line.opt_number(
                 key,
-                host.property("request.attempt")
+                field
+                    .property()
+                    .and_then(|name| host.property(name))
                     .and_then(|n| n.parse::<u32>().ok()),
             ),
             Field::UserAgent => line.opt_string(key, host.request_header("user-agent").as_deref()),
