@@ -317,7 +317,7 @@ fn build_chain(
         let identity = runtime.identity(&entry.filter, module.callouts.clone());
         match InstancePool::new(
             runtime.engine(),
-            runtime.ticker().clone(),
+            runtime.watchdog().clone(),
             module.module.clone(),
             identity,
             config.to_string(),

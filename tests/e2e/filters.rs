@@ -121,19 +121,81 @@ async fn a_looping_filter_is_cut_off_by_its_deadline_without_stalling_other_rout
     // A looping call and ordinary requests at the same time.
     let looping = tokio::spawn({
         let url = url.clone();
-        async move { boom(&format!("{url}/closed/x")).await }
+        async move {
+            let started = std::time::Instant::now();
+            (boom(&format!("{url}/closed/x")).await, started.elapsed())
+        }
     });
     for _ in 0..10 {
         let healthy = get(&format!("{url}/healthy/x")).await;
         assert_eq!(healthy.status, 200);
     }
-    let r = looping.await.unwrap();
+    let (r, took) = looping.await.unwrap();
     assert_eq!(r.status, 500);
+    // Stopped once its deadline passed, not before.
+    assert!(took >= std::time::Duration::from_millis(50), "{took:?}");
     let message = r.json()["message"].as_str().unwrap().to_string();
     assert!(message.contains("deadline of 50 ms exceeded"), "{message}");
     drop(weft);
     let message = check_failure_policy("loop", ", deadline_ms: 50").await;
     assert!(message.contains("deadline"), "{message}");
+}
+
+/// Context switches of each of the proxy's threads, by thread name.
+fn thread_switches(pid: u32) -> std::collections::HashMap<String, u64> {
+    let mut switches = std::collections::HashMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        let (Ok(name), Ok(status)) = (
+            std::fs::read_to_string(dir.join("comm")),
+            std::fs::read_to_string(dir.join("status")),
+        ) else {
+            continue;
+        };
+        let count: u64 = status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum();
+        *switches.entry(name.trim().to_string()).or_default() += count;
+    }
+    switches
+}
+
+/// The deadline watchdog wakes when a deadline may have passed, not on a
+/// fixed tick: about once per `deadline_ms` under load, and not at all
+/// once the filters go quiet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deadline_watchdog_wakes_once_per_deadline_under_load_and_sleeps_when_idle() {
+    let up = Upstream::start().await;
+    let weft = start(&misbehaving_config("loop", ", deadline_ms: 50", up.addr));
+    let url = format!("{}/healthy/x", weft.url("public"));
+    assert_eq!(get(&url).await.status, 200);
+    let before = thread_switches(weft.pid());
+    let started = std::time::Instant::now();
+    // Bounded: 400 requests, or 4 s.
+    let mut sent = 0;
+    while sent < 400 && started.elapsed() < std::time::Duration::from_secs(4) {
+        assert_eq!(get(&url).await.status, 200);
+        sent += 1;
+    }
+    let busy = started.elapsed();
+    let after = thread_switches(weft.pid());
+    let wakes = after["weft-deadline"] - before["weft-deadline"];
+    // One wake per 10 ms at most with a 10 ms deadline (add-header's
+    // default), plus a few for calls that arrive while it sleeps longer; a
+    // 1 ms tick would wake at least once per millisecond.
+    let per_ms = wakes as f64 / busy.as_millis().max(1) as f64;
+    assert!(
+        per_ms < 0.5,
+        "{wakes} wake-ups in {busy:?} for {sent} requests"
+    );
+    // Ten rounds of the deadline after the last call, then asleep.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let quiet = thread_switches(weft.pid());
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let idle = thread_switches(weft.pid())["weft-deadline"] - quiet["weft-deadline"];
+    assert!(idle <= 4, "{idle} wake-ups in 1.5 s without a request");
 }
 
 /// The deadline is generous so that the memory cap, not the clock, stops

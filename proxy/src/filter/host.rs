@@ -11,6 +11,7 @@ use wasmtime::{ResourceLimiter, format_err};
 use super::bindings::weft::filter::host::{self, LogLevel, SharedEntry, SharedError};
 use super::bindings::weft::filter::host::{HttpRequest, HttpResponse};
 use super::callout::Callouts;
+use super::deadline::CallSlot;
 use super::exchange::Exchange;
 use super::shared::SharedState;
 use crate::telemetry::Registry;
@@ -89,7 +90,6 @@ pub struct HostState {
 }
 
 /// Time accounting of the running call, for its deadline.
-#[derive(Debug, Clone, Copy)]
 pub struct CallClock {
     /// The deadline of the call's own (guest) time.
     pub deadline: std::time::Duration,
@@ -97,6 +97,8 @@ pub struct CallClock {
     pub started: Instant,
     /// Time spent waiting on callouts.
     pub waited: std::time::Duration,
+    /// Where the deadline watchdog reads when this call's deadline passes.
+    pub slot: Arc<CallSlot>,
 }
 
 impl CallClock {
@@ -255,9 +257,15 @@ impl host::Host for HostState {
         &mut self,
         request: HttpRequest,
     ) -> wasmtime::Result<Result<HttpResponse, String>> {
+        // The wait does not count: no deadline runs meanwhile.
+        self.clock.slot.disarm();
         let started = Instant::now();
         let result = self.identity.callouts.call(request, &self.identity.name);
-        self.clock.waited += started.elapsed();
+        let now = Instant::now();
+        self.clock.waited += now - started;
+        self.clock
+            .slot
+            .rearm(now + self.clock.left().unwrap_or_default());
         Ok(result)
     }
 

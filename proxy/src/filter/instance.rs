@@ -5,14 +5,14 @@
 
 use std::sync::{Arc, Mutex};
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use wasmtime::component::Resource;
 
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 use super::bindings::HttpFilter;
 use super::bindings::weft::filter::types::{Action, Phases};
-use super::epoch::{EPOCH_TICK, EpochTicker};
+use super::deadline::DeadlineWatchdog;
 use super::exchange::{Exchange, Phase};
 use super::host::{CallClock, FilterIdentity, HostState, MemoryCap};
 use super::module::CompiledModule;
@@ -52,15 +52,8 @@ pub struct Limits {
 /// A ready instance: `init` has run with its pool's config.
 pub struct FilterInstance {
     store: Store<HostState>,
-    ticker: Arc<EpochTicker>,
     bindings: HttpFilter,
-    deadline_ticks: u64,
     limits: Limits,
-}
-
-fn ticks(ms: u64) -> u64 {
-    // One tick more than the deadline: the first tick may come at once.
-    ms.div_ceil(EPOCH_TICK.as_millis() as u64) + 1
 }
 
 impl FilterInstance {
@@ -73,14 +66,19 @@ impl FilterInstance {
     ) -> Result<R, FilterFailure> {
         exchange.phase = phase;
         let data = self.store.data_mut();
-        data.clock.started = std::time::Instant::now();
-        data.clock.waited = std::time::Duration::ZERO;
+        let started = Instant::now();
+        data.clock.started = started;
+        data.clock.waited = Duration::ZERO;
+        data.clock.slot.arm(started, data.clock.deadline);
         std::mem::swap(&mut data.exchange, exchange);
-        self.store.set_epoch_deadline(self.deadline_ticks);
-        let running = self.ticker.enter();
+        // Any advance of the epoch makes the guest check its clock
+        // (`epoch_deadline_callback`); the watchdog advances it only when
+        // some call is overdue.
+        self.store.set_epoch_deadline(1);
         let result = call(&self.bindings, &mut self.store);
-        drop(running);
-        std::mem::swap(&mut self.store.data_mut().exchange, exchange);
+        let data = self.store.data_mut();
+        data.clock.slot.disarm();
+        std::mem::swap(&mut data.exchange, exchange);
         result.map_err(|e| self.failure(e))
     }
 
@@ -134,7 +132,7 @@ impl FilterInstance {
 /// Instances of one chain entry (one module with one config).
 pub struct InstancePool {
     engine: Engine,
-    ticker: Arc<EpochTicker>,
+    watchdog: Arc<DeadlineWatchdog>,
     module: Arc<CompiledModule>,
     identity: Arc<FilterIdentity>,
     config_json: String,
@@ -149,7 +147,7 @@ impl InstancePool {
     /// rejects the config here, before any request.
     pub fn new(
         engine: &Engine,
-        ticker: Arc<EpochTicker>,
+        watchdog: Arc<DeadlineWatchdog>,
         module: Arc<CompiledModule>,
         identity: Arc<FilterIdentity>,
         config_json: String,
@@ -157,7 +155,7 @@ impl InstancePool {
     ) -> Result<Self, String> {
         let mut pool = Self {
             engine: engine.clone(),
-            ticker,
+            watchdog,
             module,
             identity,
             config_json,
@@ -186,31 +184,36 @@ impl InstancePool {
             exchange: Box::default(),
             clock: CallClock {
                 deadline: Duration::from_millis(INIT_DEADLINE_MS),
-                started: std::time::Instant::now(),
+                started: Instant::now(),
                 waited: Duration::ZERO,
+                slot: self.watchdog.slot(),
             },
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.memory);
-        // Past the epoch deadline, check the call's own time: waits on
-        // callouts do not count.
+        // When the epoch advances, check the call's own time (waits on
+        // callouts do not count): stop it, or tell the watchdog when its
+        // deadline now passes.
         store.epoch_deadline_callback(|ctx| {
-            Ok(match ctx.data().clock.left() {
-                Some(left) => UpdateDeadline::Continue(ticks(left.as_millis() as u64)),
+            let clock = &ctx.data().clock;
+            Ok(match clock.left() {
+                Some(left) => {
+                    clock.slot.rearm(Instant::now() + left);
+                    UpdateDeadline::Continue(1)
+                }
                 None => UpdateDeadline::Interrupt,
             })
         });
-        store.set_epoch_deadline(ticks(INIT_DEADLINE_MS));
-        let bindings = self
-            .module
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| format!("cannot instantiate: {e:#}"))?;
+        // The component's start functions run under `init`'s deadline.
+        let clock = &store.data().clock;
+        clock.slot.arm(clock.started, clock.deadline);
+        store.set_epoch_deadline(1);
+        let instantiated = self.module.pre.instantiate(&mut store);
+        store.data().clock.slot.disarm();
+        let bindings = instantiated.map_err(|e| format!("cannot instantiate: {e:#}"))?;
         let mut instance = FilterInstance {
             store,
-            ticker: self.ticker.clone(),
             bindings,
-            deadline_ticks: ticks(INIT_DEADLINE_MS),
             limits: self.limits,
         };
         let config = self.config_json.as_str();
@@ -226,7 +229,6 @@ impl InstancePool {
                 b.weft_filter_filter().call_phases(store)
             })
             .map_err(|e| format!("phases {e}"))?;
-        instance.deadline_ticks = ticks(self.limits.deadline_ms);
         instance.store.data_mut().clock.deadline = Duration::from_millis(self.limits.deadline_ms);
         Ok((instance, phases))
     }

@@ -11,8 +11,8 @@
 
 pub mod callout;
 pub mod chain;
+pub mod deadline;
 pub mod disk_cache;
-pub mod epoch;
 pub mod exchange;
 pub mod host;
 pub mod instance;

@@ -12,8 +12,8 @@ use wasmtime::{
 };
 
 use super::callout::Callouts;
+use super::deadline::DeadlineWatchdog;
 use super::disk_cache::DiskCache;
-use super::epoch::EpochTicker;
 use super::host::FilterIdentity;
 use super::module::{CompiledModule, ModuleCache, ModuleError};
 use super::shared::SharedState;
@@ -26,7 +26,7 @@ pub const MAX_MEMORY_MIB: u64 = 256;
 /// One per process: compiles, caches and instantiates filters.
 pub struct FilterRuntime {
     engine: Engine,
-    ticker: Arc<EpochTicker>,
+    watchdog: Arc<DeadlineWatchdog>,
     modules: ModuleCache,
     shared: Mutex<HashMap<String, Arc<SharedState>>>,
     metrics: Arc<Registry>,
@@ -34,7 +34,7 @@ pub struct FilterRuntime {
 }
 
 impl FilterRuntime {
-    /// Creates the engine and starts its epoch ticker.
+    /// Creates the engine and starts its deadline watchdog.
     pub fn new(metrics: Arc<Registry>) -> wasmtime::Result<Arc<Self>> {
         let mut pooling = PoolingAllocationConfig::default();
         pooling
@@ -54,11 +54,11 @@ impl FilterRuntime {
             config.profiler(ProfilingStrategy::PerfMap);
         }
         let engine = Engine::new(&config)?;
-        let ticker = EpochTicker::start(&engine)
-            .map_err(|e| wasmtime::format_err!("cannot start the epoch thread: {e}"))?;
+        let watchdog = DeadlineWatchdog::start(&engine)
+            .map_err(|e| wasmtime::format_err!("cannot start the deadline thread: {e}"))?;
         Ok(Arc::new(Self {
             engine,
-            ticker,
+            watchdog,
             modules: ModuleCache::new(metrics.clone()),
             shared: Mutex::new(HashMap::new()),
             metrics,
@@ -71,9 +71,9 @@ impl FilterRuntime {
         &self.engine
     }
 
-    /// The ticker that enforces call deadlines.
-    pub fn ticker(&self) -> &Arc<EpochTicker> {
-        &self.ticker
+    /// The watchdog that enforces call deadlines.
+    pub fn watchdog(&self) -> &Arc<DeadlineWatchdog> {
+        &self.watchdog
     }
 
     /// The process metrics registry.

@@ -3,14 +3,12 @@
 //! A proxy logs at least a line per request when a filter keeps an access
 //! log; one `write(2)` per line costs about as much as the rest of the log
 //! path. When stderr is not a terminal, lines go into a buffer that a writer
-//! thread empties [`FLUSH_DELAY`] after the first line of a batch arrives (one
-//! system call per batch, no wake-ups while idle). A full buffer is written
-//! by the thread that filled it, so a burst of logging slows its writers
-//! rather than growing memory. [`flush`] empties the buffer; `weft` calls it
-//! before it exits and when it panics.
+//! thread empties every [`FLUSH_DELAY`] while lines come (one system call per
+//! batch, no wake-ups while idle; see `buffer`). [`flush`] empties the
+//! buffer; `weft` calls it before it exits and when it panics.
 //!
 //! Log lines carry text from filters and clients. Buffered lines have their
-//! control characters escaped as they enter the buffer ([`push_escaped`]):
+//! control characters escaped as they enter the buffer (`push_escaped`):
 //! one byte scan per line, where tracing's own sanitizer formats the message
 //! a character at a time (and leaves line breaks in, so a message could
 //! forge a line).
@@ -20,20 +18,16 @@
 //! formatter would, straight into the buffer, at a quarter of the cost.
 
 use std::io::{self, IsTerminal, Write};
-use std::sync::{Condvar, Mutex, OnceLock};
-use std::time::Duration;
+use std::sync::OnceLock;
 
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::MakeWriter;
 
+pub use buffer::FLUSH_DELAY;
+use buffer::LogBuffer;
 use clock::LogClock;
 
+mod buffer;
 mod clock;
-
-/// How long the first line of a batch waits for others.
-pub const FLUSH_DELAY: Duration = Duration::from_millis(10);
-/// Past this many buffered bytes the writing thread empties the buffer itself.
-const MAX_BUFFERED: usize = 256 * 1024;
 
 static BUFFER: OnceLock<LogBuffer> = OnceLock::new();
 /// The buffer once its writer thread runs and the subscriber writes to it:
@@ -78,60 +72,6 @@ pub fn init(level: Option<&str>) {
 pub fn flush() {
     if let Some(buffer) = BUFFER.get() {
         buffer.write_out();
-    }
-}
-
-/// Log lines waiting for the writer thread.
-pub struct LogBuffer {
-    lines: Mutex<Vec<u8>>,
-    arrived: Condvar,
-}
-
-impl LogBuffer {
-    fn new() -> Self {
-        LogBuffer {
-            lines: Mutex::new(Vec::with_capacity(16 * 1024)),
-            arrived: Condvar::new(),
-        }
-    }
-
-    fn start_writer(&'static self) -> io::Result<()> {
-        std::thread::Builder::new()
-            .name("weft-log".into())
-            .spawn(move || self.write_batches())
-            .map(drop)
-    }
-
-    fn write_batches(&self) {
-        loop {
-            let lines = self.lines.lock().unwrap();
-            let lines = self.arrived.wait_while(lines, |l| l.is_empty()).unwrap();
-            drop(lines);
-            std::thread::sleep(FLUSH_DELAY);
-            self.write_out();
-        }
-    }
-
-    /// Writes the buffer out, holding the lock so lines keep their order.
-    fn write_out(&self) {
-        let mut lines = self.lines.lock().unwrap();
-        if !lines.is_empty() {
-            // A log line that cannot be written has nowhere to be reported.
-            let _ = io::stderr().lock().write_all(&lines);
-            lines.clear();
-        }
-    }
-
-    fn push(&self, line: &[u8]) {
-        let mut lines = self.lines.lock().unwrap();
-        let first = lines.is_empty();
-        push_escaped(&mut lines, line);
-        if lines.len() >= MAX_BUFFERED {
-            let _ = io::stderr().lock().write_all(&lines);
-            lines.clear();
-        } else if first {
-            self.arrived.notify_one();
-        }
     }
 }
 
@@ -219,83 +159,9 @@ fn push_debug_str(out: &mut Vec<u8>, text: &str) {
     }
 }
 
-/// Appends one formatted event to `out` with its control characters escaped
-/// (`\n`, `\r`, `\x1b`, `\u{85}`…): tab and the final line feed stay.
-fn push_escaped(out: &mut Vec<u8>, line: &[u8]) {
-    let (body, end) = match line.split_last() {
-        Some((b'\n', body)) => (body, &b"\n"[..]),
-        _ => (line, &b""[..]),
-    };
-    // The bytes that may need escaping; 0xc2 starts a C1 control or a
-    // harmless character such as `©`.
-    let suspect = |b: &u8| *b < 0x20 || *b == 0x7f || *b == 0xc2;
-    let mut rest = body;
-    while let Some(at) = rest.iter().position(suspect) {
-        out.extend_from_slice(&rest[..at]);
-        let skip = match (rest[at], rest.get(at + 1)) {
-            (b'\t', _) => {
-                out.push(b'\t');
-                1
-            }
-            (b'\n', _) => {
-                out.extend_from_slice(b"\\n");
-                1
-            }
-            (b'\r', _) => {
-                out.extend_from_slice(b"\\r");
-                1
-            }
-            (0xc2, Some(&next)) if (0x80..=0x9f).contains(&next) => {
-                // A C1 control (U+0080..=U+009F), which some terminals obey.
-                let _ = write!(out, "\\u{{{next:x}}}");
-                2
-            }
-            (0xc2, _) => {
-                out.push(0xc2);
-                1
-            }
-            (b, _) => {
-                let _ = write!(out, "\\x{b:02x}");
-                1
-            }
-        };
-        rest = &rest[at + skip..];
-    }
-    out.extend_from_slice(rest);
-    out.extend_from_slice(end);
-}
-
-/// One event's handle on the buffer.
-pub struct LineWriter<'a>(&'a LogBuffer);
-
-impl Write for LineWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.push(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for &'static LogBuffer {
-    type Writer = LineWriter<'a>;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        LineWriter(self)
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{LogClock, push_escaped};
-
-    fn escaped(line: &str) -> String {
-        let mut out = Vec::new();
-        push_escaped(&mut out, line.as_bytes());
-        String::from_utf8(out).unwrap()
-    }
+    use super::LogClock;
 
     #[test]
     fn filter_lines_are_what_tracing_writes() {
@@ -361,28 +227,5 @@ mod tests {
                 assert_eq!(ours.as_bytes()[26], b'Z');
             }
         }
-    }
-
-    #[test]
-    fn plain_lines_are_copied() {
-        assert_eq!(escaped("a line\twith a tab\n"), "a line\twith a tab\n");
-        assert_eq!(escaped("no line feed"), "no line feed");
-        assert_eq!(escaped(""), "");
-        assert_eq!(escaped("é € 😀\n"), "é € 😀\n");
-    }
-
-    #[test]
-    fn control_characters_are_escaped() {
-        assert_eq!(
-            escaped("forged\n2026-01-01 INFO fake\r\n"),
-            "forged\\n2026-01-01 INFO fake\\r\n"
-        );
-        assert_eq!(escaped("\x1b[31mred\x07\x7f\n"), "\\x1b[31mred\\x07\\x7f\n");
-        assert_eq!(
-            escaped("c1 \u{85} \u{9b}x \u{a0}\n"),
-            "c1 \\u{85} \\u{9b}x \u{a0}\n"
-        );
-        assert_eq!(escaped("\u{0}"), "\\x00");
-        assert_eq!(escaped("© ¶\u{c2}"), "© ¶\u{c2}");
     }
 }
