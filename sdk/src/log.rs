@@ -13,6 +13,7 @@
 //! ```
 
 use std::fmt;
+use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 
 use crate::bindings::weft::filter::host::{self, LogLevel};
 
@@ -48,10 +49,26 @@ pub fn log(level: Level, message: &str) {
     host::log(level.to_wit(), message)
 }
 
+/// The host's answers to `log-enabled`, by level: unknown, no or yes. They
+/// do not change during an instance's life, so each is asked once.
+static ENABLED: [AtomicU8; 5] = [const { AtomicU8::new(UNKNOWN) }; 5];
+const UNKNOWN: u8 = 0;
+const NO: u8 = 1;
+const YES: u8 = 2;
+
 /// Whether a line at `level` would be written: skip building a message
-/// nobody reads.
+/// nobody reads. Asks the host once per level.
 pub fn enabled(level: Level) -> bool {
-    host::log_enabled(level.to_wit())
+    let known = &ENABLED[level as usize];
+    match known.load(Relaxed) {
+        YES => true,
+        NO => false,
+        _ => {
+            let enabled = host::log_enabled(level.to_wit());
+            known.store(if enabled { YES } else { NO }, Relaxed);
+            enabled
+        }
+    }
 }
 
 /// Formats and writes a message if `level` is enabled; what the macros call.

@@ -460,6 +460,9 @@ async fn the_access_log_has_one_line_per_request_with_the_configured_fields() {
         "upstream",
         "attempts",
         "user_agent",
+        "referer",
+        "host",
+        "response_content_length",
         "traceparent",
     ];
     let routes = format!(
@@ -490,17 +493,26 @@ async fn the_access_log_has_one_line_per_request_with_the_configured_fields() {
         let r = send_with(
             method.clone(),
             &format!("{url}{path}"),
-            &[("user-agent", "telemetry-e2e/1.0"), ("x-log", "yes")],
+            &[
+                ("user-agent", "telemetry-e2e/1.0"),
+                ("Referer", "https://example.test/from"),
+                ("x-log", "yes"),
+            ],
         )
         .await;
         assert_eq!(r.status, *status, "{path}: {:?}", r.body);
+        let content_length: u64 = r.header("content-length").unwrap().parse().unwrap();
+        assert_eq!(content_length, r.body.len() as u64);
         let echo = r.json();
         let request_id = echo["headers"]["x-request-id"]
             .as_str()
             .unwrap()
             .to_string();
         let traceparent = echo["headers"]["traceparent"].as_str().unwrap().to_string();
-        seen.insert(request_id, (*path, *status, method.clone(), traceparent));
+        seen.insert(
+            request_id,
+            (*path, *status, method.clone(), traceparent, content_length),
+        );
     }
     // The route without an access log writes none.
     for _ in 0..3 {
@@ -530,7 +542,7 @@ async fn the_access_log_has_one_line_per_request_with_the_configured_fields() {
     let log = weft.log_text();
     for line in lines.iter().filter(|l| l["request_id"] != "the-last-one") {
         let request_id = line["request_id"].as_str().expect("request_id");
-        let (path, status, method, traceparent) = seen
+        let (path, status, method, traceparent, content_length) = seen
             .get(request_id)
             .unwrap_or_else(|| panic!("{request_id} is not an id the upstream saw: {line}"));
         // Exactly the configured fields, in order, after "type".
@@ -556,6 +568,9 @@ async fn the_access_log_has_one_line_per_request_with_the_configured_fields() {
         assert_eq!(line["upstream"], up.addr.to_string(), "{line}");
         assert_eq!(line["attempts"], 1, "{line}");
         assert_eq!(line["user_agent"], "telemetry-e2e/1.0", "{line}");
+        assert_eq!(line["referer"], "https://example.test/from", "{line}");
+        assert_eq!(line["host"], weft.addr("public").to_string(), "{line}");
+        assert_eq!(line["response_content_length"], *content_length, "{line}");
         assert_eq!(line["traceparent"], traceparent.as_str(), "{line}");
         let peer = line["peer"].as_str().unwrap();
         assert!(peer.starts_with("127.0.0.1:"), "{line}");

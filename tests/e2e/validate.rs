@@ -206,7 +206,7 @@ fn a_component_built_for_another_contract_version_is_refused_naming_both() {
     assert!(
         out.contains("filters.old.path: ")
             && out.contains(
-                "built for contract weft:filter@0.1.0, but this proxy serves weft:filter@0.2.0"
+                "built for contract weft:filter@0.1.0, but this proxy serves weft:filter@0.3.0"
             ),
         "{out}"
     );

@@ -3,6 +3,17 @@
 use serde::Deserialize;
 use weft_sdk::Phases;
 
+/// Nanoseconds since the proxy had the request's headers.
+pub const ELAPSED: &str = "request.elapsed_ns";
+/// When that was, in nanoseconds since the Unix epoch.
+pub const START: &str = "request.start_unix_ns";
+/// The route's name.
+pub const ROUTE: &str = "route.name";
+/// The request method.
+pub const METHOD: &str = "request.method";
+/// The response status.
+pub const STATUS: &str = "response.status";
+
 /// The config as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -112,17 +123,31 @@ pub enum Field {
 }
 
 impl Field {
-    /// The request property the field shows, if it shows one as it is.
+    /// The property the field is read from; `None` for the trace fields,
+    /// which are the filter's own.
     pub fn property(self) -> Option<&'static str> {
         Some(match self {
+            Field::Time | Field::StartUnixMs => START,
+            Field::DurationMs => ELAPSED,
             Field::RequestId => "request.id",
+            Field::Method => METHOD,
+            Field::Path => "request.path",
+            Field::Host => "request.authority",
+            Field::Status => STATUS,
             Field::Peer => "peer.address",
             Field::Listener => "listener.name",
+            Field::Route => ROUTE,
             Field::Cluster => "cluster.name",
             Field::Upstream => "upstream.endpoint",
             Field::Attempts => "request.attempt",
             Field::UpstreamFailure => "upstream.failure",
-            _ => return None,
+            Field::UserAgent => "request.header.user-agent",
+            Field::Referer => "request.header.referer",
+            Field::RequestContentLength => "request.header.content-length",
+            Field::ResponseContentLength => "response.header.content-length",
+            Field::Traceparent | Field::TraceId | Field::SpanId | Field::ParentSpanId => {
+                return None;
+            }
         })
     }
 

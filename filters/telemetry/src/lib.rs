@@ -26,7 +26,9 @@
 //!
 //! Timing comes from the proxy (properties `request.elapsed_ns` and
 //! `request.start_unix_ns`), so without `trace` the filter is called once
-//! per request, in `on_done`, and keeps no state between requests. With
+//! per request, in `on_done`, and keeps no state between requests. `on_done`
+//! reads everything its metrics and lines show (the request and response
+//! too) with one `properties` call, from a list of names fixed at init. With
 //! `trace`, the trace context lives in the instance between the two phases:
 //! the proxy keeps one instance for one request from its first phase to its
 //! last, and `on_request_headers` starts afresh.
@@ -38,7 +40,7 @@ mod trace;
 use weft_sdk::log::{self, Level};
 use weft_sdk::{Action, Filter, Phases, Request, Response, metrics, property, random_u64};
 
-use crate::config::{Config, Field, Settings};
+use crate::config::{Config, ELAPSED, METHOD, ROUTE, START, STATUS, Settings};
 use crate::record::{Exchange, Lookup};
 use crate::trace::Context;
 
@@ -48,13 +50,6 @@ const REQUESTS_METRIC: &str = "http_requests_total";
 /// Request durations in seconds, same labels (exported as
 /// `weft_filter_http_request_duration_seconds`).
 const DURATION_METRIC: &str = "http_request_duration_seconds";
-
-/// Nanoseconds since the proxy had the request's headers.
-const ELAPSED: &str = "request.elapsed_ns";
-/// When that was, in nanoseconds since the Unix epoch.
-const START: &str = "request.start_unix_ns";
-/// The route's name.
-const ROUTE: &str = "route.name";
 
 struct Telemetry {
     settings: Settings,
@@ -74,7 +69,7 @@ impl Filter for Telemetry {
     fn new(config: Config) -> Result<Self, String> {
         let settings = config.validate()?;
         Ok(Telemetry {
-            metric_properties: vec![ELAPSED, ROUTE],
+            metric_properties: METRIC_PROPERTIES.to_vec(),
             log_properties: log_properties(&settings),
             settings,
             trace: None,
@@ -90,7 +85,7 @@ impl Filter for Telemetry {
         Action::Continue
     }
 
-    fn on_done(&mut self, req: &Request, resp: &Response) {
+    fn on_done(&mut self, _req: &Request, _resp: &Response) {
         let trace = self.trace.take();
         let span = self.settings.span_log && trace.as_ref().is_some_and(|t| t.sampled);
         let access = self.settings.access_log.as_deref();
@@ -103,46 +98,36 @@ impl Filter for Telemetry {
         } else {
             &self.metric_properties
         });
-        let duration_nanos = props.number(ELAPSED);
-        let method = req.method();
-        let status = resp.status();
-        let route = props.get(ROUTE);
+        let exchange = Exchange {
+            method: props.property(METHOD).unwrap_or_default(),
+            status: props
+                .property(STATUS)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0),
+            route: props.property(ROUTE),
+            start_unix_nanos: props.number(START),
+            duration_nanos: props.number(ELAPSED),
+            trace: trace.as_ref(),
+        };
         if self.settings.metrics {
             let labels = [
-                ("route", route.unwrap_or("")),
-                ("method", record::method_label(&method)),
-                ("status_class", record::status_class(status)),
+                ("route", exchange.route.unwrap_or("")),
+                ("method", record::method_label(exchange.method)),
+                ("status_class", record::status_class(exchange.status)),
             ];
             metrics::counter_add(REQUESTS_METRIC, &labels, 1);
-            if let Some(nanos) = duration_nanos {
+            if let Some(nanos) = exchange.duration_nanos {
                 metrics::histogram_observe(DURATION_METRIC, &labels, nanos as f64 / 1e9);
             }
         }
         if !log {
             return;
         }
-        let path = access
-            .is_some_and(|fields| fields.contains(&Field::Path))
-            .then(|| req.path());
-        let exchange = Exchange {
-            method: &method,
-            status,
-            route,
-            path: path.as_deref(),
-            start_unix_nanos: props.number(START),
-            duration_nanos,
-            trace: trace.as_ref(),
-        };
         if span && let Some(trace) = &trace {
             log::log(Level::Info, &record::span_line(&exchange, trace));
         }
         if let Some(fields) = access {
-            let host = Host {
-                req,
-                resp,
-                props: &props,
-            };
-            log::log(Level::Info, &record::access_line(fields, &exchange, &host));
+            log::log(Level::Info, &record::access_line(fields, &exchange, &props));
         }
     }
 }
@@ -180,27 +165,31 @@ impl Telemetry {
     }
 }
 
+/// What the metrics are made of: the duration, route, method and status.
+const METRIC_PROPERTIES: [&str; 4] = [ELAPSED, ROUTE, METHOD, STATUS];
+
 /// The properties `on_done` reads when it logs: the metrics', the span
-/// line's and those of the access log's fields.
+/// line's (the same and the start) and those of the access log's fields,
+/// each once.
 fn log_properties(settings: &Settings) -> Vec<&'static str> {
-    let fields = settings.access_log.as_deref().unwrap_or_default();
-    let shows = |field| fields.contains(&field);
-    let span = settings.span_log;
     let mut names = Vec::new();
-    if settings.metrics || span || shows(Field::DurationMs) {
-        names.push(ELAPSED);
+    let mut add = |name| {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    };
+    if settings.metrics || settings.span_log {
+        METRIC_PROPERTIES.into_iter().for_each(&mut add);
     }
-    if settings.metrics || span || shows(Field::Route) {
-        names.push(ROUTE);
+    if settings.span_log {
+        add(START);
     }
-    if span || shows(Field::Time) || shows(Field::StartUnixMs) {
-        names.push(START);
-    }
-    names.extend(fields.iter().filter_map(|field| field.property()));
+    let fields = settings.access_log.as_deref().unwrap_or_default();
+    fields.iter().filter_map(|f| f.property()).for_each(add);
     names
 }
 
-/// The request properties `on_done` reads, fetched once each.
+/// The properties `on_done` reads, fetched in one call.
 struct Properties<'a> {
     names: &'a [&'static str],
     values: Vec<Option<String>>,
@@ -210,42 +199,19 @@ impl<'a> Properties<'a> {
     fn fetch(names: &'a [&'static str]) -> Self {
         Properties {
             names,
-            values: names.iter().map(|name| property::get(name)).collect(),
+            values: property::get_many(names),
         }
     }
 
-    fn get(&self, name: &str) -> Option<&str> {
+    fn number(&self, name: &str) -> Option<u64> {
+        self.property(name)?.parse().ok()
+    }
+}
+
+impl Lookup for Properties<'_> {
+    fn property(&self, name: &str) -> Option<&str> {
         let at = self.names.iter().position(|n| *n == name)?;
         self.values.get(at)?.as_deref()
-    }
-
-    fn number(&self, name: &str) -> Option<u64> {
-        self.get(name)?.parse().ok()
-    }
-}
-
-/// The access log's view of the host.
-struct Host<'a> {
-    req: &'a Request,
-    resp: &'a Response,
-    props: &'a Properties<'a>,
-}
-
-impl Lookup for Host<'_> {
-    fn property(&self, name: &str) -> Option<&str> {
-        self.props.get(name)
-    }
-
-    fn request_header(&self, name: &str) -> Option<String> {
-        self.req.header(name)
-    }
-
-    fn response_header(&self, name: &str) -> Option<String> {
-        self.resp.header(name)
-    }
-
-    fn authority(&self) -> Option<String> {
-        self.req.authority()
     }
 }
 
@@ -263,7 +229,8 @@ mod tests {
 
     #[test]
     fn on_done_reads_only_the_properties_it_shows() {
-        // The bench's config: an access log with the native proxies' fields.
+        // The bench's config: an access log with the native proxies' fields,
+        // each read from its property, in the fields' order.
         assert_eq!(
             names(
                 r#"{"trace": false, "metrics": false, "access_log": {"fields":
@@ -271,36 +238,44 @@ mod tests {
                      "peer", "route", "upstream", "user_agent"]}}"#
             ),
             [
-                ELAPSED,
-                ROUTE,
                 START,
                 "request.id",
+                METHOD,
+                "request.path",
+                STATUS,
+                ELAPSED,
                 "peer.address",
-                "upstream.endpoint"
+                ROUTE,
+                "upstream.endpoint",
+                "request.header.user-agent"
             ]
         );
-        // Nothing timed, no route: none of the three.
+        // Nothing timed, no route, no method.
         assert_eq!(
             names(
                 r#"{"trace": false, "metrics": false, "access_log": {"fields": ["status", "attempts"]}}"#
             ),
-            ["request.attempt"]
+            [STATUS, "request.attempt"]
         );
-        // Metrics need the duration and the route; the span line the start too.
+        // Metrics need the duration, route, method and status; the span
+        // line the start too; a field already read is not read again.
         assert_eq!(
-            names(r#"{"access_log": {"fields": ["status"]}}"#),
-            [ELAPSED, ROUTE, START]
+            names(r#"{"access_log": {"fields": ["status", "time", "start_unix_ms"]}}"#),
+            [ELAPSED, ROUTE, METHOD, STATUS, START]
         );
         assert_eq!(
             names(
-                r#"{"span_log": false, "access_log": {"fields": ["listener", "cluster", "upstream_failure"]}}"#
+                r#"{"span_log": false, "access_log": {"fields": ["listener", "cluster", "upstream_failure", "response_content_length"]}}"#
             ),
             [
                 ELAPSED,
                 ROUTE,
+                METHOD,
+                STATUS,
                 "listener.name",
                 "cluster.name",
-                "upstream.failure"
+                "upstream.failure",
+                "response.header.content-length"
             ]
         );
     }

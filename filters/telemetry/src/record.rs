@@ -40,8 +40,6 @@ pub struct Exchange<'a> {
     pub status: u16,
     /// The route's name.
     pub route: Option<&'a str>,
-    /// The path and query as sent upstream, when the line shows it.
-    pub path: Option<&'a str>,
     /// When the proxy had the request's headers, nanoseconds since the
     /// Unix epoch (when the line shows it and the proxy told).
     pub start_unix_nanos: Option<u64>,
@@ -52,16 +50,11 @@ pub struct Exchange<'a> {
     pub trace: Option<&'a Context>,
 }
 
-/// Where the access log finds what the filter did not keep: the host.
+/// Where the access log finds the values of its fields: the properties
+/// read from the host.
 pub trait Lookup {
-    /// A request property (`request.id`, `peer.address`, ...).
+    /// Property `name` (`request.id`, `request.header.user-agent`, ...).
     fn property(&self, name: &str) -> Option<&str>;
-    /// The first value of a request header.
-    fn request_header(&self, name: &str) -> Option<String>;
-    /// The first value of a response header.
-    fn response_header(&self, name: &str) -> Option<String>;
-    /// The request's authority.
-    fn authority(&self) -> Option<String>;
 }
 
 /// The span line: `{"type":"span","trace_id":...}`.
@@ -102,38 +95,26 @@ pub fn access_line(fields: &[Field], exchange: &Exchange<'_>, host: &dyn Lookup)
                 line.opt_number(key, exchange.start_unix_nanos.map(|n| n / 1_000_000))
             }
             Field::DurationMs => line.millis(key, exchange.duration_nanos),
+            Field::Method => line.string(key, exchange.method),
+            Field::Status => line.number(key, exchange.status),
+            Field::Route => line.opt_string(key, exchange.route),
+            Field::Attempts => {
+                line.opt_number(key, lookup(host, field).and_then(|n| n.parse::<u32>().ok()))
+            }
+            Field::RequestContentLength | Field::ResponseContentLength => line.opt_number(
+                key,
+                lookup(host, field).and_then(|n| n.trim().parse::<u64>().ok()),
+            ),
             Field::RequestId
+            | Field::Path
+            | Field::Host
             | Field::Peer
             | Field::Listener
             | Field::Cluster
             | Field::Upstream
-            | Field::UpstreamFailure => {
-                line.opt_string(key, field.property().and_then(|name| host.property(name)))
-            }
-            Field::Method => line.string(key, exchange.method),
-            Field::Path => line.opt_string(key, exchange.path),
-            Field::Host => line.opt_string(key, host.authority().as_deref()),
-            Field::Status => line.number(key, exchange.status),
-            Field::Route => line.opt_string(key, exchange.route),
-            Field::Attempts => line.opt_number(
-                key,
-                field
-                    .property()
-                    .and_then(|name| host.property(name))
-                    .and_then(|n| n.parse::<u32>().ok()),
-            ),
-            Field::UserAgent => line.opt_string(key, host.request_header("user-agent").as_deref()),
-            Field::Referer => line.opt_string(key, host.request_header("referer").as_deref()),
-            Field::RequestContentLength => line.opt_number(
-                key,
-                host.request_header("content-length")
-                    .and_then(|n| n.trim().parse::<u64>().ok()),
-            ),
-            Field::ResponseContentLength => line.opt_number(
-                key,
-                host.response_header("content-length")
-                    .and_then(|n| n.trim().parse::<u64>().ok()),
-            ),
+            | Field::UpstreamFailure
+            | Field::UserAgent
+            | Field::Referer => line.opt_string(key, lookup(host, field)),
             Field::Traceparent => {
                 line.opt_string(key, exchange.trace.map(Context::traceparent).as_deref())
             }
@@ -156,6 +137,11 @@ pub fn access_line(fields: &[Field], exchange: &Exchange<'_>, host: &dyn Lookup)
         }
     }
     line.finish()
+}
+
+/// The value of the property `field` is read from.
+fn lookup(host: &dyn Lookup, field: Field) -> Option<&str> {
+    host.property(field.property()?)
 }
 
 /// A JSON object on one line, written key by key in order.
@@ -320,7 +306,6 @@ mod tests {
             method: "GET",
             status: 503,
             route: Some("api"),
-            path: Some("/items?q=\"x\""),
             start_unix_nanos: Some(1_767_225_600_123_456_789),
             duration_nanos: Some(12_345_678),
             trace: Some(trace),
@@ -353,22 +338,11 @@ mod tests {
     #[derive(Default)]
     struct FakeHost {
         properties: HashMap<&'static str, &'static str>,
-        request: HashMap<&'static str, &'static str>,
-        response: HashMap<&'static str, &'static str>,
     }
 
     impl Lookup for FakeHost {
         fn property(&self, name: &str) -> Option<&str> {
             self.properties.get(name).copied()
-        }
-        fn request_header(&self, name: &str) -> Option<String> {
-            self.request.get(name).map(|v| v.to_string())
-        }
-        fn response_header(&self, name: &str) -> Option<String> {
-            self.response.get(name).map(|v| v.to_string())
-        }
-        fn authority(&self) -> Option<String> {
-            Some("example.test:8080".into())
         }
     }
 
@@ -376,14 +350,17 @@ mod tests {
         FakeHost {
             properties: HashMap::from([
                 ("request.id", "req-1"),
+                ("request.path", "/items?q=\"x\""),
+                ("request.authority", "example.test:8080"),
                 ("peer.address", "127.0.0.1:5555"),
                 ("listener.name", "public"),
                 ("cluster.name", "backend"),
                 ("upstream.endpoint", "127.0.0.1:9000"),
                 ("request.attempt", "2"),
+                ("request.header.user-agent", "curl/8 \u{1}\\"),
+                ("request.header.content-length", "42"),
+                ("response.header.content-length", "not a number"),
             ]),
-            request: HashMap::from([("user-agent", "curl/8 \u{1}\\"), ("content-length", "42")]),
-            response: HashMap::from([("content-length", "not a number")]),
         }
     }
 

@@ -68,6 +68,60 @@ impl RequestProps {
     }
 }
 
+/// The first value of header `name` (any case), lossily as UTF-8.
+pub fn first_header(map: &http::HeaderMap, name: &str) -> Option<String> {
+    map.get(name).map(lossy)
+}
+
+/// A header value as text: invalid UTF-8 becomes U+FFFD.
+pub fn lossy(value: &http::HeaderValue) -> String {
+    String::from_utf8_lossy(value.as_bytes()).into_owned()
+}
+
+/// The path and query as sent upstream.
+pub fn path_of(request: &request::Parts) -> String {
+    request
+        .uri
+        .path_and_query()
+        .map_or_else(|| "/".to_string(), |p| p.as_str().to_string())
+}
+
+/// The authority: the URI's (HTTP/2 `:authority`), else the `Host` header.
+pub fn authority_of(request: &request::Parts) -> Option<String> {
+    request
+        .uri
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| first_header(&request.headers, "host"))
+}
+
+impl Exchange {
+    /// The value of property `name`: the request's properties, and the
+    /// request and response as their accessors return them.
+    pub fn property(&self, name: &str) -> Option<String> {
+        if let Some(field) = name.strip_prefix("request.") {
+            let request = self.request.as_ref();
+            match field.strip_prefix("header.") {
+                Some(header) => return first_header(&request?.headers, header),
+                None => match field {
+                    "method" => return Some(request?.method.as_str().to_string()),
+                    "path" => return request.map(path_of),
+                    "authority" => return authority_of(request?),
+                    _ => {}
+                },
+            }
+        } else if let Some(field) = name.strip_prefix("response.") {
+            let response = self.response.as_ref()?;
+            return match field.strip_prefix("header.") {
+                Some(header) => first_header(&response.headers, header),
+                None if field == "status" => Some(response.status.as_str().to_string()),
+                None => None,
+            };
+        }
+        self.props.get(name)
+    }
+}
+
 /// Which phase is running: decides what a filter may read and change.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Phase {
@@ -119,4 +173,75 @@ pub struct Exchange {
     pub phase: Phase,
     /// A filter's override of the route's per-attempt timeout.
     pub upstream_timeout: Option<std::time::Duration>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exchange() -> Exchange {
+        let (request, ()) = http::Request::post("/items?page=2")
+            .header("host", "example.test")
+            .header("user-agent", "curl/8")
+            .header("x-multi", "one")
+            .header("x-multi", "two")
+            .body(())
+            .unwrap()
+            .into_parts();
+        Exchange {
+            request: Some(request),
+            props: RequestProps {
+                request_id: "req-1".into(),
+                route: "api".into(),
+                ..RequestProps::default()
+            },
+            ..Exchange::default()
+        }
+    }
+
+    #[test]
+    fn the_request_and_response_are_properties_too() {
+        let mut exchange = exchange();
+        let get = |exchange: &Exchange, name: &str| exchange.property(name);
+        assert_eq!(get(&exchange, "request.method").as_deref(), Some("POST"));
+        assert_eq!(
+            get(&exchange, "request.path").as_deref(),
+            Some("/items?page=2")
+        );
+        assert_eq!(
+            get(&exchange, "request.authority").as_deref(),
+            Some("example.test")
+        );
+        // Any case; the first of several values.
+        assert_eq!(
+            get(&exchange, "request.header.User-Agent").as_deref(),
+            Some("curl/8")
+        );
+        assert_eq!(
+            get(&exchange, "request.header.x-multi").as_deref(),
+            Some("one")
+        );
+        assert_eq!(get(&exchange, "request.header.absent"), None);
+        // The request's own properties are still found by their names.
+        assert_eq!(get(&exchange, "request.id").as_deref(), Some("req-1"));
+        assert_eq!(get(&exchange, "route.name").as_deref(), Some("api"));
+        // No response before the response phases.
+        assert_eq!(get(&exchange, "response.status"), None);
+        assert_eq!(get(&exchange, "response.header.content-length"), None);
+        let (response, ()) = http::Response::builder()
+            .status(503)
+            .header("content-length", "12")
+            .body(())
+            .unwrap()
+            .into_parts();
+        exchange.response = Some(response);
+        assert_eq!(get(&exchange, "response.status").as_deref(), Some("503"));
+        assert_eq!(
+            get(&exchange, "response.header.content-length").as_deref(),
+            Some("12")
+        );
+        for unknown in ["request.nope", "response.nope", "request.", "nope", ""] {
+            assert_eq!(get(&exchange, unknown), None, "{unknown}");
+        }
+    }
 }

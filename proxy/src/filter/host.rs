@@ -109,6 +109,15 @@ impl CallClock {
     }
 }
 
+impl HostState {
+    fn property_value(&self, name: &str) -> Option<String> {
+        match name {
+            "filter.name" => Some(self.identity.name.to_string()),
+            _ => self.exchange.property(name),
+        }
+    }
+}
+
 fn tracing_level(level: LogLevel) -> tracing::Level {
     match level {
         LogLevel::Trace => tracing::Level::TRACE,
@@ -270,9 +279,10 @@ impl host::Host for HostState {
     }
 
     fn property(&mut self, name: String) -> wasmtime::Result<Option<String>> {
-        Ok(match name.as_str() {
-            "filter.name" => Some(self.identity.name.to_string()),
-            _ => self.exchange.props.get(&name),
-        })
+        Ok(self.property_value(&name))
+    }
+
+    fn properties(&mut self, names: Vec<String>) -> wasmtime::Result<Vec<Option<String>>> {
+        Ok(names.iter().map(|name| self.property_value(name)).collect())
     }
 }

@@ -8,7 +8,7 @@ use wasmtime::component::Resource;
 use wasmtime::format_err;
 
 use super::bindings::weft::filter::types::{self, HostRequest, HostResponse};
-use super::exchange::Phase;
+use super::exchange::{Phase, authority_of, first_header, lossy, path_of};
 use super::host::{HostState, RequestHandle, ResponseHandle};
 
 impl HostState {
@@ -49,20 +49,12 @@ impl HostState {
 
 // ---- header access shared by request and response ----
 
-fn header(map: &HeaderMap, name: &str) -> Option<String> {
-    map.get(name).map(lossy)
-}
-
 fn header_all(map: &HeaderMap, name: &str) -> Vec<String> {
     map.get_all(name).iter().map(lossy).collect()
 }
 
 fn header_names(map: &HeaderMap) -> Vec<String> {
     map.keys().map(|k| k.as_str().to_string()).collect()
-}
-
-fn lossy(v: &HeaderValue) -> String {
-    String::from_utf8_lossy(v.as_bytes()).into_owned()
 }
 
 fn parse_header(name: &str, value: &str) -> wasmtime::Result<(HeaderName, HeaderValue)> {
@@ -105,11 +97,7 @@ impl HostRequest for HostState {
     }
 
     fn path(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<String> {
-        let uri = &self.request()?.uri;
-        Ok(uri
-            .path_and_query()
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_else(|| "/".to_string()))
+        Ok(path_of(self.request()?))
     }
 
     fn set_path(&mut self, _: Resource<RequestHandle>, path: String) -> wasmtime::Result<()> {
@@ -127,12 +115,7 @@ impl HostRequest for HostState {
     }
 
     fn authority(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<Option<String>> {
-        let req = self.request()?;
-        Ok(req
-            .uri
-            .authority()
-            .map(|a| a.as_str().to_string())
-            .or_else(|| header(&req.headers, "host")))
+        Ok(authority_of(self.request()?))
     }
 
     fn header(
@@ -140,7 +123,7 @@ impl HostRequest for HostState {
         _: Resource<RequestHandle>,
         name: String,
     ) -> wasmtime::Result<Option<String>> {
-        Ok(header(&self.request()?.headers, &name))
+        Ok(first_header(&self.request()?.headers, &name))
     }
 
     fn header_all(
@@ -231,7 +214,7 @@ impl HostResponse for HostState {
         _: Resource<ResponseHandle>,
         name: String,
     ) -> wasmtime::Result<Option<String>> {
-        Ok(header(&self.response()?.headers, &name))
+        Ok(first_header(&self.response()?.headers, &name))
     }
 
     fn header_all(
