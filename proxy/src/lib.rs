@@ -9,6 +9,7 @@
 //! readiness and metrics.
 
 pub mod admin;
+pub mod allocator;
 pub mod config;
 pub mod filter;
 pub mod http;
