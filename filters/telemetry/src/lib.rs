@@ -40,7 +40,7 @@ mod trace;
 use weft_sdk::log::{self, Level};
 use weft_sdk::{Action, Filter, Phases, Request, Response, metrics, property, random_u64};
 
-use crate::config::{Config, ELAPSED, METHOD, ROUTE, START, STATUS, Settings};
+use crate::config::{Config, ELAPSED, Field, METHOD, ROUTE, START, STATUS, Settings};
 use crate::record::{Exchange, Lookup};
 use crate::trace::Context;
 
@@ -53,10 +53,10 @@ const DURATION_METRIC: &str = "http_request_duration_seconds";
 
 struct Telemetry {
     settings: Settings,
-    /// The properties `on_done` reads for the metrics alone, and for the
-    /// log lines too.
-    metric_properties: Vec<&'static str>,
-    log_properties: Vec<&'static str>,
+    /// What `on_done` reads for the metrics alone, and for the log lines
+    /// too.
+    metric_reads: Reads,
+    log_reads: Reads,
     /// This hop's trace context, from `on_request_headers` to `on_done`
     /// (with `trace`).
     trace: Option<Context>,
@@ -69,8 +69,11 @@ impl Filter for Telemetry {
     fn new(config: Config) -> Result<Self, String> {
         let settings = config.validate()?;
         Ok(Telemetry {
-            metric_properties: METRIC_PROPERTIES.to_vec(),
-            log_properties: log_properties(&settings),
+            metric_reads: Reads::new(METRIC_PROPERTIES.to_vec(), &[]),
+            log_reads: Reads::new(
+                log_properties(&settings),
+                settings.access_log.as_deref().unwrap_or_default(),
+            ),
             settings,
             trace: None,
         })
@@ -93,20 +96,24 @@ impl Filter for Telemetry {
         if !(self.settings.metrics || log) {
             return;
         }
-        let props = Properties::fetch(if log {
-            &self.log_properties
+        let reads = if log {
+            &self.log_reads
         } else {
-            &self.metric_properties
-        });
+            &self.metric_reads
+        };
+        let values = Values {
+            reads,
+            values: property::get_many(&reads.names),
+        };
         let exchange = Exchange {
-            method: props.property(METHOD).unwrap_or_default(),
-            status: props
-                .property(STATUS)
+            method: values.at(reads.method).unwrap_or_default(),
+            status: values
+                .at(reads.status)
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(0),
-            route: props.property(ROUTE),
-            start_unix_nanos: props.number(START),
-            duration_nanos: props.number(ELAPSED),
+            route: values.at(reads.route),
+            start_unix_nanos: values.number(reads.start),
+            duration_nanos: values.number(reads.elapsed),
             trace: trace.as_ref(),
         };
         if self.settings.metrics {
@@ -127,7 +134,10 @@ impl Filter for Telemetry {
             log::log(Level::Info, &record::span_line(&exchange, trace));
         }
         if let Some(fields) = access {
-            log::log(Level::Info, &record::access_line(fields, &exchange, &props));
+            log::log(
+                Level::Info,
+                &record::access_line(fields, &exchange, &values),
+            );
         }
     }
 }
@@ -189,29 +199,54 @@ fn log_properties(settings: &Settings) -> Vec<&'static str> {
     names
 }
 
-/// The properties `on_done` reads, fetched in one call.
-struct Properties<'a> {
-    names: &'a [&'static str],
+/// The properties `on_done` reads for one kind of output, in the order it
+/// asks the host for them, and where each value it uses sits in the answer:
+/// found once at init, so a request compares no names.
+struct Reads {
+    names: Vec<&'static str>,
+    method: Option<usize>,
+    status: Option<usize>,
+    route: Option<usize>,
+    start: Option<usize>,
+    elapsed: Option<usize>,
+    /// For each access log field, in the configured order.
+    fields: Vec<Option<usize>>,
+}
+
+impl Reads {
+    fn new(names: Vec<&'static str>, fields: &[Field]) -> Reads {
+        let at = |name: &str| names.iter().position(|n| *n == name);
+        Reads {
+            method: at(METHOD),
+            status: at(STATUS),
+            route: at(ROUTE),
+            start: at(START),
+            elapsed: at(ELAPSED),
+            fields: fields.iter().map(|f| f.property().and_then(at)).collect(),
+            names,
+        }
+    }
+}
+
+/// The host's answer for one request.
+struct Values<'a> {
+    reads: &'a Reads,
     values: Vec<Option<String>>,
 }
 
-impl<'a> Properties<'a> {
-    fn fetch(names: &'a [&'static str]) -> Self {
-        Properties {
-            names,
-            values: property::get_many(names),
-        }
+impl Values<'_> {
+    fn at(&self, index: Option<usize>) -> Option<&str> {
+        self.values.get(index?)?.as_deref()
     }
 
-    fn number(&self, name: &str) -> Option<u64> {
-        self.property(name)?.parse().ok()
+    fn number(&self, index: Option<usize>) -> Option<u64> {
+        self.at(index)?.parse().ok()
     }
 }
 
-impl Lookup for Properties<'_> {
-    fn property(&self, name: &str) -> Option<&str> {
-        let at = self.names.iter().position(|n| *n == name)?;
-        self.values.get(at)?.as_deref()
+impl Lookup for Values<'_> {
+    fn field(&self, position: usize) -> Option<&str> {
+        self.at(*self.reads.fields.get(position)?)
     }
 }
 
@@ -278,5 +313,59 @@ mod tests {
                 "response.header.content-length"
             ]
         );
+    }
+
+    #[test]
+    fn each_field_reads_the_answer_at_the_position_of_its_property() {
+        let settings = serde_json::from_str::<Config>(
+            r#"{"span_log": false, "access_log": {"fields":
+                ["user_agent", "status", "trace_id", "time", "start_unix_ms"]}}"#,
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
+        let fields = settings.access_log.clone().unwrap();
+        let reads = Reads::new(log_properties(&settings), &fields);
+        // The metrics' four, then the fields' not already there.
+        assert_eq!(
+            reads.names,
+            [
+                ELAPSED,
+                ROUTE,
+                METHOD,
+                STATUS,
+                "request.header.user-agent",
+                START
+            ]
+        );
+        assert_eq!(
+            (
+                reads.elapsed,
+                reads.route,
+                reads.method,
+                reads.status,
+                reads.start
+            ),
+            (Some(0), Some(1), Some(2), Some(3), Some(5))
+        );
+        // trace_id is the filter's own; time and start_unix_ms share START.
+        assert_eq!(reads.fields, [Some(4), Some(3), None, Some(5), Some(5)]);
+        let values = Values {
+            reads: &reads,
+            values: vec![
+                Some("1500000".into()),
+                Some("api".into()),
+                Some("GET".into()),
+                Some("204".into()),
+                None,
+                Some("1767225600123456789".into()),
+            ],
+        };
+        assert_eq!(values.field(0), None);
+        assert_eq!(values.field(1), Some("204"));
+        assert_eq!(values.field(2), None);
+        assert_eq!(values.field(4), Some("1767225600123456789"));
+        assert_eq!(values.field(5), None, "past the configured fields");
+        assert_eq!(values.number(reads.elapsed), Some(1_500_000));
     }
 }

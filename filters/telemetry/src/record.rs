@@ -53,8 +53,9 @@ pub struct Exchange<'a> {
 /// Where the access log finds the values of its fields: the properties
 /// read from the host.
 pub trait Lookup {
-    /// Property `name` (`request.id`, `request.header.user-agent`, ...).
-    fn property(&self, name: &str) -> Option<&str>;
+    /// The value of the property behind the field at `position` in the
+    /// configured list (`None` for fields without one, and absent values).
+    fn field(&self, position: usize) -> Option<&str>;
 }
 
 /// The span line: `{"type":"span","trace_id":...}`.
@@ -81,8 +82,9 @@ pub fn span_line(exchange: &Exchange<'_>, trace: &Context) -> String {
 /// that is not known is `null`.
 pub fn access_line(fields: &[Field], exchange: &Exchange<'_>, host: &dyn Lookup) -> String {
     let mut line = JsonLine::new("access");
-    for &field in fields {
+    for (position, &field) in fields.iter().enumerate() {
         let key = field.name();
+        let value = || host.field(position);
         match field {
             Field::Time => line.opt_string(
                 key,
@@ -98,13 +100,10 @@ pub fn access_line(fields: &[Field], exchange: &Exchange<'_>, host: &dyn Lookup)
             Field::Method => line.string(key, exchange.method),
             Field::Status => line.number(key, exchange.status),
             Field::Route => line.opt_string(key, exchange.route),
-            Field::Attempts => {
-                line.opt_number(key, lookup(host, field).and_then(|n| n.parse::<u32>().ok()))
+            Field::Attempts => line.opt_number(key, value().and_then(|n| n.parse::<u32>().ok())),
+            Field::RequestContentLength | Field::ResponseContentLength => {
+                line.opt_number(key, value().and_then(|n| n.trim().parse::<u64>().ok()))
             }
-            Field::RequestContentLength | Field::ResponseContentLength => line.opt_number(
-                key,
-                lookup(host, field).and_then(|n| n.trim().parse::<u64>().ok()),
-            ),
             Field::RequestId
             | Field::Path
             | Field::Host
@@ -114,7 +113,7 @@ pub fn access_line(fields: &[Field], exchange: &Exchange<'_>, host: &dyn Lookup)
             | Field::Upstream
             | Field::UpstreamFailure
             | Field::UserAgent
-            | Field::Referer => line.opt_string(key, lookup(host, field)),
+            | Field::Referer => line.opt_string(key, value()),
             Field::Traceparent => {
                 line.opt_string(key, exchange.trace.map(Context::traceparent).as_deref())
             }
@@ -137,11 +136,6 @@ pub fn access_line(fields: &[Field], exchange: &Exchange<'_>, host: &dyn Lookup)
         }
     }
     line.finish()
-}
-
-/// The value of the property `field` is read from.
-fn lookup(host: &dyn Lookup, field: Field) -> Option<&str> {
-    host.property(field.property()?)
 }
 
 /// A JSON object on one line, written key by key in order.
@@ -335,19 +329,30 @@ mod tests {
         assert_eq!(value["route"], serde_json::Value::Null);
     }
 
+    /// Properties by name, for the fields of one access line.
     #[derive(Default)]
     struct FakeHost {
+        fields: Vec<Field>,
         properties: HashMap<&'static str, &'static str>,
     }
 
+    impl FakeHost {
+        fn for_fields(mut self, fields: &[Field]) -> Self {
+            self.fields = fields.to_vec();
+            self
+        }
+    }
+
     impl Lookup for FakeHost {
-        fn property(&self, name: &str) -> Option<&str> {
+        fn field(&self, position: usize) -> Option<&str> {
+            let name = self.fields[position].property()?;
             self.properties.get(name).copied()
         }
     }
 
     fn host() -> FakeHost {
         FakeHost {
+            fields: Vec::new(),
             properties: HashMap::from([
                 ("request.id", "req-1"),
                 ("request.path", "/items?q=\"x\""),
@@ -367,7 +372,11 @@ mod tests {
     #[test]
     fn an_access_line_has_every_field_in_order() {
         let trace = context(true);
-        let line = access_line(&Field::ALL, &exchange(&trace), &host());
+        let line = access_line(
+            &Field::ALL,
+            &exchange(&trace),
+            &host().for_fields(&Field::ALL),
+        );
         let value: serde_json::Value = serde_json::from_str(&line).unwrap();
         // The keys are in the configured order, after "type".
         let mut at = line.find("\"type\":").unwrap();
@@ -411,10 +420,11 @@ mod tests {
     #[test]
     fn an_access_line_has_only_the_configured_fields() {
         let trace = context(false);
+        let fields = [Field::Status, Field::RequestId, Field::Referer];
         let line = access_line(
-            &[Field::Status, Field::RequestId, Field::Referer],
+            &fields,
             &exchange(&trace),
-            &FakeHost::default(),
+            &FakeHost::default().for_fields(&fields),
         );
         assert_eq!(
             line,
@@ -427,17 +437,14 @@ mod tests {
         let trace = context(true);
         let mut ex = exchange(&trace);
         ex.trace = None;
-        let line = access_line(
-            &[
-                Field::Status,
-                Field::Traceparent,
-                Field::TraceId,
-                Field::SpanId,
-                Field::ParentSpanId,
-            ],
-            &ex,
-            &FakeHost::default(),
-        );
+        let fields = [
+            Field::Status,
+            Field::Traceparent,
+            Field::TraceId,
+            Field::SpanId,
+            Field::ParentSpanId,
+        ];
+        let line = access_line(&fields, &ex, &FakeHost::default().for_fields(&fields));
         assert_eq!(
             line,
             r#"{"type":"access","status":503,"traceparent":null,"trace_id":null,"span_id":null,"parent_span_id":null}"#
@@ -452,7 +459,7 @@ mod tests {
         ex.duration_nanos = None;
         let fields = [Field::Time, Field::StartUnixMs, Field::DurationMs];
         assert_eq!(
-            access_line(&fields, &ex, &FakeHost::default()),
+            access_line(&fields, &ex, &FakeHost::default().for_fields(&fields)),
             r#"{"type":"access","time":null,"start_unix_ms":null,"duration_ms":null}"#
         );
     }
