@@ -40,7 +40,7 @@ use weft_sdk::{Action, Filter, LocalResponse, Phases, Request, Response, metrics
 
 use crate::config::{Config, Settings};
 use crate::key::{KeyPart, PartValue, PolicyHasher, RecentBuckets};
-use crate::limiter::{Failure, Verdict};
+use crate::limiter::{Failure, KnownBuckets, Verdict};
 use crate::store::{Store, StoreError};
 
 /// Decisions (exported as `weft_filter_rate_limit_requests_total`).
@@ -59,6 +59,8 @@ struct RateLimit {
     hasher: PolicyHasher,
     /// The buckets of recent key values.
     recent: RecentBuckets,
+    /// What this instance last wrote to them.
+    known: KnownBuckets,
     /// The `ratelimit-policy` value.
     policy_header: String,
     /// The current request's (remaining, reset seconds), for its response.
@@ -79,6 +81,7 @@ impl Filter for RateLimit {
         Ok(RateLimit {
             hasher: PolicyHasher::new(&settings.name, &settings.key),
             recent: RecentBuckets::new(weft_sdk::random_u64(), weft_sdk::random_u64()),
+            known: KnownBuckets::default(),
             policy_header: headers::policy(&settings.name, settings.burst, window),
             settings,
             pending: None,
@@ -106,7 +109,7 @@ impl Filter for RateLimit {
             .map(|part| key_value(part, req))
             .collect();
         let id = self.recent.bucket(&self.hasher, &values);
-        let checked = limiter::check(&HostStore, &self.settings.limits, &id);
+        let checked = self.known.check(&HostStore, &self.settings.limits, &id);
         if let Some(failure) = checked.untracked {
             self.warnings.warn(format_args!(
                 "policy {:?}: a new bucket could not be added to the reclaim index ({}); \

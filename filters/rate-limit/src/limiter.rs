@@ -1,8 +1,18 @@
 //! Taking a token from a bucket in shared state: read, compute, write with
 //! compare-and-swap, retry when another request wrote in between.
+//!
+//! An instance remembers what it last wrote to its recent buckets
+//! ([`KnownBuckets`]) and starts from that instead of reading: when no other
+//! instance wrote in between (one worker, or a bucket one client keeps to
+//! itself), a request costs one write to shared state instead of a read and
+//! a write. A stale memory costs nothing but the attempt: the write's
+//! compare-and-swap refuses it, and the bucket is read as before. A refusal
+//! is never decided from memory alone.
+
+use std::collections::BTreeMap;
 
 use crate::bucket::{Bucket, Limits, Take};
-use crate::key::{BucketId, bucket_key};
+use crate::key::{BucketId, RECENT_BUCKETS, bucket_key};
 use crate::reclaim;
 use crate::store::{Store, StoreError};
 
@@ -59,18 +69,66 @@ pub struct Checked {
     pub untracked: Option<Failure>,
 }
 
-/// Takes a token from bucket `id` under `limits`.
-pub fn check(store: &impl Store, limits: &Limits, id: &BucketId) -> Checked {
+/// A bucket as this instance last wrote it, and the version that write made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Known {
+    bucket: Bucket,
+    cas: u64,
+}
+
+/// What this instance last wrote to its most recent buckets: at most
+/// [`RECENT_BUCKETS`], all forgotten at once when full. (A `BTreeMap`: a
+/// `HashMap`'s random seed would need WASI, which filters are not given.)
+#[derive(Debug, Default)]
+pub struct KnownBuckets(BTreeMap<BucketId, Known>);
+
+impl KnownBuckets {
+    /// [`check`], starting from what this instance last wrote to `id`.
+    pub fn check(&mut self, store: &impl Store, limits: &Limits, id: &BucketId) -> Checked {
+        let mut known = self.0.get(id).copied();
+        let checked = check(store, limits, id, &mut known);
+        match known {
+            Some(known) => {
+                if self.0.len() >= RECENT_BUCKETS && !self.0.contains_key(id) {
+                    self.0.clear();
+                }
+                self.0.insert(*id, known);
+            }
+            None => {
+                self.0.remove(id);
+            }
+        }
+        checked
+    }
+}
+
+/// Takes a token from bucket `id` under `limits`. The first attempt starts
+/// from `known` when given (what this instance last wrote); afterwards
+/// `known` is what this call wrote, if it wrote.
+pub fn check(
+    store: &impl Store,
+    limits: &Limits,
+    id: &BucketId,
+    known: &mut Option<Known>,
+) -> Checked {
     let key = bucket_key(id);
+    let mut remembered = known.take();
     for _ in 0..MAX_ATTEMPTS {
+        let from_memory = remembered.is_some();
         // The clock is read after the bucket, so that `now` is not older
         // than any write we read (`Limits::refill` copes if it is).
-        let (stored, cas) = match store.get(&key) {
-            Some((value, cas)) => (Bucket::decode(&value), cas),
-            None => (None, 0),
+        let (stored, cas) = match remembered.take() {
+            Some(Known { bucket, cas }) => (Some(bucket), cas),
+            None => match store.get(&key) {
+                Some((value, cas)) => (Bucket::decode(&value), cas),
+                None => (None, 0),
+            },
         };
         let now = store.now_ns();
         match limits.take(stored, now) {
+            // The bucket may have been reclaimed and started afresh since:
+            // read it before refusing.
+            Take::Limited { .. } if from_memory => continue,
             Take::Limited {
                 retry_after_secs,
                 reset_secs,
@@ -88,7 +146,11 @@ pub fn check(store: &impl Store, limits: &Limits, id: &BucketId) -> Checked {
                 remaining,
                 reset_secs,
             } => match store.set(&key, &bucket.encode(), cas) {
-                Ok(_) => {
+                Ok(version) => {
+                    *known = Some(Known {
+                        bucket,
+                        cas: version,
+                    });
                     let untracked = if cas == 0 {
                         reclaim::track(store, id).err()
                     } else {
@@ -131,9 +193,76 @@ mod tests {
     const ID: BucketId = [7; 16];
 
     fn verdict(store: &MemoryStore, limits: &Limits) -> Verdict {
-        let checked = check(store, limits, &ID);
+        let checked = check(store, limits, &ID, &mut None);
         assert_eq!(checked.untracked, None);
         checked.verdict
+    }
+
+    fn remaining(checked: Checked) -> u64 {
+        match checked.verdict {
+            Verdict::Allowed { remaining, .. } => remaining,
+            other => panic!("not allowed: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_bucket_this_instance_wrote_last_is_written_without_reading_it() {
+        let store = MemoryStore::new(100);
+        store.set_now(S);
+        let limits = Limits::new(10, 1.0, 3600);
+        let mut instance = KnownBuckets::default();
+        // The first check reads the bucket (and the reclaim index: new).
+        assert_eq!(remaining(instance.check(&store, &limits, &ID)), 9);
+        let (reads, writes) = (
+            store.reads.load(Ordering::SeqCst),
+            store.writes.load(Ordering::SeqCst),
+        );
+        for left in (5..9).rev() {
+            assert_eq!(remaining(instance.check(&store, &limits, &ID)), left);
+        }
+        assert_eq!(
+            store.reads.load(Ordering::SeqCst),
+            reads,
+            "no read after the first"
+        );
+        assert_eq!(store.writes.load(Ordering::SeqCst), writes + 4);
+    }
+
+    #[test]
+    fn a_memory_made_stale_by_another_instance_is_refused_by_the_write() {
+        let store = MemoryStore::new(100);
+        store.set_now(S);
+        let limits = Limits::new(10, 1.0, 3600);
+        let (mut a, mut b) = (KnownBuckets::default(), KnownBuckets::default());
+        assert_eq!(remaining(a.check(&store, &limits, &ID)), 9);
+        assert_eq!(remaining(b.check(&store, &limits, &ID)), 8);
+        let (reads, writes) = (
+            store.reads.load(Ordering::SeqCst),
+            store.writes.load(Ordering::SeqCst),
+        );
+        // a remembers 9 left, but b took one since: the write says so.
+        assert_eq!(remaining(a.check(&store, &limits, &ID)), 7);
+        assert_eq!(remaining(a.check(&store, &limits, &ID)), 6);
+        // a's stale write was refused and the bucket read again, once.
+        assert_eq!(store.writes.load(Ordering::SeqCst), writes + 3);
+        assert_eq!(store.reads.load(Ordering::SeqCst), reads + 1);
+    }
+
+    #[test]
+    fn a_refusal_is_never_decided_from_memory() {
+        let store = MemoryStore::new(100);
+        store.set_now(S);
+        let limits = Limits::new(1, 1.0, 3600);
+        let mut instance = KnownBuckets::default();
+        assert_eq!(remaining(instance.check(&store, &limits, &ID)), 0);
+        // Reclaimed (or started afresh by another proxy process): full again.
+        store.delete(&bucket_key(&ID), 0).unwrap();
+        assert_eq!(remaining(instance.check(&store, &limits, &ID)), 0);
+        // Now it is empty in shared state too.
+        assert!(matches!(
+            instance.check(&store, &limits, &ID).verdict,
+            Verdict::Limited { .. }
+        ));
     }
 
     #[test]
@@ -222,7 +351,7 @@ mod tests {
         // Room for the bucket, not for its index entry.
         let store = MemoryStore::new(1);
         let limits = Limits::new(2, 1.0, 3600);
-        let checked = check(&store, &limits, &ID);
+        let checked = check(&store, &limits, &ID, &mut None);
         assert_eq!(
             checked,
             Checked {
@@ -234,11 +363,11 @@ mod tests {
             }
         );
         assert!(matches!(
-            check(&store, &limits, &ID).verdict,
+            check(&store, &limits, &ID, &mut None).verdict,
             Verdict::Allowed { remaining: 0, .. }
         ));
         assert!(matches!(
-            check(&store, &limits, &ID).verdict,
+            check(&store, &limits, &ID, &mut None).verdict,
             Verdict::Limited { .. }
         ));
     }
@@ -267,7 +396,7 @@ mod tests {
                 std::thread::spawn(move || {
                     let mut allowed = 0;
                     for _ in 0..100 {
-                        match check(&*store, &limits, &ID).verdict {
+                        match check(&*store, &limits, &ID, &mut None).verdict {
                             Verdict::Allowed { .. } => allowed += 1,
                             Verdict::Limited { .. } => {}
                             other => panic!("{other:?}"),

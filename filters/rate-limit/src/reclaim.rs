@@ -193,12 +193,12 @@ mod tests {
         store.set_now(10 * S);
         let old = id(3, 1);
         assert!(matches!(
-            check(&store, &limits, &old).verdict,
+            check(&store, &limits, &old, &mut None).verdict,
             Verdict::Allowed { .. }
         ));
         store.set_now(10 * S + S / 2);
         let young = id(3, 2);
-        check(&store, &limits, &young);
+        check(&store, &limits, &young, &mut None);
         assert_eq!(tracked(&store, 3), [old, young]);
 
         store.set_now(11 * S);
@@ -224,7 +224,7 @@ mod tests {
         assert_eq!(store.len(), 0);
         // A deleted bucket is a full one again.
         assert!(matches!(
-            check(&store, &limits, &old).verdict,
+            check(&store, &limits, &old, &mut None).verdict,
             Verdict::Allowed { remaining: 0, .. }
         ));
         assert_eq!(tracked(&store, 3), [old]);
@@ -253,7 +253,7 @@ mod tests {
         let store = MemoryStore::new(100);
         let limits = Limits::new(1, 1.0, 1);
         let bucket = id(2, 1);
-        check(&store, &limits, &bucket);
+        check(&store, &limits, &bucket, &mut None);
         store.set_now(5 * S);
         // The sweep deletes the full bucket; a request re-creates it and
         // touches the shard before the sweep writes the shard back.
@@ -268,13 +268,13 @@ mod tests {
             }
             fn set(&self, key: &str, value: &[u8], cas: u64) -> Result<u64, StoreError> {
                 if key.starts_with('i') && !self.raced.replace(true) {
-                    check(self.store, &self.limits, &id(2, 1));
+                    check(self.store, &self.limits, &id(2, 1), &mut None);
                 }
                 self.store.set(key, value, cas)
             }
             fn delete(&self, key: &str, cas: u64) -> Result<(), StoreError> {
                 if key.starts_with('i') && !self.raced.replace(true) {
-                    check(self.store, &self.limits, &id(2, 1));
+                    check(self.store, &self.limits, &id(2, 1), &mut None);
                 }
                 self.store.delete(key, cas)
             }
@@ -299,7 +299,7 @@ mod tests {
         let store = MemoryStore::new(100);
         let limits = Limits::new(1, 1.0, 1);
         let bucket = id(4, 1);
-        check(&store, &limits, &bucket);
+        check(&store, &limits, &bucket, &mut None);
         store.set_now(5 * S);
         // A request takes the token between the sweep's read of the (full)
         // bucket and its delete: the delete's compare-and-swap fails.
@@ -316,7 +316,7 @@ mod tests {
             }
             fn delete(&self, key: &str, cas: u64) -> Result<(), StoreError> {
                 if key.starts_with('b') {
-                    let taken = check(self.store, &self.limits, &id(4, 1)).verdict;
+                    let taken = check(self.store, &self.limits, &id(4, 1), &mut None).verdict;
                     assert!(matches!(taken, Verdict::Allowed { .. }), "{taken:?}");
                 }
                 self.store.delete(key, cas)
@@ -338,7 +338,7 @@ mod tests {
         assert!(store.contains(&bucket_key(&bucket)));
         assert_eq!(tracked(&store, 4), [bucket]);
         assert!(matches!(
-            check(&store, &limits, &bucket).verdict,
+            check(&store, &limits, &bucket, &mut None).verdict,
             Verdict::Limited { .. }
         ));
     }

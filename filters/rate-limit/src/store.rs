@@ -46,6 +46,8 @@ pub mod memory {
         pub conflicts: AtomicUsize,
         /// Writes attempted (including refused ones).
         pub writes: AtomicUsize,
+        /// Reads.
+        pub reads: AtomicUsize,
     }
 
     impl MemoryStore {
@@ -58,6 +60,7 @@ pub mod memory {
                 now: AtomicU64::new(0),
                 conflicts: AtomicUsize::new(0),
                 writes: AtomicUsize::new(0),
+                reads: AtomicUsize::new(0),
             }
         }
 
@@ -88,6 +91,7 @@ pub mod memory {
 
     impl Store for MemoryStore {
         fn get(&self, key: &str) -> Option<(Vec<u8>, u64)> {
+            self.reads.fetch_add(1, Ordering::SeqCst);
             self.entries.lock().unwrap().get(key).cloned()
         }
 
