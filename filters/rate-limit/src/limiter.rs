@@ -85,18 +85,13 @@ pub struct KnownBuckets(BTreeMap<BucketId, Known>);
 impl KnownBuckets {
     /// [`check`], starting from what this instance last wrote to `id`.
     pub fn check(&mut self, store: &impl Store, limits: &Limits, id: &BucketId) -> Checked {
-        let mut known = self.0.get(id).copied();
+        let mut known = self.0.remove(id);
         let checked = check(store, limits, id, &mut known);
-        match known {
-            Some(known) => {
-                if self.0.len() >= RECENT_BUCKETS && !self.0.contains_key(id) {
-                    self.0.clear();
-                }
-                self.0.insert(*id, known);
+        if let Some(known) = known {
+            if self.0.len() >= RECENT_BUCKETS {
+                self.0.clear();
             }
-            None => {
-                self.0.remove(id);
-            }
+            self.0.insert(*id, known);
         }
         checked
     }
