@@ -6,7 +6,8 @@
 #
 # Starts on 127.0.0.1: a fast upstream, Weft without filters, Weft with the
 # four-filter Wasm chain, and (when installed) nginx and haproxy doing the
-# same work natively; loads each in interleaved rounds with wrk (and h2load),
+# same work natively; loads each in interleaved rounds with wrk, weft-loadgen
+# (a fixed rate) and h2load,
 # pinning the proxy under test to one core and the load generator and the
 # upstream to another; writes a table of medians to bench/RESULTS.md.
 set -euo pipefail
@@ -28,6 +29,8 @@ usage: bench/run.sh [options]
   --targets LIST       comma-separated subset of:
                        direct,weft,weft-chain,nginx,nginx-chain,haproxy,haproxy-chain
   --connections N      wrk connections for the throughput runs (default 50)
+  --rate R             requests/s of the fixed-rate runs, over 10 connections
+                       (default 5000; 0: no fixed-rate runs)
   --no-h2              skip the HTTP/2 (h2load) runs
   --no-build           use the built binaries and filters as they are
   --upstream KIND      nginx (default when installed) or demo (weft-demo-upstream)
@@ -40,7 +43,7 @@ EOF
 }
 
 DURATION="" ROUNDS="" WARMUP="" QUICK=0 INSTALL=0 BUILD=1 H2=1 KEEP=0
-TARGETS_ARG="" UPSTREAM=auto CONNS=50 H2_CONNS=10 H2_STREAMS=10
+TARGETS_ARG="" UPSTREAM=auto CONNS=50 H2_CONNS=10 H2_STREAMS=10 RATE=5000 RATE_CONNS=10
 PROXY_CPU=1 LOAD_CPU=0 OUT=$BENCH/RESULTS.md
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -51,6 +54,7 @@ while [ $# -gt 0 ]; do
         --quick) QUICK=1 ;;
         --targets) TARGETS_ARG=${2:?--targets needs a list}; shift ;;
         --connections) CONNS=${2:?--connections needs a number}; shift ;;
+        --rate) RATE=${2:?--rate needs requests per second}; shift ;;
         --no-h2) H2=0 ;;
         --no-build) BUILD=0 ;;
         --upstream) UPSTREAM=${2:?--upstream needs nginx or demo}; shift ;;
@@ -68,7 +72,7 @@ if [ "$QUICK" = 1 ]; then
 else
     DURATION=${DURATION:-10} ROUNDS=${ROUNDS:-3} WARMUP=${WARMUP:-3}
 fi
-for n in "$DURATION" "$ROUNDS" "$WARMUP" "$CONNS"; do
+for n in "$DURATION" "$ROUNDS" "$WARMUP" "$CONNS" "$RATE"; do
     case "$n" in ''|*[!0-9]*) echo "bench/run.sh: not a whole number: $n" >&2; exit 2 ;; esac
 done
 [ "$DURATION" -ge 1 ] && [ "$ROUNDS" -ge 1 ] && [ "$CONNS" -ge 1 ] || {
@@ -106,12 +110,13 @@ case "$UPSTREAM" in nginx|demo) ;; *) die "--upstream must be nginx or demo" ;; 
 
 # ---------------------------------------------------------------- build
 WEFT=${WEFT_BIN:-$ROOT/target/release/weft}
+LOADGEN=$ROOT/target/release/weft-loadgen
 DEMO=$ROOT/target/release/weft-demo-upstream
 FILTER_DIR=$ROOT/target/wasm-filters/wasm32-wasip2/filter
 if [ "$BUILD" = 1 ]; then
     have cargo || die "cargo is needed to build weft (or pass --no-build)"
     say "building weft (release) and the filters (cargo skips what is up to date)"
-    pkgs=(-p weft)
+    pkgs=(-p weft -p weft-loadgen)
     [ "$UPSTREAM" = demo ] && pkgs+=(-p weft-demo-upstream)
     (cd "$ROOT" && cargo build --release "${pkgs[@]}")
     if have rustup && ! rustup target list --installed | grep -qx wasm32-wasip2; then
@@ -121,6 +126,7 @@ if [ "$BUILD" = 1 ]; then
         -p weft-filter-api-key -p weft-filter-rate-limit -p weft-filter-headers -p weft-filter-telemetry)
 fi
 [ -x "$WEFT" ] || die "$WEFT is missing: run without --no-build, or make build"
+[ "$RATE" = 0 ] || [ -x "$LOADGEN" ] || die "$LOADGEN is missing: cargo build --release -p weft-loadgen (or --rate 0)"
 [ "$UPSTREAM" = nginx ] || [ -x "$DEMO" ] || die "$DEMO is missing: cargo build --release -p weft-demo-upstream"
 for f in api_key rate_limit headers telemetry; do
     [ -f "$FILTER_DIR/$f.wasm" ] || die "$FILTER_DIR/$f.wasm is missing: run make filters (or drop --no-build)"
@@ -212,17 +218,17 @@ tree_pids() {
     echo "$p"
     for c in $(cat /proc/"$p"/task/*/children 2>/dev/null); do tree_pids "$c"; done
 }
-# utime + stime (clock ticks) of a process tree.
+# "utime stime" (clock ticks) of a process tree.
 cpu_ticks() {
-    local sum=0 p stat rest
+    local user=0 sys=0 p stat rest
     for p in $(tree_pids "$1"); do
         stat=$(cat "/proc/$p/stat" 2>/dev/null) || continue
         rest=${stat##*) }
         # shellcheck disable=SC2086
         set -- $rest
-        sum=$((sum + ${12} + ${13}))
+        user=$((user + ${12})) sys=$((sys + ${13}))
     done
-    echo "$sum"
+    echo "$user $sys"
 }
 # VmRSS (KiB) of a process tree.
 rss_kib() {
@@ -336,7 +342,7 @@ count_and_truncate_log() { # target → access log lines since the last call
 
 # ---------------------------------------------------------------- load
 RUNS=$RUN/runs.tsv
-printf 'mode\ttarget\tround\trps\tp50_us\tp90_us\tp99_us\tp999_us\tmax_us\tmean_us\terrors\tcpu_s_per_10k\trss_kib\trequests\tlog_lines\n' >"$RUNS"
+printf 'mode\ttarget\tround\trps\tp50_us\tp90_us\tp99_us\tp999_us\tmax_us\tmean_us\terrors\tcpu_s_per_10k\tuser_s_per_10k\tsys_s_per_10k\trss_kib\trequests\tlog_lines\n' >"$RUNS"
 
 # Runs the load generator in the background (so a signal reaches it), bounded.
 load() { # outfile cmd...
@@ -356,13 +362,19 @@ measure() { # mode target round
     [ "$t" = direct ] && proxied=0
     c0=$(cpu_ticks "$pid")
     case "$mode" in
-        h1-c*)
-            local conns=${mode#h1-c}
-            load "$out" wrk -t1 -c"$conns" -d"${DURATION}s" --timeout 5s -s "$BENCH/lib/wrk.lua" \
-                "http://127.0.0.1:${PORT[$t]}/bench" || { cat "$out" >&2; die "wrk failed against $t"; }
+        h1-c* | h1-rate)
+            if [ "$mode" = h1-rate ]; then
+                load "$out" "$LOADGEN" --addr "127.0.0.1:${PORT[$t]}" --path /bench --rate "$RATE" \
+                    --connections "$RATE_CONNS" --duration "$DURATION" \
+                    --header "x-api-key: $API_KEY" --header 'user-agent: weft-loadgen-bench' ||
+                    { cat "$out" >&2; die "weft-loadgen failed against $t"; }
+            else
+                load "$out" wrk -t1 -c"${mode#h1-c}" -d"${DURATION}s" --timeout 5s -s "$BENCH/lib/wrk.lua" \
+                    "http://127.0.0.1:${PORT[$t]}/bench" || { cat "$out" >&2; die "wrk failed against $t"; }
+            fi
             c1=$(cpu_ticks "$pid")
             local line
-            line=$(grep '^BENCH ' "$out") || { cat "$out" >&2; die "no summary from wrk against $t"; }
+            line=$(grep '^BENCH ' "$out") || { cat "$out" >&2; die "no summary from the load generator against $t"; }
             # shellcheck disable=SC2034  # bytes: set from the summary line, not reported
             local requests duration_us connect_errors read_errors write_errors status_errors timeouts \
                 p50_us p90_us p99_us p999_us max_us mean_us bytes
@@ -387,15 +399,21 @@ measure() { # mode target round
             [ -n "$rps" ] && [ -n "$requests" ] || { cat "$out" >&2; die "cannot read h2load's output for $t"; }
             ;;
     esac
-    local cpu10k=NA rss=NA lines=NA
+    local cpu10k=NA user10k=NA sys10k=NA rss=NA lines=NA
     if [ "$proxied" = 1 ]; then
-        cpu10k=$(awk -v d=$((c1 - c0)) -v hz="$CLK_TCK" -v r="$requests" \
-            'BEGIN{ if (r > 0) printf "%.4f", d / hz / r * 10000; else print "NA" }')
+        per10k() { awk -v d="$1" -v hz="$CLK_TCK" -v r="$requests" \
+            'BEGIN{ if (r > 0) printf "%.4f", d / hz / r * 10000; else print "NA" }'; }
+        local u0 s0 u1 s1
+        read -r u0 s0 <<<"$c0"
+        read -r u1 s1 <<<"$c1"
+        cpu10k=$(per10k $((u1 + s1 - u0 - s0)))
+        user10k=$(per10k $((u1 - u0)))
+        sys10k=$(per10k $((s1 - s0)))
         rss=$(rss_kib "$pid")
         lines=$(count_and_truncate_log "$t")
     fi
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$t" "$round" "$rps" \
-        "$p50_us" "$p90_us" "$p99_us" "$p999_us" "$max_us" "$mean_us" "$errors" "$cpu10k" "$rss" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$t" "$round" "$rps" \
+        "$p50_us" "$p90_us" "$p99_us" "$p999_us" "$max_us" "$mean_us" "$errors" "$cpu10k" "$user10k" "$sys10k" "$rss" \
         "$requests" "$lines" >>"$RUNS"
     printf '[bench] %-6s %-14s round %s: %9s req/s  p50 %6s µs  p99 %6s µs  errors %s\n' \
         "$mode" "$t" "$round" "$rps" "$p50_us" "$p99_us" "$errors"
@@ -436,6 +454,7 @@ for t in weft weft-chain; do
 done
 
 MODES=("h1-c$CONNS" "h1-c1")
+[ "$RATE" -gt 0 ] && MODES+=(h1-rate)
 [ "$H2" = 1 ] && MODES+=(h2)
 if [ "$WARMUP" -gt 0 ]; then
     say "warm-up: ${WARMUP}s per target"
@@ -526,10 +545,10 @@ TP="h1-c$CONNS"
     echo "- CPU pinning: each proxy under test runs on core(s) $PROXY_CPU (\`taskset -c $PROXY_CPU\`); the load generator and the upstream on core(s) $LOAD_CPU. Workers: nginx \`worker_processes 1\`, haproxy \`nbthread 1\`, Weft \`--workers $PROXY_CORES\`."
     echo "- Weft threads at start: ${WEFT_THREADS:-—}"
     echo "- Upstream: $( [ "$UPSTREAM" = nginx ] && echo 'nginx, 1 worker, a fixed 12-byte JSON answer, no log' || echo 'weft-demo-upstream (JSON echo of the request)'), on 127.0.0.1:18000."
-    echo "- Load: wrk 1 thread, HTTP/1.1 keep-alive, closed loop: $CONNS connections (throughput) and 1 connection (latency); every request carries the API key, to every target.$( [ "$H2" = 1 ] && echo " h2load 1 thread, $H2_CONNS connections × $H2_STREAMS streams, h2c prior knowledge.")"
+    echo "- Load: wrk 1 thread, HTTP/1.1 keep-alive, closed loop: $CONNS connections (throughput) and 1 connection (latency).$( [ "$RATE" -gt 0 ] && echo " weft-loadgen (bench/loadgen), open loop: $RATE req/s over $RATE_CONNS connections.") Every request carries the API key, to every target.$( [ "$H2" = 1 ] && echo " h2load 1 thread, $H2_CONNS connections × $H2_STREAMS streams, h2c prior knowledge.")"
     echo "- ${DURATION} s per run, ${WARMUP} s warm-up per target first, $ROUNDS round(s) interleaved (every target in turn, then again). Medians, with min–max over the rounds when there are several."
     [ -n "$RSS_COLD" ] && echo "- Weft caches compiled filters on disk (\`module_cache\`, here in the run directory). RSS idle of weft-chain is that of a restart (cache warm); its first start, compiling the four filters, idled at $(mib "$RSS_COLD") MiB."
-    echo "- Proxy CPU: utime+stime of the proxy's processes (/proc/PID/stat) over the run, per 10k requests. RSS: VmRSS of the proxy's processes (nginx: master + worker), idle after start and the largest after a throughput run."
+    echo "- Proxy CPU: utime+stime (user, system) of the proxy's processes (/proc/PID/stat) over the run, per 10k requests. RSS: VmRSS of the proxy's processes (nginx: master + worker), idle after start and the largest after a throughput run."
     echo
     echo "## HTTP/1.1, $CONNS connections (throughput)"
     echo
@@ -548,6 +567,19 @@ TP="h1-c$CONNS"
     for t in "${TARGETS[@]}"; do
         echo "| $t | $(cell h1-c1 "$t" rps %.0f) | $(cell h1-c1 "$t" p50_us %.0f) | $(cell h1-c1 "$t" p99_us %.0f) | $(cell h1-c1 "$t" p999_us %.0f) | $( [ "$t" = direct ] && echo — || diff_us "$(med h1-c1 "$t" p50_us)" "$d50") | $(cell h1-c1 "$t" cpu_s_per_10k %.3f) |"
     done
+    if [ "$RATE" -gt 0 ]; then
+        echo
+        echo "## HTTP/1.1, fixed rate: $RATE req/s over $RATE_CONNS connections (latency, CPU for the same work)"
+        echo
+        echo "Open loop (\`weft-loadgen\`): each connection sends its requests at fixed times, the connections' times interleaved evenly; a request due while the previous answer is awaited counts its latency from when it was due. Every target gets the same requests at the same rate, so its CPU per request compares like for like: user time is the proxy's own work, system time mostly the kernel's TCP work and wake-ups."
+        echo
+        echo "| target | req/s | p50 µs | p99 µs | p99.9 µs | p50 added over direct | proxy CPU s / 10k req | user | system |"
+        echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+        r50=$(med h1-rate direct p50_us)
+        for t in "${TARGETS[@]}"; do
+            echo "| $t | $(cell h1-rate "$t" rps %.0f) | $(cell h1-rate "$t" p50_us %.0f) | $(cell h1-rate "$t" p99_us %.0f) | $(cell h1-rate "$t" p999_us %.0f) | $( [ "$t" = direct ] && echo — || diff_us "$(med h1-rate "$t" p50_us)" "$r50") | $(cell h1-rate "$t" cpu_s_per_10k %.3f) | $(cell h1-rate "$t" user_s_per_10k %.3f) | $(cell h1-rate "$t" sys_s_per_10k %.3f) |"
+        done
+    fi
     if [ "$H2" = 1 ]; then
         echo
         echo "## HTTP/2 (h2c prior knowledge), $H2_CONNS connections × $H2_STREAMS streams"
@@ -564,20 +596,22 @@ TP="h1-c$CONNS"
     echo
     echo "## Ratios (of medians)"
     echo
-    echo "Throughput: req/s at $CONNS connections. CPU: proxy CPU seconds per 10k requests at $CONNS connections. Latency: p50 at 1 connection."
+    echo "Throughput: req/s at $CONNS connections. CPU: proxy CPU seconds per 10k requests at $CONNS connections$( [ "$RATE" -gt 0 ] && echo ", and user CPU per request at the fixed rate"). Latency: p50 at 1 connection."
     echo
-    echo "| comparison | throughput | CPU per request | p50 latency, 1 connection |"
-    echo "| --- | --- | --- | --- |"
+    rate_head="" rate_sep=""
+    [ "$RATE" -gt 0 ] && rate_head=" user CPU per request, $RATE req/s |" rate_sep=" --- |"
+    echo "| comparison | throughput | CPU per request | p50 latency, 1 connection |$rate_head"
+    echo "| --- | --- | --- | --- |$rate_sep"
     if is_target direct; then
         for t in "${TARGETS[@]}"; do
             [ "$t" = direct ] && continue
-            echo "| $t vs no proxy | $(percent "$(med "$TP" "$t" rps)" "$(med "$TP" direct rps)") of the limit | — | $(diff_us "$(med h1-c1 "$t" p50_us)" "$d50") |"
+            echo "| $t vs no proxy | $(percent "$(med "$TP" "$t" rps)" "$(med "$TP" direct rps)") of the limit | — | $(diff_us "$(med h1-c1 "$t" p50_us)" "$d50") |$( [ "$RATE" -gt 0 ] && echo " — |")"
         done
     fi
     for pair in "weft-chain nginx-chain" "weft-chain haproxy-chain" "weft nginx" "weft haproxy" "weft-chain weft"; do
         read -r a b <<<"$pair"
         is_target "$a" && is_target "$b" || continue
-        echo "| $a vs $b | $(ratio "$(med "$TP" "$a" rps)" "$(med "$TP" "$b" rps)" '%.2f×') | $(ratio "$(med "$TP" "$a" cpu_s_per_10k)" "$(med "$TP" "$b" cpu_s_per_10k)" '%.2f×') | $(diff_us "$(med h1-c1 "$a" p50_us)" "$(med h1-c1 "$b" p50_us)") |"
+        echo "| $a vs $b | $(ratio "$(med "$TP" "$a" rps)" "$(med "$TP" "$b" rps)" '%.2f×') | $(ratio "$(med "$TP" "$a" cpu_s_per_10k)" "$(med "$TP" "$b" cpu_s_per_10k)" '%.2f×') | $(diff_us "$(med h1-c1 "$a" p50_us)" "$(med h1-c1 "$b" p50_us)") |$( [ "$RATE" -gt 0 ] && echo " $(ratio "$(med h1-rate "$a" user_s_per_10k)" "$(med h1-rate "$b" user_s_per_10k)" '%.2f×') |")"
     done
     echo
     echo "## Notes"
