@@ -151,12 +151,16 @@ impl JsonLine {
         line
     }
 
+    /// `key` is one of the filter's own names (lower case ASCII letters and
+    /// underscores), so it is written without an escaping pass.
     fn key(&mut self, key: &str) {
+        debug_assert!(key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
         if self.0.len() > 1 {
             self.0.push(',');
         }
-        push_json_string(&mut self.0, key);
-        self.0.push(':');
+        self.0.push('"');
+        self.0.push_str(key);
+        self.0.push_str("\":");
     }
 
     fn string(&mut self, key: &str, value: &str) {

@@ -50,9 +50,13 @@ pub struct Limits {
 }
 
 /// A ready instance: `init` has run with its pool's config.
+///
+/// It moves on every call (out of its pool, into a chain run's slot, back),
+/// so what it holds by value is kept to a few words: the export handles
+/// (168 bytes) are boxed, and the store already is.
 pub struct FilterInstance {
     store: Store<HostState>,
-    bindings: HttpFilter,
+    bindings: Box<HttpFilter>,
     limits: Limits,
 }
 
@@ -213,7 +217,7 @@ impl InstancePool {
         let bindings = instantiated.map_err(|e| format!("cannot instantiate: {e:#}"))?;
         let mut instance = FilterInstance {
             store,
-            bindings,
+            bindings: Box::new(bindings),
             limits: self.limits,
         };
         let config = self.config_json.as_str();
