@@ -4,8 +4,9 @@
 CARGO ?= cargo
 WASM_TARGET := wasm32-wasip2
 WASM_DIR := target/wasm-filters
-# Every workspace crate but the host-only ones is a filter component.
-FILTER_CRATES := --workspace --exclude weft --exclude weft-demo-upstream --exclude weft-test-harness --exclude weft-sdk-macros
+# Every workspace crate but the host-only ones (the proxy, the demo upstream,
+# the test harness, the SDK macros, the bench load generator) is a filter component.
+FILTER_CRATES := --workspace --exclude weft --exclude weft-demo-upstream --exclude weft-test-harness --exclude weft-sdk-macros --exclude weft-loadgen
 
 .PHONY: setup build filters quickstart test lint
 
