@@ -240,6 +240,11 @@ rss_kib() {
     echo "$sum"
 }
 CLK_TCK=$(getconf CLK_TCK)
+# CPU seconds per 10k requests from clock ticks.
+per10k() { # ticks requests
+    awk -v d="$1" -v hz="$CLK_TCK" -v r="$2" \
+        'BEGIN{ if (r > 0) printf "%.4f", d / hz / r * 10000; else print "NA" }'
+}
 
 wait_ready() { # name port pid
     local name=$1 port=$2 pid=$3 code
@@ -401,14 +406,12 @@ measure() { # mode target round
     esac
     local cpu10k=NA user10k=NA sys10k=NA rss=NA lines=NA
     if [ "$proxied" = 1 ]; then
-        per10k() { awk -v d="$1" -v hz="$CLK_TCK" -v r="$requests" \
-            'BEGIN{ if (r > 0) printf "%.4f", d / hz / r * 10000; else print "NA" }'; }
         local u0 s0 u1 s1
         read -r u0 s0 <<<"$c0"
         read -r u1 s1 <<<"$c1"
-        cpu10k=$(per10k $((u1 + s1 - u0 - s0)))
-        user10k=$(per10k $((u1 - u0)))
-        sys10k=$(per10k $((s1 - s0)))
+        cpu10k=$(per10k $((u1 + s1 - u0 - s0)) "$requests")
+        user10k=$(per10k $((u1 - u0)) "$requests")
+        sys10k=$(per10k $((s1 - s0)) "$requests")
         rss=$(rss_kib "$pid")
         lines=$(count_and_truncate_log "$t")
     fi
