@@ -67,7 +67,7 @@ impl Outgoing {
             ex.response = Some(clone_response_head(&self.head));
             ex.request_body = None;
             ex.response_body = None;
-            ProxyBody::Guarded(Box::new(self.body), Box::new(DoneHook { run, ex }))
+            ProxyBody::Guarded(Box::new(self.body), Box::new(DoneHook(Some((run, ex)))))
         } else {
             self.body
         };
@@ -75,17 +75,29 @@ impl Outgoing {
     }
 }
 
-/// Runs `on-done` when the response body is dropped.
-struct DoneHook {
-    run: ChainRun,
-    ex: Box<Exchange>,
-}
+/// Runs `on-done` once the response body is dropped.
+///
+/// hyper drops a body when it has taken the last frame, before it writes the
+/// response's last bytes to the socket. So, on a worker, `on-done` runs as a
+/// task of its own, after the connection's task has written them: the
+/// client's latency does not include it (nginx too logs after sending), and
+/// the filters' view of the request's duration includes the last write.
+/// Outside a runtime it runs at once.
+struct DoneHook(Option<(ChainRun, Box<Exchange>)>);
 
 impl OnDrop for DoneHook {}
 
 impl Drop for DoneHook {
     fn drop(&mut self) {
-        self.run.done(&mut self.ex);
+        let Some((mut run, mut ex)) = self.0.take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(worker) => {
+                worker.spawn(async move { run.done(&mut ex) });
+            }
+            Err(_) => run.done(&mut ex),
+        }
     }
 }
 
