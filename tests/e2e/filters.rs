@@ -141,6 +141,32 @@ async fn a_looping_filter_is_cut_off_by_its_deadline_without_stalling_other_rout
     assert!(message.contains("deadline"), "{message}");
 }
 
+/// `on-done` runs once the response is written: a filter that spins in
+/// `on-done` until its deadline does not hold the response back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_on_done_does_not_hold_the_response_back() {
+    let up = Upstream::start().await;
+    let filters = format!(
+        "  misbehave: {{ path: {}, deadline_ms: 2000 }}",
+        wasm("misbehave_filter")
+    );
+    let routes = "      - { name: all, filters: [{ filter: misbehave, config: { do: loop, phase: done } }], cluster: backend }";
+    let weft = start(&config(&filters, routes, up.addr));
+    let started = std::time::Instant::now();
+    let r = get(&format!("{}/x", weft.url("public"))).await;
+    let took = started.elapsed();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["path"], "/x");
+    // A response that waited for on-done would take its whole deadline.
+    assert!(
+        took < std::time::Duration::from_millis(2000),
+        "the response waited for on-done: {took:?}"
+    );
+    // on-done did run, and was cut off by its deadline.
+    weft.wait_for_log("about to loop", 1);
+    weft.wait_for_log("deadline of 2000 ms exceeded", 1);
+}
+
 /// Context switches of each of the proxy's threads, by thread name.
 fn thread_switches(pid: u32) -> std::collections::HashMap<String, u64> {
     let mut switches = std::collections::HashMap::new();

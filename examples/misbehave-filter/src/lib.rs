@@ -4,7 +4,7 @@
 //! ```json
 //! {
 //!   "do": "trap" | "loop" | "grow" | "panic",
-//!   "phase": "request_headers" | "response_headers",
+//!   "phase": "request_headers" | "response_headers" | "done",
 //!   "when_header": "x-doom",
 //!   "init_error": "message"
 //! }
@@ -44,6 +44,7 @@ enum Phase {
     #[default]
     RequestHeaders,
     ResponseHeaders,
+    Done,
 }
 
 struct Misbehave {
@@ -93,6 +94,7 @@ impl Filter for Misbehave {
         match self.phase {
             Phase::RequestHeaders => Phases::REQUEST_HEADERS,
             Phase::ResponseHeaders => Phases::REQUEST_HEADERS | Phases::RESPONSE_HEADERS,
+            Phase::Done => Phases::REQUEST_HEADERS | Phases::DONE,
         }
     }
 
@@ -107,6 +109,10 @@ impl Filter for Misbehave {
     fn on_response_headers(&mut self, req: &Request, _resp: &Response) -> Action {
         self.maybe_misbehave(Phase::ResponseHeaders, req);
         Action::Continue
+    }
+
+    fn on_done(&mut self, req: &Request, _resp: &Response) {
+        self.maybe_misbehave(Phase::Done, req);
     }
 }
 
@@ -132,6 +138,9 @@ mod tests {
             filter.phases(),
             Phases::REQUEST_HEADERS | Phases::RESPONSE_HEADERS
         );
+
+        let filter = new(r#"{"do": "loop", "phase": "done"}"#).unwrap();
+        assert_eq!(filter.phases(), Phases::REQUEST_HEADERS | Phases::DONE);
     }
 
     #[test]
