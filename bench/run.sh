@@ -519,6 +519,13 @@ percent() { # a b → a/b in %
 diff_us() {
     awk -v a="$1" -v b="$2" 'BEGIN { if (a == "NA" || b == "NA") print "—"; else printf "%+.0f µs", a - b }'
 }
+# The cells of a latency table's row: req/s, p50, p99, p99.9, p50 added over
+# direct's (`ref`), proxy CPU.
+latency_cells() { # mode target ref
+    local m=$1 t=$2 added=—
+    [ "$t" = direct ] || added=$(diff_us "$(med "$m" "$t" p50_us)" "$3")
+    echo "$(cell "$m" "$t" rps %.0f) | $(cell "$m" "$t" p50_us %.0f) | $(cell "$m" "$t" p99_us %.0f) | $(cell "$m" "$t" p999_us %.0f) | $added | $(cell "$m" "$t" cpu_s_per_10k %.3f)"
+}
 
 TP="h1-c$CONNS"
 {
@@ -568,7 +575,7 @@ TP="h1-c$CONNS"
     echo "| --- | --- | --- | --- | --- | --- | --- |"
     d50=$(med h1-c1 direct p50_us)
     for t in "${TARGETS[@]}"; do
-        echo "| $t | $(cell h1-c1 "$t" rps %.0f) | $(cell h1-c1 "$t" p50_us %.0f) | $(cell h1-c1 "$t" p99_us %.0f) | $(cell h1-c1 "$t" p999_us %.0f) | $( [ "$t" = direct ] && echo — || diff_us "$(med h1-c1 "$t" p50_us)" "$d50") | $(cell h1-c1 "$t" cpu_s_per_10k %.3f) |"
+        echo "| $t | $(latency_cells h1-c1 "$t" "$d50") |"
     done
     if [ "$RATE" -gt 0 ]; then
         echo
@@ -580,7 +587,7 @@ TP="h1-c$CONNS"
         echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
         r50=$(med h1-rate direct p50_us)
         for t in "${TARGETS[@]}"; do
-            echo "| $t | $(cell h1-rate "$t" rps %.0f) | $(cell h1-rate "$t" p50_us %.0f) | $(cell h1-rate "$t" p99_us %.0f) | $(cell h1-rate "$t" p999_us %.0f) | $( [ "$t" = direct ] && echo — || diff_us "$(med h1-rate "$t" p50_us)" "$r50") | $(cell h1-rate "$t" cpu_s_per_10k %.3f) | $(cell h1-rate "$t" user_s_per_10k %.3f) | $(cell h1-rate "$t" sys_s_per_10k %.3f) |"
+            echo "| $t | $(latency_cells h1-rate "$t" "$r50") | $(cell h1-rate "$t" user_s_per_10k %.3f) | $(cell h1-rate "$t" sys_s_per_10k %.3f) |"
         done
     fi
     if [ "$H2" = 1 ]; then
