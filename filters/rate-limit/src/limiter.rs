@@ -109,14 +109,13 @@ pub fn check(
     let key = bucket_key(id);
     let mut remembered = known.take();
     for _ in 0..MAX_ATTEMPTS {
-        let from_memory = remembered.is_some();
         // The clock is read after the bucket, so that `now` is not older
         // than any write we read (`Limits::refill` copes if it is).
-        let (stored, cas) = match remembered.take() {
-            Some(Known { bucket, cas }) => (Some(bucket), cas),
+        let (stored, cas, from_memory) = match remembered.take() {
+            Some(Known { bucket, cas }) => (Some(bucket), cas, true),
             None => match store.get(&key) {
-                Some((value, cas)) => (Bucket::decode(&value), cas),
-                None => (None, 0),
+                Some((value, cas)) => (Bucket::decode(&value), cas, false),
+                None => (None, 0, false),
             },
         };
         let now = store.now_ns();

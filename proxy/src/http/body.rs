@@ -23,8 +23,9 @@ pub enum ProxyBody {
     /// A body streamed from the other side, frame by frame.
     Streaming(Incoming),
     /// A body whose end triggers a hook (e.g. the filters' `on-done`): the
-    /// hook runs when this value is dropped, which hyper does once the body
-    /// is sent or the connection is gone.
+    /// hook runs when this value is dropped, which hyper does once it has
+    /// taken the last frame (before writing the last bytes) or the
+    /// connection is gone.
     Guarded(Box<ProxyBody>, Box<dyn OnDrop>),
 }
 
