@@ -167,6 +167,41 @@ async fn a_slow_on_done_does_not_hold_the_response_back() {
     weft.wait_for_log("deadline of 2000 ms exceeded", 1);
 }
 
+/// A deadline counts the filter's own time: the whole proxy standing still
+/// during a call (stopped here; a paused VM or a container's CPU quota in
+/// production) does not fail the call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stall_of_the_whole_proxy_does_not_count_against_a_deadline() {
+    let up = Upstream::start().await;
+    let filters = format!(
+        "  misbehave: {{ path: {}, deadline_ms: 1000 }}",
+        wasm("misbehave_filter")
+    );
+    let routes = "      - { name: all, filters: [{ filter: misbehave, config: { busy_ms: 400 } }], cluster: backend }";
+    let weft = start(&config(&filters, routes, up.addr));
+    let url = format!("{}/x", weft.url("public"));
+    let request = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let reply = get(&url).await;
+        (reply, started.elapsed())
+    });
+    // The filter is in its 400 ms of work: stop the proxy for longer than
+    // the deadline.
+    weft.wait_for_log("misbehave-filter: busy for 400 ms", 1);
+    weft.signal("STOP");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    weft.signal("CONT");
+    let (r, took) = request.await.unwrap();
+    assert!(
+        took >= std::time::Duration::from_millis(1500),
+        "the stop did not fall in the request: {took:?}"
+    );
+    assert_eq!(r.status, 200, "{}", weft.log_text());
+    assert_eq!(r.json()["path"], "/x");
+    weft.wait_for_log("was busy for 400 ms", 1);
+    assert_eq!(weft.log_count("deadline of"), 0, "{}", weft.log_text());
+}
+
 /// Context switches of each of the proxy's threads, by thread name.
 fn thread_switches(pid: u32) -> std::collections::HashMap<String, u64> {
     let mut switches = std::collections::HashMap::new();

@@ -6,6 +6,7 @@
 //!   "do": "trap" | "loop" | "grow" | "panic",
 //!   "phase": "request_headers" | "response_headers" | "done",
 //!   "when_header": "x-doom",
+//!   "busy_ms": 300,
 //!   "init_error": "message"
 //! }
 //! ```
@@ -15,6 +16,10 @@
 //!   out; `panic` panics. Absent: never misbehaves.
 //! - `phase`: where it goes wrong; `request_headers` by default.
 //! - `when_header`: misbehave only for requests that have this header.
+//! - `busy_ms`: before misbehaving (or instead, without `do`), keep busy in
+//!   `phase` for this long of the filter's own running time, then go on. A
+//!   jump of the clock over 5 ms between two looks, when the proxy was
+//!   stopped, does not count.
 //! - `init_error`: `init` fails with this message.
 //!
 //! A request it spares gets the request header `x-misbehave: spared`.
@@ -34,6 +39,7 @@ struct Config {
     #[serde(default)]
     phase: Phase,
     when_header: Option<String>,
+    busy_ms: Option<u64>,
     init_error: Option<String>,
 }
 
@@ -51,12 +57,13 @@ struct Misbehave {
     misbehaviour: Option<Misbehaviour>,
     phase: Phase,
     when_header: Option<String>,
+    busy_ms: Option<u64>,
 }
 
 impl Misbehave {
     /// Whether this request is one to misbehave on.
     fn doomed(&self, req: &Request) -> bool {
-        self.misbehaviour.is_some()
+        (self.misbehaviour.is_some() || self.busy_ms.is_some())
             && self
                 .when_header
                 .as_deref()
@@ -65,10 +72,15 @@ impl Misbehave {
 
     /// Misbehaves if this request is doomed and `phase` is the configured one.
     fn maybe_misbehave(&self, phase: Phase, req: &Request) {
-        if let Some(misbehaviour) = self.misbehaviour
-            && phase == self.phase
-            && self.doomed(req)
-        {
+        if phase != self.phase || !self.doomed(req) {
+            return;
+        }
+        if let Some(ms) = self.busy_ms {
+            weft_sdk::warn!("misbehave-filter: busy for {ms} ms");
+            misbehaviour::keep_busy(ms);
+            weft_sdk::warn!("misbehave-filter: was busy for {ms} ms");
+        }
+        if let Some(misbehaviour) = self.misbehaviour {
             weft_sdk::warn!("misbehave-filter: about to {}", misbehaviour.name());
             misbehaviour.commit();
         }
@@ -87,6 +99,7 @@ impl Filter for Misbehave {
             misbehaviour: config.misbehaviour,
             phase: config.phase,
             when_header: config.when_header,
+            busy_ms: config.busy_ms,
         })
     }
 
@@ -140,6 +153,14 @@ mod tests {
         );
 
         let filter = new(r#"{"do": "loop", "phase": "done"}"#).unwrap();
+        assert_eq!(filter.phases(), Phases::REQUEST_HEADERS | Phases::DONE);
+    }
+
+    #[test]
+    fn busy_alone_dooms_requests() {
+        let filter = new(r#"{"busy_ms": 300, "phase": "done"}"#).unwrap();
+        assert_eq!(filter.misbehaviour, None);
+        assert_eq!(filter.busy_ms, Some(300));
         assert_eq!(filter.phases(), Phases::REQUEST_HEADERS | Phases::DONE);
     }
 

@@ -46,6 +46,24 @@ fn trap() -> ! {
     std::process::abort();
 }
 
+/// A clock jump longer than this between two looks is time the proxy stood
+/// still (stopped, or its machine paused), not time spent here.
+const STOPPED_NS: u64 = 5_000_000;
+
+/// Spins for `ms` of running time, looking at the clock as it goes.
+pub fn keep_busy(ms: u64) {
+    let mut busy = 0u64;
+    let mut last = weft_sdk::time::monotonic_nanos();
+    while busy < ms * 1_000_000 {
+        let now = weft_sdk::time::monotonic_nanos();
+        let step = now.saturating_sub(last);
+        if step <= STOPPED_NS {
+            busy += step;
+        }
+        last = now;
+    }
+}
+
 fn spin() -> ! {
     let mut turns = 0u64;
     loop {

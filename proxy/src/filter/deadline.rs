@@ -12,6 +12,15 @@
 //! of on a fixed 1 ms tick. A call whose deadline comes before the
 //! watchdog's next wake-up wakes it; when no call has started for a while
 //! the watchdog sleeps until the next call does.
+//!
+//! A deadline counts the call's own time, so time the whole process stood
+//! still does not count: the proxy stopped (`SIGSTOP`), its machine paused,
+//! or its container throttled by a CPU quota. The watchdog sees such a
+//! stall as a wake-up that comes late, by more than [`STALL_MIN`]; it adds
+//! the lateness to [`CallSlot::stalled`] before it looks at the slots, and
+//! a call's clock subtracts the stalls seen since it started. While calls
+//! are being made the watchdog sleeps at most [`MAX_PERIOD`], so it misses
+//! at most that much of a stall.
 
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::{Relaxed, Release, SeqCst};
@@ -25,7 +34,10 @@ use wasmtime::Engine;
 const RECHECK: Duration = Duration::from_millis(1);
 /// The shortest and longest sleep while calls are being made.
 const MIN_PERIOD: Duration = Duration::from_millis(1);
-const MAX_PERIOD: Duration = Duration::from_secs(1);
+const MAX_PERIOD: Duration = Duration::from_millis(50);
+/// A wake-up later than this past the time asked for is a stall of the
+/// process, not scheduling delay: it does not count against deadlines.
+const STALL_MIN: Duration = Duration::from_millis(10);
 /// Wake-ups without a new call before the watchdog sleeps until one comes.
 const IDLE_WAKES_BEFORE_PARK: u32 = 10;
 /// How long a parked watchdog sleeps before checking the engine still exists.
@@ -39,6 +51,8 @@ struct Shared {
     next_wake: AtomicU64,
     slots: Mutex<Vec<Weak<CallSlot>>>,
     thread: OnceLock<Thread>,
+    /// The stalls seen so far, in ns (see the module's docs).
+    stalled: AtomicU64,
 }
 
 impl Shared {
@@ -77,6 +91,13 @@ impl CallSlot {
         self.set_due(self.shared.nanos(due));
     }
 
+    /// How long the process has stood still since the watchdog started, as
+    /// far as it could tell: the difference between two readings is time
+    /// a call did not run.
+    pub fn stalled(&self) -> Duration {
+        Duration::from_nanos(self.shared.stalled.load(SeqCst))
+    }
+
     /// Marks that no guest code runs: the call returned, or waits on the host.
     pub fn disarm(&self) {
         self.due.store(NOT_RUNNING, Release);
@@ -108,6 +129,7 @@ impl DeadlineWatchdog {
             next_wake: AtomicU64::new(0),
             slots: Mutex::new(Vec::new()),
             thread: OnceLock::new(),
+            stalled: AtomicU64::new(0),
         });
         let weak = engine.weak();
         let watched = shared.clone();
@@ -175,11 +197,24 @@ fn watch(shared: &Shared, engine: &wasmtime::EngineWeak) {
     let mut period = MAX_PERIOD;
     let mut idle_wakes = 0;
     let mut last_arms = 0;
+    // When the last sleep was to end (ns since the origin).
+    let mut asked: Option<u64> = None;
     loop {
         let now = shared.nanos(Instant::now());
+        // Counted before the slots are looked at, so that a call the stall
+        // made overdue finds it when the epoch makes it check its clock.
+        if let Some(asked) = asked
+            && now.saturating_sub(asked) > STALL_MIN.as_nanos() as u64
+        {
+            shared.stalled.fetch_add(now - asked, SeqCst);
+        }
         let parked = idle_wakes >= IDLE_WAKES_BEFORE_PARK;
         let horizon = now + if parked { PARKED } else { period }.as_nanos() as u64;
-        shared.next_wake.store(horizon, SeqCst);
+        // Parked, it is woken by the next call, however long its deadline:
+        // a stall during that call must find the watchdog on its short sleep.
+        shared
+            .next_wake
+            .store(if parked { u64::MAX } else { horizon }, SeqCst);
         let found = scan(shared, now);
         let mut wake = horizon.min(found.earliest);
         if found.overdue {
@@ -199,6 +234,7 @@ fn watch(shared: &Shared, engine: &wasmtime::EngineWeak) {
         if parked && engine.upgrade().is_none() {
             return;
         }
+        asked = Some(wake.max(now));
         std::thread::park_timeout(Duration::from_nanos(wake.saturating_sub(now)));
     }
 }

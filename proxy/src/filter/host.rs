@@ -97,14 +97,22 @@ pub struct CallClock {
     pub started: Instant,
     /// Time spent waiting on callouts.
     pub waited: std::time::Duration,
+    /// [`CallSlot::stalled`] when the call started.
+    pub stalled_before: std::time::Duration,
     /// Where the deadline watchdog reads when this call's deadline passes.
     pub slot: Arc<CallSlot>,
 }
 
 impl CallClock {
-    /// Guest time left before the deadline, if any.
+    /// Guest time left before the deadline, if any. Waits on callouts and
+    /// stalls of the whole process do not count.
     pub fn left(&self) -> Option<std::time::Duration> {
-        let spent = self.started.elapsed().saturating_sub(self.waited);
+        let stalled = self.slot.stalled().saturating_sub(self.stalled_before);
+        let spent = self
+            .started
+            .elapsed()
+            .saturating_sub(self.waited)
+            .saturating_sub(stalled);
         self.deadline.checked_sub(spent).filter(|d| !d.is_zero())
     }
 }

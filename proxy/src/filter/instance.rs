@@ -73,6 +73,7 @@ impl FilterInstance {
         let started = Instant::now();
         data.clock.started = started;
         data.clock.waited = Duration::ZERO;
+        data.clock.stalled_before = data.clock.slot.stalled();
         data.clock.slot.arm(started, data.clock.deadline);
         std::mem::swap(&mut data.exchange, exchange);
         // Any advance of the epoch makes the guest check its clock
@@ -179,6 +180,7 @@ impl InstancePool {
             vec![("filter".into(), self.identity.name.to_string())],
             1,
         );
+        let slot = self.watchdog.slot();
         let state = HostState {
             memory: MemoryCap {
                 bytes: self.limits.memory_bytes,
@@ -190,7 +192,8 @@ impl InstancePool {
                 deadline: Duration::from_millis(INIT_DEADLINE_MS),
                 started: Instant::now(),
                 waited: Duration::ZERO,
-                slot: self.watchdog.slot(),
+                stalled_before: slot.stalled(),
+                slot,
             },
         };
         let mut store = Store::new(&self.engine, state);

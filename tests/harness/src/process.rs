@@ -142,11 +142,7 @@ impl Weft {
     /// Sends SIGHUP; returns the log line that reports the outcome.
     pub fn signal_reload(&self) -> String {
         let before = self.outcomes();
-        let status = Command::new("kill")
-            .args(["-HUP", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success());
+        self.signal("HUP");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let lines = self.log.lock().unwrap();
@@ -162,6 +158,15 @@ impl Weft {
             );
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// Sends signal `name` (`HUP`, `STOP`, `CONT`, …) to the process.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
     }
 
     fn outcomes(&self) -> usize {
