@@ -5,11 +5,10 @@
 use std::cell::RefCell;
 use std::thread::LocalKey;
 
-use crate::bindings::weft::filter::types as wit;
 use crate::{Filter, Phases, Request, Response, config, panic_hook};
 
 pub use crate::bindings::exports::weft::filter::filter::Guest;
-pub use wit::{Action as WitAction, Request as WitRequest, Response as WitResponse};
+pub use crate::bindings::weft::filter::types::Action as WitAction;
 
 /// Where the exported filter's instance lives, once `init` succeeded.
 pub type Slot<F> = LocalKey<RefCell<Option<F>>>;
@@ -30,40 +29,32 @@ pub fn phases<F: Filter>(slot: &'static Slot<F>) -> Phases {
 }
 
 /// `on-request-headers`.
-pub fn on_request_headers<F: Filter>(slot: &'static Slot<F>, req: &WitRequest) -> WitAction {
-    let req = Request::borrowed(req);
+pub fn on_request_headers<F: Filter>(slot: &'static Slot<F>) -> WitAction {
+    let req = Request::current();
     with_filter(slot, |filter| filter.on_request_headers(&req)).into_wit()
 }
 
 /// `on-request-body`.
-pub fn on_request_body<F: Filter>(slot: &'static Slot<F>, req: &WitRequest) -> WitAction {
-    let req = Request::borrowed(req);
+pub fn on_request_body<F: Filter>(slot: &'static Slot<F>) -> WitAction {
+    let req = Request::current();
     with_filter(slot, |filter| filter.on_request_body(&req)).into_wit()
 }
 
 /// `on-response-headers`.
-pub fn on_response_headers<F: Filter>(
-    slot: &'static Slot<F>,
-    req: &WitRequest,
-    resp: &WitResponse,
-) -> WitAction {
-    let (req, resp) = (Request::borrowed(req), Response::borrowed(resp));
+pub fn on_response_headers<F: Filter>(slot: &'static Slot<F>) -> WitAction {
+    let (req, resp) = (Request::current(), Response::current());
     with_filter(slot, |filter| filter.on_response_headers(&req, &resp)).into_wit()
 }
 
 /// `on-response-body`.
-pub fn on_response_body<F: Filter>(
-    slot: &'static Slot<F>,
-    req: &WitRequest,
-    resp: &WitResponse,
-) -> WitAction {
-    let (req, resp) = (Request::borrowed(req), Response::borrowed(resp));
+pub fn on_response_body<F: Filter>(slot: &'static Slot<F>) -> WitAction {
+    let (req, resp) = (Request::current(), Response::current());
     with_filter(slot, |filter| filter.on_response_body(&req, &resp)).into_wit()
 }
 
 /// `on-done`.
-pub fn on_done<F: Filter>(slot: &'static Slot<F>, req: &WitRequest, resp: &WitResponse) {
-    let (req, resp) = (Request::borrowed(req), Response::borrowed(resp));
+pub fn on_done<F: Filter>(slot: &'static Slot<F>) {
+    let (req, resp) = (Request::current(), Response::current());
     with_filter(slot, |filter| filter.on_done(&req, &resp))
 }
 
@@ -105,37 +96,24 @@ macro_rules! __export_filter {
                     $crate::__private::phases(&WEFT_FILTER)
                 }
 
-                fn on_request_headers(
-                    request: &$crate::__private::WitRequest,
-                ) -> $crate::__private::WitAction {
-                    $crate::__private::on_request_headers(&WEFT_FILTER, request)
+                fn on_request_headers() -> $crate::__private::WitAction {
+                    $crate::__private::on_request_headers(&WEFT_FILTER)
                 }
 
-                fn on_request_body(
-                    request: &$crate::__private::WitRequest,
-                ) -> $crate::__private::WitAction {
-                    $crate::__private::on_request_body(&WEFT_FILTER, request)
+                fn on_request_body() -> $crate::__private::WitAction {
+                    $crate::__private::on_request_body(&WEFT_FILTER)
                 }
 
-                fn on_response_headers(
-                    request: &$crate::__private::WitRequest,
-                    response: &$crate::__private::WitResponse,
-                ) -> $crate::__private::WitAction {
-                    $crate::__private::on_response_headers(&WEFT_FILTER, request, response)
+                fn on_response_headers() -> $crate::__private::WitAction {
+                    $crate::__private::on_response_headers(&WEFT_FILTER)
                 }
 
-                fn on_response_body(
-                    request: &$crate::__private::WitRequest,
-                    response: &$crate::__private::WitResponse,
-                ) -> $crate::__private::WitAction {
-                    $crate::__private::on_response_body(&WEFT_FILTER, request, response)
+                fn on_response_body() -> $crate::__private::WitAction {
+                    $crate::__private::on_response_body(&WEFT_FILTER)
                 }
 
-                fn on_done(
-                    request: &$crate::__private::WitRequest,
-                    response: &$crate::__private::WitResponse,
-                ) {
-                    $crate::__private::on_done(&WEFT_FILTER, request, response)
+                fn on_done() {
+                    $crate::__private::on_done(&WEFT_FILTER)
                 }
             }
 

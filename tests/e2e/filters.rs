@@ -113,6 +113,19 @@ async fn a_panicking_filter_is_a_trap() {
     assert!(message.contains("trapped"), "{message}");
 }
 
+/// The contract's `response` functions act on the call's response: called
+/// in a request phase, where there is none, they trap and say why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_function_called_in_a_request_phase_traps_and_says_why() {
+    let message = check_failure_policy("misuse", "").await;
+    assert!(
+        message.contains(
+            "response.status called in on-request-headers: there is no response before the response phases"
+        ),
+        "{message}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_looping_filter_is_cut_off_by_its_deadline_without_stalling_other_routes() {
     let up = Upstream::start().await;

@@ -191,6 +191,29 @@ fn a_filter_config_rejected_by_init_names_the_chain_entry() {
     assert!(out.contains("bad header"), "{out}");
 }
 
+/// `init` has no request or response: the contract's functions on them trap
+/// there, and the error says so.
+#[test]
+fn a_filter_reading_the_response_in_init_is_rejected_saying_why() {
+    let filters = format!("  misbehave: {{ path: {} }}", wasm("misbehave_filter"));
+    let yaml = base(
+        &filters,
+        "        filters: [{ filter: misbehave, config: { do: misuse, phase: init } }]",
+        "127.0.0.1:8080",
+        "backend",
+    );
+    let (ok, out) = validate(bin(), &yaml, "weft.yaml", &[]);
+    assert!(!ok);
+    assert!(
+        out.contains("listeners[0].routes[1].filters[0].config: init"),
+        "{out}"
+    );
+    assert!(
+        out.contains("response.status called outside a phase: there is no response in init"),
+        "{out}"
+    );
+}
+
 #[test]
 fn a_component_built_for_another_contract_version_is_refused_naming_both() {
     let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -206,7 +229,7 @@ fn a_component_built_for_another_contract_version_is_refused_naming_both() {
     assert!(
         out.contains("filters.old.path: ")
             && out.contains(
-                "built for contract weft:filter@0.1.0, but this proxy serves weft:filter@0.3.0"
+                "built for contract weft:filter@0.1.0, but this proxy serves weft:filter@0.4.0"
             ),
         "{out}"
     );

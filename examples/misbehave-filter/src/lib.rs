@@ -3,8 +3,8 @@
 //!
 //! ```json
 //! {
-//!   "do": "trap" | "loop" | "grow" | "panic",
-//!   "phase": "request_headers" | "response_headers" | "done",
+//!   "do": "trap" | "loop" | "grow" | "panic" | "misuse",
+//!   "phase": "request_headers" | "response_headers" | "done" | "init",
 //!   "when_header": "x-doom",
 //!   "busy_ms": 300,
 //!   "init_error": "message"
@@ -13,8 +13,10 @@
 //!
 //! - `do`: what goes wrong. `trap` executes `unreachable`; `loop` spins
 //!   forever; `grow` allocates and touches 1 MiB chunks until memory runs
-//!   out; `panic` panics. Absent: never misbehaves.
-//! - `phase`: where it goes wrong; `request_headers` by default.
+//!   out; `panic` panics; `misuse` calls `response.status` where there is
+//!   no response. Absent: never misbehaves.
+//! - `phase`: where it goes wrong; `request_headers` by default. `init`
+//!   misbehaves while the filter is created, for every request alike.
 //! - `when_header`: misbehave only for requests that have this header.
 //! - `busy_ms`: before misbehaving (or instead, without `do`), keep busy in
 //!   `phase` for this long of the filter's own running time, then go on. A
@@ -51,6 +53,7 @@ enum Phase {
     RequestHeaders,
     ResponseHeaders,
     Done,
+    Init,
 }
 
 struct Misbehave {
@@ -95,6 +98,12 @@ impl Filter for Misbehave {
         if let Some(message) = config.init_error {
             return Err(message);
         }
+        if config.phase == Phase::Init
+            && let Some(misbehaviour) = config.misbehaviour
+        {
+            weft_sdk::warn!("misbehave-filter: about to {} in init", misbehaviour.name());
+            misbehaviour.commit();
+        }
         Ok(Misbehave {
             misbehaviour: config.misbehaviour,
             phase: config.phase,
@@ -105,7 +114,7 @@ impl Filter for Misbehave {
 
     fn phases(&self) -> Phases {
         match self.phase {
-            Phase::RequestHeaders => Phases::REQUEST_HEADERS,
+            Phase::RequestHeaders | Phase::Init => Phases::REQUEST_HEADERS,
             Phase::ResponseHeaders => Phases::REQUEST_HEADERS | Phases::RESPONSE_HEADERS,
             Phase::Done => Phases::REQUEST_HEADERS | Phases::DONE,
         }

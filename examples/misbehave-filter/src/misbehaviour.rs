@@ -15,6 +15,10 @@ pub enum Misbehaviour {
     Grow,
     /// Panics.
     Panic,
+    /// Calls `response.status` where there is no response (a request
+    /// phase, or `init`): what only a filter using the contract directly,
+    /// not the SDK's types, can do.
+    Misuse,
 }
 
 impl Misbehaviour {
@@ -25,6 +29,7 @@ impl Misbehaviour {
             Misbehaviour::Loop => "loop",
             Misbehaviour::Grow => "grow",
             Misbehaviour::Panic => "panic",
+            Misbehaviour::Misuse => "misuse",
         }
     }
 
@@ -35,6 +40,11 @@ impl Misbehaviour {
             Misbehaviour::Loop => spin(),
             Misbehaviour::Grow => grow(),
             Misbehaviour::Panic => panic!("misbehave-filter: asked to panic"),
+            Misbehaviour::Misuse => {
+                let status = weft_sdk::bindings::weft::filter::response::status();
+                // The host traps: this is not reached.
+                panic!("misbehave-filter: response.status answered {status}")
+            }
         }
     }
 }

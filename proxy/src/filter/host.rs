@@ -1,7 +1,7 @@
 //! The host side of the contract: what a filter's imports do. Each instance's
 //! store holds a `HostState`; the request it works on arrives in `exchange`
 //! for the duration of one phase call. The `request` and `response`
-//! resources are in [`super::resources`].
+//! interfaces are in [`super::accessors`].
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -15,12 +15,6 @@ use super::deadline::CallSlot;
 use super::exchange::Exchange;
 use super::shared::SharedState;
 use crate::telemetry::Registry;
-
-/// The host-side handle of the `request` resource: the request in the
-/// current exchange. Filters only ever borrow it.
-pub struct RequestHandle;
-/// The host-side handle of the `response` resource.
-pub struct ResponseHandle;
 
 /// Prefix of every metric a filter defines.
 const METRIC_PREFIX: &str = "weft_filter_";

@@ -6,7 +6,6 @@
 use std::sync::{Arc, Mutex};
 
 use std::time::{Duration, Instant};
-use wasmtime::component::Resource;
 
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
@@ -118,17 +117,12 @@ impl FilterInstance {
     ) -> Result<Action, FilterFailure> {
         self.call(exchange, phase, |b, store| {
             let f = b.weft_filter_filter();
-            let req = Resource::new_borrow(0);
             match phase {
-                Phase::RequestHeaders => f.call_on_request_headers(store, req),
-                Phase::RequestBody => f.call_on_request_body(store, req),
-                Phase::ResponseHeaders => {
-                    f.call_on_response_headers(store, req, Resource::new_borrow(0))
-                }
-                Phase::ResponseBody => f.call_on_response_body(store, req, Resource::new_borrow(0)),
-                Phase::Done => f
-                    .call_on_done(store, req, Resource::new_borrow(0))
-                    .map(|()| Action::Continue),
+                Phase::RequestHeaders => f.call_on_request_headers(store),
+                Phase::RequestBody => f.call_on_request_body(store),
+                Phase::ResponseHeaders => f.call_on_response_headers(store),
+                Phase::ResponseBody => f.call_on_response_body(store),
+                Phase::Done => f.call_on_done(store).map(|()| Action::Continue),
             }
         })
     }

@@ -6,9 +6,10 @@
 //!   compiled build kept on disk between runs.
 //! - [`instance`]: instances and their pools.
 //! - [`chain`]: a route's chain and one request's run through it.
-//! - [`host`]: the host functions filters import; [`resources`]: the
-//!   request and response they act on.
+//! - [`host`]: the host functions filters import; [`accessors`]: those of
+//!   the request and response they act on.
 
+pub mod accessors;
 pub mod callout;
 pub mod chain;
 pub mod deadline;
@@ -17,7 +18,6 @@ pub mod exchange;
 pub mod host;
 pub mod instance;
 pub mod module;
-pub mod resources;
 pub mod runtime;
 pub mod shared;
 
@@ -27,10 +27,6 @@ pub mod bindings {
         path: "../wit",
         world: "http-filter",
         imports: { default: trappable },
-        with: {
-            "weft:filter/types.request": super::host::RequestHandle,
-            "weft:filter/types.response": super::host::ResponseHandle,
-        },
     });
 }
 

@@ -16,7 +16,7 @@ use super::host::HostState;
 use crate::telemetry::Registry;
 
 /// The contract version this proxy serves (`package weft:filter@…` in `wit/`).
-pub const CONTRACT_VERSION: &str = "0.3.0";
+pub const CONTRACT_VERSION: &str = "0.4.0";
 const CONTRACT_NAMESPACE: &str = "weft:filter/";
 const FILTER_EXPORT: &str = "weft:filter/filter";
 
@@ -236,7 +236,7 @@ fn check_contract(engine: &Engine, component: &Component) -> Result<(), ModuleEr
     Ok(())
 }
 
-/// `weft:filter/x@0.3.2` is served by 0.3.0 (same major.minor pre-1.0).
+/// `weft:filter/x@0.4.2` is served by 0.4.0 (same major.minor pre-1.0).
 fn check_version(name: &str) -> Result<(), ModuleError> {
     let found = name
         .split_once('@')
@@ -279,12 +279,12 @@ mod tests {
 
     #[test]
     fn versions_compatible_within_minor() {
-        assert!(check_version("weft:filter/filter@0.3.0").is_ok());
-        assert!(check_version("weft:filter/filter@0.3.7").is_ok());
-        let err = check_version("weft:filter/filter@0.2.0").unwrap_err();
+        assert!(check_version("weft:filter/filter@0.4.0").is_ok());
+        assert!(check_version("weft:filter/filter@0.4.7").is_ok());
+        let err = check_version("weft:filter/filter@0.3.0").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "built for contract weft:filter@0.2.0, but this proxy serves weft:filter@0.3.0"
+            "built for contract weft:filter@0.3.0, but this proxy serves weft:filter@0.4.0"
         );
     }
 }

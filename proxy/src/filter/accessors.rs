@@ -1,15 +1,14 @@
-//! The `request` and `response` resources: lazy accessors over the
+//! The `request` and `response` interfaces: lazy accessors over the
 //! exchange moved into the store for the call. Each accessor copies only
 //! what it returns; setters validate and trap on invalid HTTP.
 
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
-use wasmtime::component::Resource;
 use wasmtime::format_err;
 
-use super::bindings::weft::filter::types::{self, HostRequest, HostResponse};
+use super::bindings::weft::filter::{request, response, types};
 use super::exchange::{Phase, authority_of, first_header, lossy, path_of};
-use super::host::{HostState, RequestHandle, ResponseHandle};
+use super::host::HostState;
 
 impl HostState {
     fn request_mut(&mut self, what: &str) -> wasmtime::Result<&mut http::request::Parts> {
@@ -20,21 +19,29 @@ impl HostState {
                 phase.name()
             ));
         }
-        self.request()
+        self.request(what)
     }
 
-    fn request(&mut self) -> wasmtime::Result<&mut http::request::Parts> {
-        self.exchange
-            .request
-            .as_mut()
-            .ok_or_else(|| format_err!("no request in this call"))
+    /// The call's request; `what` names the function for the error.
+    fn request(&mut self, what: &str) -> wasmtime::Result<&mut http::request::Parts> {
+        self.exchange.request.as_mut().ok_or_else(|| {
+            format_err!("request.{what} called outside a phase: there is no request in init")
+        })
     }
 
-    fn response(&mut self) -> wasmtime::Result<&mut http::response::Parts> {
-        self.exchange
-            .response
-            .as_mut()
-            .ok_or_else(|| format_err!("no response in this phase"))
+    /// The call's response; `what` names the function for the error.
+    fn response(&mut self, what: &str) -> wasmtime::Result<&mut http::response::Parts> {
+        let phase = self.exchange.phase;
+        match self.exchange.response.as_mut() {
+            Some(response) => Ok(response),
+            None if self.exchange.request.is_none() => Err(format_err!(
+                "response.{what} called outside a phase: there is no response in init"
+            )),
+            None => Err(format_err!(
+                "response.{what} called in {}: there is no response before the response phases",
+                phase.name()
+            )),
+        }
     }
 
     fn response_mut(&mut self, what: &str) -> wasmtime::Result<&mut http::response::Parts> {
@@ -43,7 +50,7 @@ impl HostState {
                 "response.{what} called in on-done: the response is already sent"
             ));
         }
-        self.response()
+        self.response(what)
     }
 }
 
@@ -91,16 +98,16 @@ fn set_content_length(map: &mut HeaderMap, len: usize) {
 
 impl types::Host for HostState {}
 
-impl HostRequest for HostState {
-    fn method(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<String> {
-        Ok(self.request()?.method.as_str().to_string())
+impl request::Host for HostState {
+    fn method(&mut self) -> wasmtime::Result<String> {
+        Ok(self.request("method")?.method.as_str().to_string())
     }
 
-    fn path(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<String> {
-        Ok(path_of(self.request()?))
+    fn path(&mut self) -> wasmtime::Result<String> {
+        Ok(path_of(self.request("path")?))
     }
 
-    fn set_path(&mut self, _: Resource<RequestHandle>, path: String) -> wasmtime::Result<()> {
+    fn set_path(&mut self, path: String) -> wasmtime::Result<()> {
         let req = self.request_mut("set-path")?;
         if !path.starts_with('/') {
             return Err(format_err!("set-path: {path:?} does not start with '/'"));
@@ -114,45 +121,27 @@ impl HostRequest for HostState {
         Ok(())
     }
 
-    fn authority(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<Option<String>> {
-        Ok(authority_of(self.request()?))
+    fn authority(&mut self) -> wasmtime::Result<Option<String>> {
+        Ok(authority_of(self.request("authority")?))
     }
 
-    fn header(
-        &mut self,
-        _: Resource<RequestHandle>,
-        name: String,
-    ) -> wasmtime::Result<Option<String>> {
-        Ok(first_header(&self.request()?.headers, &name))
+    fn header(&mut self, name: String) -> wasmtime::Result<Option<String>> {
+        Ok(first_header(&self.request("header")?.headers, &name))
     }
 
-    fn header_all(
-        &mut self,
-        _: Resource<RequestHandle>,
-        name: String,
-    ) -> wasmtime::Result<Vec<String>> {
-        Ok(header_all(&self.request()?.headers, &name))
+    fn header_all(&mut self, name: String) -> wasmtime::Result<Vec<String>> {
+        Ok(header_all(&self.request("header-all")?.headers, &name))
     }
 
-    fn header_names(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<Vec<String>> {
-        Ok(header_names(&self.request()?.headers))
+    fn header_names(&mut self) -> wasmtime::Result<Vec<String>> {
+        Ok(header_names(&self.request("header-names")?.headers))
     }
 
-    fn set_header(
-        &mut self,
-        _: Resource<RequestHandle>,
-        name: String,
-        value: String,
-    ) -> wasmtime::Result<()> {
+    fn set_header(&mut self, name: String, value: String) -> wasmtime::Result<()> {
         set_header(&mut self.request_mut("set-header")?.headers, &name, &value)
     }
 
-    fn append_header(
-        &mut self,
-        _: Resource<RequestHandle>,
-        name: String,
-        value: String,
-    ) -> wasmtime::Result<()> {
+    fn append_header(&mut self, name: String, value: String) -> wasmtime::Result<()> {
         append_header(
             &mut self.request_mut("append-header")?.headers,
             &name,
@@ -160,28 +149,29 @@ impl HostRequest for HostState {
         )
     }
 
-    fn remove_header(&mut self, _: Resource<RequestHandle>, name: String) -> wasmtime::Result<()> {
+    fn remove_header(&mut self, name: String) -> wasmtime::Result<()> {
         remove_header(&mut self.request_mut("remove-header")?.headers, &name);
         Ok(())
     }
 
-    fn body(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<Option<Vec<u8>>> {
+    fn body(&mut self) -> wasmtime::Result<Option<Vec<u8>>> {
+        self.request("body")?;
         Ok(self.exchange.request_body.as_ref().map(|b| b.to_vec()))
     }
 
-    fn set_body(&mut self, _: Resource<RequestHandle>, body: Vec<u8>) -> wasmtime::Result<()> {
+    fn set_body(&mut self, body: Vec<u8>) -> wasmtime::Result<()> {
         if self.exchange.phase != Phase::RequestBody {
             return Err(format_err!(
                 "request.set-body called in {}: only allowed in on-request-body",
                 self.exchange.phase.name()
             ));
         }
-        set_content_length(&mut self.request()?.headers, body.len());
+        set_content_length(&mut self.request("set-body")?.headers, body.len());
         self.exchange.request_body = Some(Bytes::from(body));
         Ok(())
     }
 
-    fn set_timeout_ms(&mut self, _: Resource<RequestHandle>, ms: u32) -> wasmtime::Result<()> {
+    fn set_timeout_ms(&mut self, ms: u32) -> wasmtime::Result<()> {
         self.request_mut("set-timeout-ms")?;
         if ms == 0 {
             return Err(format_err!(
@@ -191,59 +181,37 @@ impl HostRequest for HostState {
         self.exchange.upstream_timeout = Some(std::time::Duration::from_millis(ms.into()));
         Ok(())
     }
-
-    fn drop(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<()> {
-        Ok(())
-    }
 }
 
-impl HostResponse for HostState {
-    fn status(&mut self, _: Resource<ResponseHandle>) -> wasmtime::Result<u16> {
-        Ok(self.response()?.status.as_u16())
+impl response::Host for HostState {
+    fn status(&mut self) -> wasmtime::Result<u16> {
+        Ok(self.response("status")?.status.as_u16())
     }
 
-    fn set_status(&mut self, _: Resource<ResponseHandle>, status: u16) -> wasmtime::Result<()> {
+    fn set_status(&mut self, status: u16) -> wasmtime::Result<()> {
         let resp = self.response_mut("set-status")?;
         resp.status = http::StatusCode::from_u16(status)
             .map_err(|_| format_err!("set-status: {status} is not a valid status code"))?;
         Ok(())
     }
 
-    fn header(
-        &mut self,
-        _: Resource<ResponseHandle>,
-        name: String,
-    ) -> wasmtime::Result<Option<String>> {
-        Ok(first_header(&self.response()?.headers, &name))
+    fn header(&mut self, name: String) -> wasmtime::Result<Option<String>> {
+        Ok(first_header(&self.response("header")?.headers, &name))
     }
 
-    fn header_all(
-        &mut self,
-        _: Resource<ResponseHandle>,
-        name: String,
-    ) -> wasmtime::Result<Vec<String>> {
-        Ok(header_all(&self.response()?.headers, &name))
+    fn header_all(&mut self, name: String) -> wasmtime::Result<Vec<String>> {
+        Ok(header_all(&self.response("header-all")?.headers, &name))
     }
 
-    fn header_names(&mut self, _: Resource<ResponseHandle>) -> wasmtime::Result<Vec<String>> {
-        Ok(header_names(&self.response()?.headers))
+    fn header_names(&mut self) -> wasmtime::Result<Vec<String>> {
+        Ok(header_names(&self.response("header-names")?.headers))
     }
 
-    fn set_header(
-        &mut self,
-        _: Resource<ResponseHandle>,
-        name: String,
-        value: String,
-    ) -> wasmtime::Result<()> {
+    fn set_header(&mut self, name: String, value: String) -> wasmtime::Result<()> {
         set_header(&mut self.response_mut("set-header")?.headers, &name, &value)
     }
 
-    fn append_header(
-        &mut self,
-        _: Resource<ResponseHandle>,
-        name: String,
-        value: String,
-    ) -> wasmtime::Result<()> {
+    fn append_header(&mut self, name: String, value: String) -> wasmtime::Result<()> {
         append_header(
             &mut self.response_mut("append-header")?.headers,
             &name,
@@ -251,28 +219,25 @@ impl HostResponse for HostState {
         )
     }
 
-    fn remove_header(&mut self, _: Resource<ResponseHandle>, name: String) -> wasmtime::Result<()> {
+    fn remove_header(&mut self, name: String) -> wasmtime::Result<()> {
         remove_header(&mut self.response_mut("remove-header")?.headers, &name);
         Ok(())
     }
 
-    fn body(&mut self, _: Resource<ResponseHandle>) -> wasmtime::Result<Option<Vec<u8>>> {
+    fn body(&mut self) -> wasmtime::Result<Option<Vec<u8>>> {
+        self.response("body")?;
         Ok(self.exchange.response_body.as_ref().map(|b| b.to_vec()))
     }
 
-    fn set_body(&mut self, _: Resource<ResponseHandle>, body: Vec<u8>) -> wasmtime::Result<()> {
+    fn set_body(&mut self, body: Vec<u8>) -> wasmtime::Result<()> {
         if self.exchange.phase != Phase::ResponseBody {
             return Err(format_err!(
                 "response.set-body called in {}: only allowed in on-response-body",
                 self.exchange.phase.name()
             ));
         }
-        set_content_length(&mut self.response()?.headers, body.len());
+        set_content_length(&mut self.response("set-body")?.headers, body.len());
         self.exchange.response_body = Some(Bytes::from(body));
-        Ok(())
-    }
-
-    fn drop(&mut self, _: Resource<ResponseHandle>) -> wasmtime::Result<()> {
         Ok(())
     }
 }
