@@ -38,7 +38,8 @@ mod record;
 mod trace;
 
 use weft_sdk::log::{self, Level};
-use weft_sdk::{Action, Filter, Phases, Request, Response, metrics, property, random_u64};
+use weft_sdk::property::PropertySet;
+use weft_sdk::{Action, Filter, Phases, Request, Response, metrics, random_u64};
 
 use crate::config::{Config, ELAPSED, Field, METHOD, ROUTE, START, STATUS, Settings};
 use crate::record::{Exchange, Lookup};
@@ -57,6 +58,9 @@ struct Telemetry {
     /// too.
     metric_reads: Reads,
     log_reads: Reads,
+    /// `metric_reads.names` and `log_reads.names`, registered with the proxy.
+    metric_set: PropertySet,
+    log_set: PropertySet,
     /// This hop's trace context, from `on_request_headers` to `on_done`
     /// (with `trace`).
     trace: Option<Context>,
@@ -68,12 +72,16 @@ impl Filter for Telemetry {
 
     fn new(config: Config) -> Result<Self, String> {
         let settings = config.validate()?;
+        let metric_reads = Reads::new(METRIC_PROPERTIES.to_vec(), &[]);
+        let log_reads = Reads::new(
+            log_properties(&settings),
+            settings.access_log.as_deref().unwrap_or_default(),
+        );
         Ok(Telemetry {
-            metric_reads: Reads::new(METRIC_PROPERTIES.to_vec(), &[]),
-            log_reads: Reads::new(
-                log_properties(&settings),
-                settings.access_log.as_deref().unwrap_or_default(),
-            ),
+            metric_set: PropertySet::new(&metric_reads.names),
+            log_set: PropertySet::new(&log_reads.names),
+            metric_reads,
+            log_reads,
             settings,
             trace: None,
         })
@@ -96,14 +104,14 @@ impl Filter for Telemetry {
         if !(self.settings.metrics || log) {
             return;
         }
-        let reads = if log {
-            &self.log_reads
+        let (reads, set) = if log {
+            (&self.log_reads, &self.log_set)
         } else {
-            &self.metric_reads
+            (&self.metric_reads, &self.metric_set)
         };
         let values = Values {
             reads,
-            values: property::get_many(&reads.names),
+            values: set.read(),
         };
         let exchange = Exchange {
             method: values.at(reads.method).unwrap_or_default(),

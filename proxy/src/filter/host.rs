@@ -81,7 +81,14 @@ pub struct HostState {
     /// The running call's clock: its deadline, when it started, and how
     /// long it waited on callouts (which does not count).
     pub clock: CallClock,
+    /// The property sets the guest registered, by id.
+    pub property_sets: Vec<Box<[String]>>,
 }
+
+/// How many property sets one instance may register.
+const MAX_PROPERTY_SETS: usize = 64;
+/// What `properties` writes for an absent property instead of a length.
+const ABSENT: [u8; 4] = [0xff; 4];
 
 /// Time accounting of the running call, for its deadline.
 pub struct CallClock {
@@ -284,7 +291,30 @@ impl host::Host for HostState {
         Ok(self.property_value(&name))
     }
 
-    fn properties(&mut self, names: Vec<String>) -> wasmtime::Result<Vec<Option<String>>> {
-        Ok(names.iter().map(|name| self.property_value(name)).collect())
+    fn property_set(&mut self, names: Vec<String>) -> wasmtime::Result<u32> {
+        if self.property_sets.len() >= MAX_PROPERTY_SETS {
+            return Err(format_err!(
+                "property-set: at most {MAX_PROPERTY_SETS} sets per instance (register a set once, in init)"
+            ));
+        }
+        self.property_sets.push(names.into_boxed_slice());
+        Ok((self.property_sets.len() - 1) as u32)
+    }
+
+    fn properties(&mut self, id: u32) -> wasmtime::Result<Vec<u8>> {
+        let names = self.property_sets.get(id as usize).ok_or_else(|| {
+            format_err!("properties: no property set {id} (ids come from property-set)")
+        })?;
+        let mut packed = Vec::with_capacity(names.len() * 24);
+        for name in names {
+            match self.property_value(name) {
+                Some(value) => {
+                    packed.extend_from_slice(&(value.len() as u32).to_le_bytes());
+                    packed.extend_from_slice(value.as_bytes());
+                }
+                None => packed.extend_from_slice(&ABSENT),
+            }
+        }
+        Ok(packed)
     }
 }

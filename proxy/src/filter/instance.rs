@@ -189,6 +189,7 @@ impl InstancePool {
                 stalled_before: slot.stalled(),
                 slot,
             },
+            property_sets: Vec::new(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.memory);
