@@ -7,20 +7,20 @@
 //!
 //! Each instance has a [`CallSlot`] saying when its running call's deadline
 //! passes. The watchdog thread sleeps until the earliest such moment, or for
-//! one deadline's length when no call is in flight, so under load it wakes
-//! about once per deadline (100 times a second at the default 10 ms) instead
-//! of on a fixed 1 ms tick. A call whose deadline comes before the
+//! one deadline's length (at most `MAX_PERIOD`) when no call is in flight,
+//! so under load it wakes about once per deadline (100 times a second at the
+//! default 10 ms) instead of on a fixed 1 ms tick. A call whose deadline comes before the
 //! watchdog's next wake-up wakes it; when no call has started for a while
 //! the watchdog sleeps until the next call does.
 //!
 //! A deadline counts the call's own time, so time the whole process stood
 //! still does not count: the proxy stopped (`SIGSTOP`), its machine paused,
 //! or its container throttled by a CPU quota. The watchdog sees such a
-//! stall as a wake-up that comes late, by more than [`STALL_MIN`]; it adds
+//! stall as a wake-up that comes late, by more than `STALL_MIN`; it adds
 //! the lateness to [`CallSlot::stalled`] before it looks at the slots, and
 //! a call's clock subtracts the stalls seen since it started. While calls
-//! are being made the watchdog sleeps at most [`MAX_PERIOD`], so it misses
-//! at most that much of a stall.
+//! are being made the watchdog sleeps at most `MAX_PERIOD`, so it misses
+//! at most that much of a stall; once parked, the next call wakes it.
 
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::{Relaxed, Release, SeqCst};
