@@ -126,6 +126,23 @@ async fn a_response_function_called_in_a_request_phase_traps_and_says_why() {
     );
 }
 
+/// Property sets are the instance's own: reading one never registered, or
+/// registering more than 64, traps and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn property_set_misuse_traps_and_says_why() {
+    let message = check_failure_policy("unknown_property_set", "").await;
+    assert!(
+        message.contains("properties: no property set 999 (ids come from property-set)"),
+        "{message}"
+    );
+    let message = check_failure_policy("hoard_property_sets", "").await;
+    assert!(
+        message
+            .contains("property-set: at most 64 sets per instance (register a set once, in init)"),
+        "{message}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_looping_filter_is_cut_off_by_its_deadline_without_stalling_other_routes() {
     let up = Upstream::start().await;

@@ -3,7 +3,8 @@
 //!
 //! ```json
 //! {
-//!   "do": "trap" | "loop" | "grow" | "panic" | "misuse",
+//!   "do": "trap" | "loop" | "grow" | "panic" | "misuse" |
+//!         "unknown_property_set" | "hoard_property_sets",
 //!   "phase": "request_headers" | "response_headers" | "done" | "init",
 //!   "when_header": "x-doom",
 //!   "busy_ms": 300,
@@ -14,7 +15,9 @@
 //! - `do`: what goes wrong. `trap` executes `unreachable`; `loop` spins
 //!   forever; `grow` allocates and touches 1 MiB chunks until memory runs
 //!   out; `panic` panics; `misuse` calls `response.status` where there is
-//!   no response. Absent: never misbehaves.
+//!   no response; `unknown_property_set` reads a property set it never
+//!   registered; `hoard_property_sets` registers sets until refused.
+//!   Absent: never misbehaves.
 //! - `phase`: where it goes wrong; `request_headers` by default. `init`
 //!   misbehaves while the filter is created, for every request alike.
 //! - `when_header`: misbehave only for requests that have this header.

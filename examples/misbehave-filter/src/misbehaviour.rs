@@ -19,6 +19,11 @@ pub enum Misbehaviour {
     /// phase, or `init`): what only a filter using the contract directly,
     /// not the SDK's types, can do.
     Misuse,
+    /// Reads property set 999, which it never registered (the contract
+    /// directly: the SDK only reads sets it made).
+    UnknownPropertySet,
+    /// Registers property sets until the proxy refuses one.
+    HoardPropertySets,
 }
 
 impl Misbehaviour {
@@ -30,6 +35,8 @@ impl Misbehaviour {
             Misbehaviour::Grow => "grow",
             Misbehaviour::Panic => "panic",
             Misbehaviour::Misuse => "misuse",
+            Misbehaviour::UnknownPropertySet => "unknown_property_set",
+            Misbehaviour::HoardPropertySets => "hoard_property_sets",
         }
     }
 
@@ -45,6 +52,16 @@ impl Misbehaviour {
                 // The host traps: this is not reached.
                 panic!("misbehave-filter: response.status answered {status}")
             }
+            Misbehaviour::UnknownPropertySet => {
+                let packed = weft_sdk::bindings::weft::filter::host::properties(999);
+                panic!(
+                    "misbehave-filter: property set 999 gave {} bytes",
+                    packed.len()
+                )
+            }
+            Misbehaviour::HoardPropertySets => loop {
+                weft_sdk::property::PropertySet::new(&["request.id"]);
+            },
         }
     }
 }
