@@ -126,6 +126,9 @@ if [ "$BUILD" = 1 ]; then
         -p weft-filter-api-key -p weft-filter-rate-limit -p weft-filter-headers -p weft-filter-telemetry)
 fi
 [ -x "$WEFT" ] || die "$WEFT is missing: run without --no-build, or make build"
+# The source the binaries were built from, taken now: the tree may change
+# during a long run.
+SOURCE=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)
 [ "$RATE" = 0 ] || [ -x "$LOADGEN" ] || die "$LOADGEN is missing: cargo build --release -p weft-loadgen (or --rate 0)"
 [ "$UPSTREAM" = nginx ] || [ -x "$DEMO" ] || die "$DEMO is missing: cargo build --release -p weft-demo-upstream"
 for f in api_key rate_limit headers telemetry; do
@@ -544,7 +547,7 @@ TP="h1-c$CONNS"
     echo "- CPU: $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), $(nproc) cores (nproc)"
     echo "- kernel: $(uname -sr); memory: $(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
     echo "- load average (1/5/15 min) before: $LOAD_BEFORE; after: $LOAD_AFTER"
-    echo "- weft: $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown), $("$WEFT" --version 2>/dev/null || true); $(rustc --version 2>/dev/null || true)"
+    echo "- weft: $SOURCE, $("$WEFT" --version 2>/dev/null || true); $(rustc --version 2>/dev/null || true)"
     have nginx && echo "- $(nginx -v 2>&1)"
     have haproxy && echo "- $(haproxy -v 2>/dev/null | head -n 1)"
     echo "- $(wrk -v 2>&1 | head -n 1 || true)"
