@@ -2,6 +2,8 @@
 //! exchange moved into the store for the call. Each accessor copies only
 //! what it returns; setters validate and trap on invalid HTTP.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use wasmtime::format_err;
@@ -57,7 +59,10 @@ impl HostState {
 // ---- header access shared by request and response ----
 
 fn header_all(map: &HeaderMap, name: &str) -> Vec<String> {
-    map.get_all(name).iter().map(lossy).collect()
+    map.get_all(name)
+        .iter()
+        .map(|v| lossy(v).into_owned())
+        .collect()
 }
 
 fn header_names(map: &HeaderMap) -> Vec<String> {
@@ -104,7 +109,7 @@ impl request::Host for HostState {
     }
 
     fn path(&mut self) -> wasmtime::Result<String> {
-        Ok(path_of(self.request("path")?))
+        Ok(path_of(self.request("path")?).to_string())
     }
 
     fn set_path(&mut self, path: String) -> wasmtime::Result<()> {
@@ -122,11 +127,11 @@ impl request::Host for HostState {
     }
 
     fn authority(&mut self) -> wasmtime::Result<Option<String>> {
-        Ok(authority_of(self.request("authority")?))
+        Ok(authority_of(self.request("authority")?).map(Cow::into_owned))
     }
 
     fn header(&mut self, name: String) -> wasmtime::Result<Option<String>> {
-        Ok(first_header(&self.request("header")?.headers, &name))
+        Ok(first_header(&self.request("header")?.headers, &name).map(Cow::into_owned))
     }
 
     fn header_all(&mut self, name: String) -> wasmtime::Result<Vec<String>> {
@@ -160,6 +165,8 @@ impl request::Host for HostState {
     }
 
     fn set_body(&mut self, body: Vec<u8>) -> wasmtime::Result<()> {
+        // Outside a phase (in init) that is the error to report.
+        self.request("set-body")?;
         if self.exchange.phase != Phase::RequestBody {
             return Err(format_err!(
                 "request.set-body called in {}: only allowed in on-request-body",
@@ -196,7 +203,7 @@ impl response::Host for HostState {
     }
 
     fn header(&mut self, name: String) -> wasmtime::Result<Option<String>> {
-        Ok(first_header(&self.response("header")?.headers, &name))
+        Ok(first_header(&self.response("header")?.headers, &name).map(Cow::into_owned))
     }
 
     fn header_all(&mut self, name: String) -> wasmtime::Result<Vec<String>> {
@@ -230,6 +237,8 @@ impl response::Host for HostState {
     }
 
     fn set_body(&mut self, body: Vec<u8>) -> wasmtime::Result<()> {
+        // Outside a phase (in init) that is the error to report.
+        self.response("set-body")?;
         if self.exchange.phase != Phase::ResponseBody {
             return Err(format_err!(
                 "response.set-body called in {}: only allowed in on-response-body",

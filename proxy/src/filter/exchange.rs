@@ -6,6 +6,7 @@
 //! afterwards (two pointer swaps: the struct is over a kilobyte), so no
 //! header map is ever copied to make it visible to a filter.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -41,71 +42,75 @@ pub struct RequestProps {
 }
 
 impl RequestProps {
-    /// The value of property `name`, if known.
-    pub fn get(&self, name: &str) -> Option<String> {
+    /// The value of property `name`, if known: borrowed where the value is
+    /// kept as text, so a read that copies it out allocates nothing.
+    pub fn get(&self, name: &str) -> Option<Cow<'_, str>> {
         match name {
-            "request.id" => Some(self.request_id.clone()),
+            "request.id" => Some(Cow::Borrowed(&self.request_id)),
             "request.start_unix_ns" => self.started.map(|started| {
                 let now = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .unwrap_or_default();
-                now.saturating_sub(started.elapsed()).as_nanos().to_string()
+                Cow::Owned(now.saturating_sub(started.elapsed()).as_nanos().to_string())
             }),
             "request.elapsed_ns" => self
                 .started
-                .map(|started| started.elapsed().as_nanos().to_string()),
-            "listener.name" => Some(self.listener.to_string()),
-            "route.name" => Some(self.route.to_string()),
-            "cluster.name" => Some(self.cluster.to_string()),
-            "peer.address" => self.peer.as_ref().map(|p| p.address.clone()),
-            "peer.ip" => self.peer.as_ref().map(|p| p.ip.clone()),
-            "request.attempt" if self.attempt > 0 => Some(self.attempt.to_string()),
-            "request.retryable" if self.attempt > 0 => Some(self.retryable.to_string()),
-            "upstream.endpoint" => self.upstream_endpoint.as_ref().map(|a| a.to_string()),
-            "upstream.failure" => self.upstream_failure.map(str::to_string),
+                .map(|started| Cow::Owned(started.elapsed().as_nanos().to_string())),
+            "listener.name" => Some(Cow::Borrowed(&self.listener)),
+            "route.name" => Some(Cow::Borrowed(&self.route)),
+            "cluster.name" => Some(Cow::Borrowed(&self.cluster)),
+            "peer.address" => self
+                .peer
+                .as_ref()
+                .map(|p| Cow::Borrowed(p.address.as_str())),
+            "peer.ip" => self.peer.as_ref().map(|p| Cow::Borrowed(p.ip.as_str())),
+            "request.attempt" if self.attempt > 0 => Some(Cow::Owned(self.attempt.to_string())),
+            "request.retryable" if self.attempt > 0 => Some(Cow::Owned(self.retryable.to_string())),
+            "upstream.endpoint" => self
+                .upstream_endpoint
+                .as_ref()
+                .map(|a| Cow::Borrowed(a.as_str())),
+            "upstream.failure" => self.upstream_failure.map(Cow::Borrowed),
             _ => None,
         }
     }
 }
 
 /// The first value of header `name` (any case), lossily as UTF-8.
-pub fn first_header(map: &http::HeaderMap, name: &str) -> Option<String> {
+pub fn first_header<'a>(map: &'a http::HeaderMap, name: &str) -> Option<Cow<'a, str>> {
     map.get(name).map(lossy)
 }
 
 /// A header value as text: invalid UTF-8 becomes U+FFFD.
-pub fn lossy(value: &http::HeaderValue) -> String {
-    String::from_utf8_lossy(value.as_bytes()).into_owned()
+pub fn lossy(value: &http::HeaderValue) -> Cow<'_, str> {
+    String::from_utf8_lossy(value.as_bytes())
 }
 
 /// The path and query as sent upstream.
-pub fn path_of(request: &request::Parts) -> String {
-    request
-        .uri
-        .path_and_query()
-        .map_or_else(|| "/".to_string(), |p| p.as_str().to_string())
+pub fn path_of(request: &request::Parts) -> &str {
+    request.uri.path_and_query().map_or("/", |p| p.as_str())
 }
 
 /// The authority: the URI's (HTTP/2 `:authority`), else the `Host` header.
-pub fn authority_of(request: &request::Parts) -> Option<String> {
+pub fn authority_of(request: &request::Parts) -> Option<Cow<'_, str>> {
     request
         .uri
         .authority()
-        .map(|a| a.as_str().to_string())
+        .map(|a| Cow::Borrowed(a.as_str()))
         .or_else(|| first_header(&request.headers, "host"))
 }
 
 impl Exchange {
     /// The value of property `name`: the request's properties, and the
     /// request and response as their accessors return them.
-    pub fn property(&self, name: &str) -> Option<String> {
+    pub fn property(&self, name: &str) -> Option<Cow<'_, str>> {
         if let Some(field) = name.strip_prefix("request.") {
             let request = self.request.as_ref();
             match field.strip_prefix("header.") {
                 Some(header) => return first_header(&request?.headers, header),
                 None => match field {
-                    "method" => return Some(request?.method.as_str().to_string()),
-                    "path" => return request.map(path_of),
+                    "method" => return Some(Cow::Borrowed(request?.method.as_str())),
+                    "path" => return request.map(|r| Cow::Borrowed(path_of(r))),
                     "authority" => return authority_of(request?),
                     _ => {}
                 },
@@ -114,7 +119,7 @@ impl Exchange {
             let response = self.response.as_ref()?;
             return match field.strip_prefix("header.") {
                 Some(header) => first_header(&response.headers, header),
-                None if field == "status" => Some(response.status.as_str().to_string()),
+                None if field == "status" => Some(Cow::Borrowed(response.status.as_str())),
                 None => None,
             };
         }
@@ -202,7 +207,7 @@ mod tests {
     #[test]
     fn the_request_and_response_are_properties_too() {
         let mut exchange = exchange();
-        let get = |exchange: &Exchange, name: &str| exchange.property(name);
+        let get = |exchange: &Exchange, name: &str| exchange.property(name).map(Cow::into_owned);
         assert_eq!(get(&exchange, "request.method").as_deref(), Some("POST"));
         assert_eq!(
             get(&exchange, "request.path").as_deref(),

@@ -3,6 +3,7 @@
 //! for the duration of one phase call. The `request` and `response`
 //! interfaces are in [`super::accessors`].
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -119,9 +120,9 @@ impl CallClock {
 }
 
 impl HostState {
-    fn property_value(&self, name: &str) -> Option<String> {
+    fn property_value(&self, name: &str) -> Option<Cow<'_, str>> {
         match name {
-            "filter.name" => Some(self.identity.name.to_string()),
+            "filter.name" => Some(Cow::Borrowed(&self.identity.name)),
             _ => self.exchange.property(name),
         }
     }
@@ -288,7 +289,7 @@ impl host::Host for HostState {
     }
 
     fn property(&mut self, name: String) -> wasmtime::Result<Option<String>> {
-        Ok(self.property_value(&name))
+        Ok(self.property_value(&name).map(Cow::into_owned))
     }
 
     fn property_set(&mut self, names: Vec<String>) -> wasmtime::Result<u32> {
