@@ -4,7 +4,8 @@
 //! ```json
 //! {
 //!   "do": "trap" | "loop" | "grow" | "panic" | "misuse" |
-//!         "unknown_property_set" | "hoard_property_sets",
+//!         "unknown_property_set" | "hoard_property_sets" |
+//!         "set_content_length",
 //!   "phase": "request_headers" | "response_headers" | "done" | "init",
 //!   "when_header": "x-doom",
 //!   "busy_ms": 300,
@@ -16,7 +17,9 @@
 //!   forever; `grow` allocates and touches 1 MiB chunks until memory runs
 //!   out; `panic` panics; `misuse` calls `response.status` where there is
 //!   no response; `unknown_property_set` reads a property set it never
-//!   registered; `hoard_property_sets` registers sets until refused.
+//!   registered; `hoard_property_sets` registers sets until refused;
+//!   `set_content_length` (with `phase: response_headers`) sets the
+//!   response's `content-length` to `5` and goes on.
 //!   Absent: never misbehaves.
 //! - `phase`: where it goes wrong; `request_headers` by default. `init`
 //!   misbehaves while the filter is created, for every request alike.
@@ -131,7 +134,11 @@ impl Filter for Misbehave {
         Action::Continue
     }
 
-    fn on_response_headers(&mut self, req: &Request, _resp: &Response) -> Action {
+    fn on_response_headers(&mut self, req: &Request, resp: &Response) -> Action {
+        if self.misbehaviour == Some(Misbehaviour::SetContentLength) && self.doomed(req) {
+            resp.set_header("content-length", "5");
+            return Action::Continue;
+        }
         self.maybe_misbehave(Phase::ResponseHeaders, req);
         Action::Continue
     }

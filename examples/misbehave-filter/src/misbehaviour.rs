@@ -24,6 +24,9 @@ pub enum Misbehaviour {
     UnknownPropertySet,
     /// Registers property sets until the proxy refuses one.
     HoardPropertySets,
+    /// Sets the response's `content-length` to `5`, whatever the body, and
+    /// goes on (in `response_headers`): a framing header the proxy manages.
+    SetContentLength,
 }
 
 impl Misbehaviour {
@@ -37,6 +40,7 @@ impl Misbehaviour {
             Misbehaviour::Misuse => "misuse",
             Misbehaviour::UnknownPropertySet => "unknown_property_set",
             Misbehaviour::HoardPropertySets => "hoard_property_sets",
+            Misbehaviour::SetContentLength => "set_content_length",
         }
     }
 
@@ -62,6 +66,9 @@ impl Misbehaviour {
             Misbehaviour::HoardPropertySets => loop {
                 weft_sdk::property::PropertySet::new(&["request.id"]);
             },
+            Misbehaviour::SetContentLength => {
+                panic!("misbehave-filter: set_content_length needs the response_headers phase")
+            }
         }
     }
 }

@@ -6,9 +6,11 @@ pub mod client;
 pub mod filters;
 pub mod jwt;
 pub mod process;
+pub mod raw;
 pub mod upstream;
 
 pub use client::{Reply, client, get, raw_status, send};
 pub use filters::component;
 pub use process::Weft;
+pub use raw::{RawConn, RawReply};
 pub use upstream::Upstream;
