@@ -7,6 +7,7 @@ use http::request::Parts;
 use http::{HeaderName, Method};
 
 use crate::filter::FilterChain;
+use crate::http::target::route_host;
 use crate::upstream::Cluster;
 
 /// How a route's `host` condition matches.
@@ -45,14 +46,18 @@ pub struct RouteMatch {
 }
 
 impl RouteMatch {
-    /// Whether `request` (whose host, lower-case and without port, is
-    /// `host`) satisfies every condition.
+    /// Whether `request` (whose host, without port or trailing dot, is
+    /// `host`; any case) satisfies every condition.
     pub fn matches(&self, request: &Parts, host: Option<&str>) -> bool {
         if let Some(want) = &self.host {
             let Some(host) = host else { return false };
             let ok = match want {
-                HostMatch::Exact(h) => host == h,
-                HostMatch::Suffix(s) => host.len() > s.len() && host.ends_with(s.as_str()),
+                HostMatch::Exact(h) => host.eq_ignore_ascii_case(h),
+                HostMatch::Suffix(s) => {
+                    host.len() > s.len()
+                        && host.as_bytes()[host.len() - s.len()..]
+                            .eq_ignore_ascii_case(s.as_bytes())
+                }
             };
             if !ok {
                 return false;
@@ -117,32 +122,19 @@ impl RouteTable {
         Self { routes }
     }
 
-    /// The first route matching `request`.
+    /// The first route matching `request`, whose target is settled
+    /// ([`crate::http::target::settle`]).
     pub fn find(&self, request: &Parts) -> Option<&Arc<Route>> {
-        let host = request_host(request);
+        let host = route_host(request);
         self.routes
             .iter()
-            .find(|r| r.matcher.matches(request, host.as_deref()))
+            .find(|r| r.matcher.matches(request, host))
     }
 
     /// The routes.
     pub fn routes(&self) -> &[Arc<Route>] {
         &self.routes
     }
-}
-
-/// The request's host: `:authority` or `Host`, lower-case, port removed.
-pub fn request_host(request: &Parts) -> Option<String> {
-    let raw = match request.uri.host() {
-        Some(h) => h,
-        None => request.headers.get(http::header::HOST)?.to_str().ok()?,
-    };
-    let host = match raw.rsplit_once(':') {
-        // Keep IPv6 literals ("[::1]") whole; strip a trailing ":port".
-        Some((h, port)) if !port.contains(']') && port.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => raw,
-    };
-    Some(host.to_ascii_lowercase())
 }
 
 #[cfg(test)]
@@ -164,14 +156,14 @@ mod tests {
             ..Default::default()
         };
         let r = req("GET", "/", &[("host", "API.example.com:8080")]);
-        assert!(exact.matches(&r, request_host(&r).as_deref()));
+        assert!(exact.matches(&r, route_host(&r)));
         let suffix = RouteMatch {
             host: Some(HostMatch::Suffix(".example.com".into())),
             ..Default::default()
         };
-        assert!(suffix.matches(&r, request_host(&r).as_deref()));
+        assert!(suffix.matches(&r, route_host(&r)));
         let bare = req("GET", "/", &[("host", "example.com")]);
-        assert!(!suffix.matches(&bare, request_host(&bare).as_deref()));
+        assert!(!suffix.matches(&bare, route_host(&bare)));
     }
 
     #[test]
@@ -198,11 +190,5 @@ mod tests {
         assert!(!m.matches(&req("POST", "/api/x", &[("x-env", "prod")]), None));
         let debug = req("POST", "/api/x", &[("x-env", "canary"), ("x-debug", "1")]);
         assert!(!m.matches(&debug, None));
-    }
-
-    #[test]
-    fn ipv6_host_keeps_brackets() {
-        let r = req("GET", "/", &[("host", "[::1]:8080")]);
-        assert_eq!(request_host(&r).as_deref(), Some("[::1]"));
     }
 }

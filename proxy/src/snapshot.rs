@@ -15,7 +15,7 @@ use http::{HeaderName, Method};
 use crate::config::files::inline_files;
 use crate::config::{
     ChainEntryConfig, ClusterConfig, Config, ConfigError, ConfigErrors, FilterModuleConfig,
-    MatchConfig,
+    MatchConfig, PathsConfig,
 };
 use crate::filter::callout::Callouts;
 use crate::filter::disk_cache::DiskCache;
@@ -34,6 +34,8 @@ pub struct ListenerSnapshot {
     pub addr: SocketAddr,
     /// Its routes.
     pub routes: RouteTable,
+    /// How its request paths are normalised.
+    pub paths: PathsConfig,
 }
 
 /// The immutable state requests are served from. Replaced whole on reload.
@@ -169,6 +171,7 @@ impl Snapshot {
                     name: l.name.as_str().into(),
                     addr,
                     routes: RouteTable::new(routes),
+                    paths: l.paths,
                 });
             }
         }

@@ -3,13 +3,17 @@
 
 mod admin;
 mod api_key;
+mod authority;
 mod callout;
 mod fault;
 mod filters;
+mod forwarding;
+mod framing;
 mod headers;
 mod http2;
 mod jwt_auth;
 mod module_cache;
+mod paths;
 mod phases;
 mod quickstart;
 mod rate_limit;

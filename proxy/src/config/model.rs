@@ -96,6 +96,60 @@ pub struct ListenerConfig {
     /// Routes, tried in order: the first match wins.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// How request paths are normalised before routing.
+    #[serde(default)]
+    pub paths: PathsConfig,
+}
+
+/// `listeners[i].paths:` path normalisation. Dot-segments are always
+/// removed and escapes of unreserved characters always decoded; these are
+/// the choices that can break an application.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PathsConfig {
+    /// Merge runs of slashes (`//a` is `/a`).
+    #[serde(default = "default_merge_slashes")]
+    pub merge_slashes: bool,
+    /// What to do with `%2F` and `%5C` in a path.
+    #[serde(default)]
+    pub escaped_slashes: EscapedSlashes,
+}
+
+/// Default of `paths.merge_slashes`.
+pub const DEFAULT_MERGE_SLASHES: bool = true;
+/// Default of `paths.escaped_slashes`.
+pub const DEFAULT_ESCAPED_SLASHES: EscapedSlashes = EscapedSlashes::Reject;
+
+fn default_merge_slashes() -> bool {
+    DEFAULT_MERGE_SLASHES
+}
+
+impl Default for PathsConfig {
+    fn default() -> Self {
+        Self {
+            merge_slashes: DEFAULT_MERGE_SLASHES,
+            escaped_slashes: DEFAULT_ESCAPED_SLASHES,
+        }
+    }
+}
+
+/// `paths.escaped_slashes:` what an encoded slash or backslash (`%2F`,
+/// `%5C`) in a path does.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum EscapedSlashes {
+    /// Passed on as sent, part of its segment.
+    Keep,
+    /// Decoded to `/` before dot-segments are removed.
+    Decode,
+    /// The request is answered 400 `bad_path`.
+    Reject,
+}
+
+impl Default for EscapedSlashes {
+    fn default() -> Self {
+        DEFAULT_ESCAPED_SLASHES
+    }
 }
 
 /// `listeners[i].routes[j]:`

@@ -11,6 +11,7 @@ use wasmtime::format_err;
 use super::bindings::weft::filter::{request, response, types};
 use super::exchange::{Phase, authority_of, first_header, lossy, path_of};
 use super::host::HostState;
+use crate::http::headers;
 
 impl HostState {
     fn request_mut(&mut self, what: &str) -> wasmtime::Result<&mut http::request::Parts> {
@@ -69,31 +70,50 @@ fn header_names(map: &HeaderMap) -> Vec<String> {
     map.keys().map(|k| k.as_str().to_string()).collect()
 }
 
-fn parse_header(name: &str, value: &str) -> wasmtime::Result<(HeaderName, HeaderValue)> {
+/// A header name a filter may change: valid, and not one the proxy manages
+/// (`Content-Length`, the hop-by-hop headers: they frame the message).
+fn changeable_name(what: &str, name: &str) -> wasmtime::Result<HeaderName> {
     let n = HeaderName::from_bytes(name.as_bytes())
-        .map_err(|_| format_err!("invalid header name {name:?}"))?;
+        .map_err(|_| format_err!("{what}: invalid header name {name:?}"))?;
+    if headers::is_managed(&n) {
+        return Err(format_err!(
+            "{what}: {:?} is managed by the proxy, which frames the message \
+             (set-body sets content-length)",
+            n.as_str()
+        ));
+    }
+    Ok(n)
+}
+
+fn parse_header(
+    what: &str,
+    name: &str,
+    value: &str,
+) -> wasmtime::Result<(HeaderName, HeaderValue)> {
+    let n = changeable_name(what, name)?;
     let v = HeaderValue::from_str(value)
-        .map_err(|_| format_err!("invalid value for header {name:?}: {value:?}"))?;
+        .map_err(|_| format_err!("{what}: invalid value for header {name:?}: {value:?}"))?;
     Ok((n, v))
 }
 
-fn set_header(map: &mut HeaderMap, name: &str, value: &str) -> wasmtime::Result<()> {
-    let (n, v) = parse_header(name, value)?;
+fn set_header(what: &str, map: &mut HeaderMap, name: &str, value: &str) -> wasmtime::Result<()> {
+    let (n, v) = parse_header(what, name, value)?;
     map.insert(n, v);
     Ok(())
 }
 
-fn append_header(map: &mut HeaderMap, name: &str, value: &str) -> wasmtime::Result<()> {
-    let (n, v) = parse_header(name, value)?;
+fn append_header(what: &str, map: &mut HeaderMap, name: &str, value: &str) -> wasmtime::Result<()> {
+    let (n, v) = parse_header(what, name, value)?;
     map.append(n, v);
     Ok(())
 }
 
-fn remove_header(map: &mut HeaderMap, name: &str) {
+fn remove_header(what: &str, map: &mut HeaderMap, name: &str) -> wasmtime::Result<()> {
     // An invalid name cannot be present: nothing to remove.
-    if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
-        map.remove(n);
+    if HeaderName::from_bytes(name.as_bytes()).is_ok() {
+        map.remove(changeable_name(what, name)?);
     }
+    Ok(())
 }
 
 fn set_content_length(map: &mut HeaderMap, len: usize) {
@@ -143,11 +163,17 @@ impl request::Host for HostState {
     }
 
     fn set_header(&mut self, name: String, value: String) -> wasmtime::Result<()> {
-        set_header(&mut self.request_mut("set-header")?.headers, &name, &value)
+        set_header(
+            "request.set-header",
+            &mut self.request_mut("set-header")?.headers,
+            &name,
+            &value,
+        )
     }
 
     fn append_header(&mut self, name: String, value: String) -> wasmtime::Result<()> {
         append_header(
+            "request.append-header",
             &mut self.request_mut("append-header")?.headers,
             &name,
             &value,
@@ -155,8 +181,11 @@ impl request::Host for HostState {
     }
 
     fn remove_header(&mut self, name: String) -> wasmtime::Result<()> {
-        remove_header(&mut self.request_mut("remove-header")?.headers, &name);
-        Ok(())
+        remove_header(
+            "request.remove-header",
+            &mut self.request_mut("remove-header")?.headers,
+            &name,
+        )
     }
 
     fn body(&mut self) -> wasmtime::Result<Option<Vec<u8>>> {
@@ -215,11 +244,17 @@ impl response::Host for HostState {
     }
 
     fn set_header(&mut self, name: String, value: String) -> wasmtime::Result<()> {
-        set_header(&mut self.response_mut("set-header")?.headers, &name, &value)
+        set_header(
+            "response.set-header",
+            &mut self.response_mut("set-header")?.headers,
+            &name,
+            &value,
+        )
     }
 
     fn append_header(&mut self, name: String, value: String) -> wasmtime::Result<()> {
         append_header(
+            "response.append-header",
             &mut self.response_mut("append-header")?.headers,
             &name,
             &value,
@@ -227,8 +262,11 @@ impl response::Host for HostState {
     }
 
     fn remove_header(&mut self, name: String) -> wasmtime::Result<()> {
-        remove_header(&mut self.response_mut("remove-header")?.headers, &name);
-        Ok(())
+        remove_header(
+            "response.remove-header",
+            &mut self.response_mut("remove-header")?.headers,
+            &name,
+        )
     }
 
     fn body(&mut self) -> wasmtime::Result<Option<Vec<u8>>> {

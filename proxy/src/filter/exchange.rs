@@ -91,13 +91,11 @@ pub fn path_of(request: &request::Parts) -> &str {
     request.uri.path_and_query().map_or("/", |p| p.as_str())
 }
 
-/// The authority: the URI's (HTTP/2 `:authority`), else the `Host` header.
+/// The authority: the `Host` line, which the proxy settled before routing
+/// as the request's one authority (the target's, HTTP/2 `:authority` or the
+/// single `Host`), and which the upstream receives.
 pub fn authority_of(request: &request::Parts) -> Option<Cow<'_, str>> {
-    request
-        .uri
-        .authority()
-        .map(|a| Cow::Borrowed(a.as_str()))
-        .or_else(|| first_header(&request.headers, "host"))
+    request.headers.get(http::header::HOST).map(lossy)
 }
 
 impl Exchange {

@@ -1,8 +1,11 @@
-//! Header rules of a proxy: hop-by-hop headers (RFC 9110 §7.6.1),
+//! Header rules of a proxy: hop-by-hop headers (RFC 9110 §7.6.1), the
+//! framing headers the proxy alone writes, `Via` (RFC 9110 §7.6.3),
 //! `x-forwarded-for`, `x-forwarded-proto` and `x-request-id`.
 
 use crate::listener::Peer;
 
+use bytes::Bytes;
+use http::Version;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// `x-request-id`.
@@ -56,14 +59,27 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
         || name == PROXY_CONNECTION
 }
 
-/// Returns the request's id, generating and setting one when the client sent
-/// none (or an unusable one).
+/// Whether the proxy alone writes header `name`: `Content-Length` and the
+/// hop-by-hop headers frame the message on one connection, so a filter
+/// setting them could desynchronise it.
+pub fn is_managed(name: &HeaderName) -> bool {
+    name == header::CONTENT_LENGTH || is_hop_by_hop(name)
+}
+
+/// Returns the request's id: the client's when it sent exactly one in a
+/// safe form ([`is_safe_request_id`]); otherwise a new one, set in place of
+/// the client's.
 pub fn ensure_request_id(headers: &mut HeaderMap) -> String {
-    if let Some(id) = headers.get(&X_REQUEST_ID).and_then(|v| v.to_str().ok())
-        && !id.is_empty()
-        && id.len() <= 128
-    {
-        return id.to_string();
+    let kept = {
+        let mut lines = headers.get_all(&X_REQUEST_ID).iter();
+        match (lines.next(), lines.next()) {
+            (Some(id), None) if is_safe_request_id(id.as_bytes()) => id.to_str().ok(),
+            _ => None,
+        }
+        .map(str::to_string)
+    };
+    if let Some(id) = kept {
+        return id;
     }
     let id = new_request_id();
     headers.insert(
@@ -71,6 +87,15 @@ pub fn ensure_request_id(headers: &mut HeaderMap) -> String {
         HeaderValue::from_str(&id).expect("hex is a valid header value"),
     );
     id
+}
+
+/// 1 to 128 characters of `A-Z a-z 0-9 . _ : -`: safe to log, to quote in
+/// JSON, and to key state by.
+fn is_safe_request_id(id: &[u8]) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .iter()
+            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b':' | b'-'))
 }
 
 /// A random 128-bit id in the UUID v4 text form.
@@ -87,21 +112,43 @@ fn new_request_id() -> String {
     id
 }
 
-/// Adds the client to `x-forwarded-for` and sets `x-forwarded-proto` when
-/// absent.
-pub fn add_forwarded(headers: &mut HeaderMap, peer: &Peer) {
-    let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(existing) if !existing.is_empty() => {
-            HeaderValue::from_str(&format!("{existing}, {}", peer.ip)).ok()
+/// This proxy's `Via` entry for a message received over `version`.
+pub fn via(version: Version) -> HeaderValue {
+    HeaderValue::from_static(match version {
+        Version::HTTP_09 => "0.9 weft",
+        Version::HTTP_10 => "1.0 weft",
+        Version::HTTP_2 => "2 weft",
+        Version::HTTP_3 => "3 weft",
+        _ => "1.1 weft",
+    })
+}
+
+/// Adds the client to `x-forwarded-for` (every line the request had, joined
+/// in order into one list), sets `x-forwarded-proto` to the listener's
+/// scheme, `http`, whatever the client sent, and adds this proxy to `Via`
+/// for a request received over `version`.
+pub fn add_forwarded(headers: &mut HeaderMap, peer: &Peer, version: Version) {
+    let mut joined: Vec<u8> = Vec::new();
+    for line in headers.get_all(&X_FORWARDED_FOR) {
+        let line = line.as_bytes().trim_ascii();
+        if !line.is_empty() {
+            if !joined.is_empty() {
+                joined.extend_from_slice(b", ");
+            }
+            joined.extend_from_slice(line);
         }
-        _ => Some(peer.ip_header.clone()),
+    }
+    let value = if joined.is_empty() {
+        peer.ip_header.clone()
+    } else {
+        joined.extend_from_slice(b", ");
+        joined.extend_from_slice(peer.ip.as_bytes());
+        HeaderValue::from_maybe_shared(Bytes::from(joined))
+            .expect("joined from valid header values")
     };
-    if let Some(v) = value {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
-    }
-    if !headers.contains_key(&X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-    }
+    headers.insert(X_FORWARDED_FOR.clone(), value);
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    headers.append(header::VIA, via(version));
 }
 
 #[cfg(test)]
@@ -171,9 +218,38 @@ mod tests {
     #[test]
     fn forwarded_for_appends() {
         let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", "10.0.0.1".parse().unwrap());
-        add_forwarded(&mut h, &Peer::new("127.0.0.1:5000".parse().unwrap()));
-        assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.1, 127.0.0.1");
-        assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
+        h.append("x-forwarded-for", "10.0.0.1".parse().unwrap());
+        h.append("x-forwarded-for", " ".parse().unwrap());
+        h.append("x-forwarded-for", "10.0.0.2, 10.0.0.3".parse().unwrap());
+        h.insert("x-forwarded-proto", "https".parse().unwrap());
+        add_forwarded(
+            &mut h,
+            &Peer::new("127.0.0.1:5000".parse().unwrap()),
+            Version::HTTP_2,
+        );
+        let all = |name| h.get_all(name).iter().collect::<Vec<_>>();
+        assert_eq!(
+            all("x-forwarded-for"),
+            ["10.0.0.1, 10.0.0.2, 10.0.0.3, 127.0.0.1"]
+        );
+        assert_eq!(all("x-forwarded-proto"), ["http"]);
+        assert_eq!(all("via"), ["2 weft"]);
+    }
+
+    #[test]
+    fn unsafe_or_repeated_request_ids_are_replaced() {
+        for id in ["a b", "x\"y", "", &"a".repeat(129)] {
+            let mut h = HeaderMap::new();
+            h.insert("x-request-id", HeaderValue::from_str(id).unwrap());
+            assert_eq!(ensure_request_id(&mut h).len(), 36, "{id:?}");
+        }
+        let mut h = HeaderMap::new();
+        h.append("x-request-id", "one".parse().unwrap());
+        h.append("x-request-id", "two".parse().unwrap());
+        let id = ensure_request_id(&mut h);
+        assert_eq!(h.get_all("x-request-id").iter().collect::<Vec<_>>(), [&id]);
+        let mut h = HeaderMap::new();
+        h.insert("x-request-id", "Req-1_a.b:c".parse().unwrap());
+        assert_eq!(ensure_request_id(&mut h), "Req-1_a.b:c");
     }
 }

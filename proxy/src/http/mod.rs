@@ -3,5 +3,6 @@
 pub mod body;
 pub mod headers;
 pub mod local;
+pub mod target;
 
 pub use body::ProxyBody;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use http_body::Body;
 
 use crate::filter::RequestProps;
@@ -14,9 +14,12 @@ use crate::listener::Peer;
 use crate::route::Route;
 use crate::upstream::UpstreamError;
 
+use super::outgoing::Outgoing;
+
 /// Prepares `head` for the upstream, sends it to the cluster's next
 /// endpoint, and records the endpoint and any failure in `props`. A failure
-/// becomes the proxy's own 502 or 504.
+/// becomes the proxy's own 502 or 504, or 400 when the client's body broke
+/// on the way.
 pub async fn forward(
     route: &Route,
     mut head: http::request::Parts,
@@ -25,14 +28,9 @@ pub async fn forward(
     timeout: Duration,
     props: &mut RequestProps,
 ) -> Response<ProxyBody> {
-    if !head.headers.contains_key(header::HOST)
-        && let Some(authority) = head.uri.authority()
-        && let Ok(v) = HeaderValue::from_str(authority.as_str())
-    {
-        head.headers.insert(header::HOST, v);
-    }
     headers::remove_hop_by_hop(&mut head.headers);
-    headers::add_forwarded(&mut head.headers, peer);
+    headers::add_forwarded(&mut head.headers, peer, head.version);
+    frame_request_body(&mut head, &body);
     let endpoint = route.cluster.pick().clone();
     let sent = route
         .cluster
@@ -44,9 +42,20 @@ pub async fn forward(
             props.upstream_failure = None;
             let (mut head, body) = response.into_parts();
             headers::remove_hop_by_hop(&mut head.headers);
+            head.headers.append(header::VIA, headers::via(head.version));
+            // The proxy answers with its own version (RFC 9110 §6.2).
+            head.version = Version::HTTP_11;
             Response::from_parts(head, ProxyBody::Streaming(body))
         }
         Err(e) => {
+            if let Some(cause) = client_body_failure(&e) {
+                props.upstream_failure = None;
+                let out = Outgoing::buffer_error(
+                    BufferError::Stream(cause.to_string().into()),
+                    &props.request_id,
+                );
+                return Response::from_parts(out.head, out.body);
+            }
             tracing::warn!(
                 route = &*route.name,
                 cluster = &*route.cluster.name,
@@ -61,6 +70,41 @@ pub async fn forward(
             };
             local::error(status, code, &e.to_string(), &props.request_id)
         }
+    }
+}
+
+/// Frames the request body for the upstream. hyper sends no body at all for
+/// a GET, HEAD or CONNECT whose length it does not know (a chunked one, or
+/// HTTP/2 DATA without `content-length`): such a body goes chunked. A body
+/// the proxy holds whole has lost its trailers, and so their announcement.
+fn frame_request_body(head: &mut http::request::Parts, body: &ProxyBody) {
+    match body {
+        ProxyBody::Full(_) | ProxyBody::Empty => {
+            head.headers.remove(header::TRAILER);
+        }
+        body if matches!(head.method, Method::GET | Method::HEAD | Method::CONNECT)
+            && !body.is_end_stream()
+            && body.size_hint().exact().is_none() =>
+        {
+            head.headers.insert(
+                header::TRANSFER_ENCODING,
+                HeaderValue::from_static("chunked"),
+            );
+        }
+        _ => {}
+    }
+}
+
+/// What hyper's client says (`Display` of its user-body error kind) when the
+/// body it was sending, the client's, failed: the upstream is not at fault.
+const CLIENT_BODY_FAILED: &str = "error from user's Body stream: ";
+
+/// The cause, when `e` is the client's body failing mid-send (a malformed
+/// chunk, a reset stream).
+fn client_body_failure(e: &UpstreamError) -> Option<&str> {
+    match e {
+        UpstreamError::Reset { reason, .. } => reason.strip_prefix(CLIENT_BODY_FAILED),
+        _ => None,
     }
 }
 

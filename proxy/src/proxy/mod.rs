@@ -1,6 +1,7 @@
 //! The life of a request, as a list of phases:
 //!
-//! 1. take the current snapshot; set `x-request-id`; match a route (404 if none);
+//! 1. take the current snapshot; set `x-request-id`; settle the authority
+//!    and the path (400 if either is bad); match a route (404 if none);
 //! 2. run the chain's `on-request-headers`;
 //! 3. if a filter wants it, buffer the body (bounded) and run `on-request-body`;
 //! 4. send upstream (502 unreachable, 504 timeout), streaming the body — or,
@@ -26,7 +27,7 @@ use hyper::body::Incoming;
 
 use crate::filter::{ChainRun, Exchange, Phase, RequestProps, Step};
 use crate::http::body::buffer;
-use crate::http::{ProxyBody, headers, local};
+use crate::http::{ProxyBody, headers, local, target};
 use crate::listener::Peer;
 use crate::route::Route;
 use crate::snapshot::Snapshot;
@@ -65,11 +66,20 @@ impl Proxy {
                 &request_id,
             ));
         };
+        if let Err(e) = target::settle(&mut head, &listener.paths) {
+            let message = e.to_string();
+            return Ok(local::error(
+                StatusCode::BAD_REQUEST,
+                e.code(),
+                &message,
+                &request_id,
+            ));
+        }
         let Some(route) = listener.routes.find(&head).cloned() else {
             let message = format!(
                 "no route matches {} {}{}",
                 head.method,
-                crate::route::request_host(&head).unwrap_or_default(),
+                target::route_host(&head).unwrap_or_default(),
                 head.uri.path()
             );
             return Ok(local::error(
@@ -292,7 +302,7 @@ async fn response_phases(
         }
     }
     let step = response_phase(run, ex, Phase::ResponseBody, &mut out, false).await;
-    out.body = ProxyBody::full(ex.response_body.take().unwrap_or_default());
+    out.set_buffered_body(ex.response_body.take().unwrap_or_default());
     Answer::Send(match step {
         Step::Respond(reply) => Outgoing::local(reply),
         Step::Failed(f) => Outgoing::failure(f, ex),

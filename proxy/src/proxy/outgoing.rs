@@ -1,12 +1,13 @@
 //! A response on its way out: the proxy's own error answers, and the
 //! `on-done` hook attached to the body.
 
-use http::{Request, Response, StatusCode};
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, header};
 
 use crate::filter::chain::{ChainFailure, LocalReply};
 use crate::filter::{ChainRun, Exchange, Phase};
 use crate::http::body::{BufferError, OnDrop};
-use crate::http::{ProxyBody, local};
+use crate::http::{ProxyBody, headers, local};
 
 /// A response on its way out, before the `on-done` hook is attached.
 pub struct Outgoing {
@@ -23,12 +24,32 @@ impl Outgoing {
         Self { head, body }
     }
 
-    /// A filter's local response.
-    pub fn local(reply: LocalReply) -> Self {
+    /// A filter's local response. Its `Content-Length` is the body's; the
+    /// hop-by-hop headers a filter gave it are dropped.
+    pub fn local(mut reply: LocalReply) -> Self {
+        headers::remove_hop_by_hop(&mut reply.head.headers);
         Self {
             head: reply.head,
             body: ProxyBody::full(reply.body),
         }
+    }
+
+    /// Replaces the body with `bytes`, which the proxy read whole: a
+    /// non-empty body's length becomes `Content-Length` (an empty one keeps
+    /// the upstream's, which for HEAD and 304 describes a body not sent),
+    /// and the announcement of trailers, lost with the stream, goes.
+    pub fn set_buffered_body(&mut self, bytes: Bytes) {
+        let headers = &mut self.head.headers;
+        headers.remove(header::TRAILER);
+        let len = bytes.len() as u64;
+        let announced = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if len > 0 && announced != Some(len) {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        }
+        self.body = ProxyBody::full(bytes);
     }
 
     /// 500 for a fail-closed filter that failed.
