@@ -70,19 +70,17 @@ fn header_names(map: &HeaderMap) -> Vec<String> {
     map.keys().map(|k| k.as_str().to_string()).collect()
 }
 
-/// A header name a filter may change: valid, and not one the proxy manages
-/// (`Content-Length`, the hop-by-hop headers: they frame the message).
-fn changeable_name(what: &str, name: &str) -> wasmtime::Result<HeaderName> {
-    let n = HeaderName::from_bytes(name.as_bytes())
-        .map_err(|_| format_err!("{what}: invalid header name {name:?}"))?;
-    if headers::is_managed(&n) {
+/// Refuses the names the proxy manages (`content-length` and the hop-by-hop
+/// headers): they frame the message on each connection.
+fn refuse_managed(what: &str, name: &HeaderName) -> wasmtime::Result<()> {
+    if headers::is_managed(name) {
         return Err(format_err!(
             "{what}: {:?} is managed by the proxy, which frames the message \
              (set-body sets content-length)",
-            n.as_str()
+            name.as_str()
         ));
     }
-    Ok(n)
+    Ok(())
 }
 
 fn parse_header(
@@ -90,7 +88,9 @@ fn parse_header(
     name: &str,
     value: &str,
 ) -> wasmtime::Result<(HeaderName, HeaderValue)> {
-    let n = changeable_name(what, name)?;
+    let n = HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| format_err!("{what}: invalid header name {name:?}"))?;
+    refuse_managed(what, &n)?;
     let v = HeaderValue::from_str(value)
         .map_err(|_| format_err!("{what}: invalid value for header {name:?}: {value:?}"))?;
     Ok((n, v))
@@ -110,8 +110,9 @@ fn append_header(what: &str, map: &mut HeaderMap, name: &str, value: &str) -> wa
 
 fn remove_header(what: &str, map: &mut HeaderMap, name: &str) -> wasmtime::Result<()> {
     // An invalid name cannot be present: nothing to remove.
-    if HeaderName::from_bytes(name.as_bytes()).is_ok() {
-        map.remove(changeable_name(what, name)?);
+    if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
+        refuse_managed(what, &n)?;
+        map.remove(n);
     }
     Ok(())
 }

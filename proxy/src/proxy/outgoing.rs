@@ -144,3 +144,28 @@ pub fn clone_request_head(head: &http::request::Parts) -> http::request::Parts {
     *r.headers_mut() = head.headers.clone();
     r.into_parts().0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_headers(headers: &[(&str, &str)]) -> Outgoing {
+        let mut r = Response::builder();
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        Outgoing::from_response(r.body(ProxyBody::Empty).unwrap())
+    }
+
+    #[test]
+    fn a_buffered_body_is_framed_by_its_length_without_trailers() {
+        let mut out = with_headers(&[("content-length", "100"), ("trailer", "x-digest")]);
+        out.set_buffered_body(Bytes::from_static(b"hello"));
+        assert_eq!(out.head.headers.get("content-length").unwrap(), "5");
+        assert!(!out.head.headers.contains_key("trailer"));
+        // Empty: a HEAD or 304 answer keeps the length of the body not sent.
+        let mut out = with_headers(&[("content-length", "100")]);
+        out.set_buffered_body(Bytes::new());
+        assert_eq!(out.head.headers.get("content-length").unwrap(), "100");
+    }
+}
