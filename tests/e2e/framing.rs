@@ -102,3 +102,24 @@ async fn a_malformed_chunked_body_is_the_clients_error() {
     assert_eq!(r.status(), 400, "{r:?}");
     assert_eq!(r.json()["error"], "body_read_failed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_read_whole_goes_on_without_its_trailer_announcement() {
+    let up = Upstream::start().await;
+    let filters = format!("  inspect: {{ path: {} }}", wasm("inspect_filter"));
+    let routes = "      - { name: all, filters: [{ filter: inspect, config: { phases: [request_body] } }], cluster: backend }";
+    let weft = start(&config(&filters, routes, up.addr));
+    let r = raw(
+        weft.addr("public"),
+        "POST /t HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\ntrailer: x-digest\r\n\r\n5\r\nhello\r\n0\r\nx-digest: abc\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status(), 200, "{r:?}");
+    let echo = r.json();
+    assert_eq!(echo["body_bytes"], 5, "{echo}");
+    assert_eq!(
+        echo["headers"]["trailer"],
+        serde_json::Value::Null,
+        "trailers read with the body are gone, and so is their announcement: {echo}"
+    );
+}
