@@ -4,11 +4,13 @@
 mod admin;
 mod api_key;
 mod callout;
+mod drain;
 mod fault;
 mod filters;
 mod headers;
 mod http2;
 mod jwt_auth;
+mod limits;
 mod module_cache;
 mod phases;
 mod quickstart;
