@@ -207,11 +207,12 @@ impl Connections {
         let mut conn = std::pin::pin!(conn);
         let mut drain = self.drain.clone();
         let mut draining = false;
-        let check = tokio::time::sleep(self.first_bytes);
+        let first_bytes_by = tokio::time::Instant::now() + self.first_bytes;
+        let check = tokio::time::sleep(self.first_bytes.min(self.idle_check));
         let mut check = std::pin::pin!(check);
         let mut checking = true;
-        // Requests started when last checked; `None` before the first check.
-        let mut seen: Option<u64> = None;
+        // Requests started when last checked, and checks since one started.
+        let mut seen = 0;
         let mut quiet = 0;
         loop {
             tokio::select! {
@@ -226,19 +227,24 @@ impl Connections {
                     conn.as_mut().graceful_shutdown();
                 }
                 () = &mut check, if checking => {
+                    let now = tokio::time::Instant::now();
                     let started = activity.started.load(Ordering::Relaxed);
-                    if seen.is_none() && started == 0 {
-                        tracing::debug!(peer = %addr, kind = self.kind, "no request within the first-bytes timeout: closed");
-                        return;
+                    if started == 0 {
+                        if now >= first_bytes_by {
+                            tracing::debug!(peer = %addr, kind = self.kind, "no request within the first-bytes timeout: closed");
+                            return;
+                        }
+                        check.as_mut().reset(first_bytes_by.min(now + self.idle_check));
+                        continue;
                     }
                     let busy = activity.in_flight.load(Ordering::Relaxed) > 0;
-                    quiet = if busy || seen != Some(started) { 0 } else { quiet + 1 };
-                    seen = Some(started);
+                    quiet = if busy || seen != started { 0 } else { quiet + 1 };
+                    seen = started;
                     if quiet >= IDLE_CHECKS {
                         checking = false;
                         conn.as_mut().graceful_shutdown();
                     } else {
-                        check.as_mut().reset(tokio::time::Instant::now() + self.idle_check);
+                        check.as_mut().reset(now + self.idle_check);
                     }
                 }
             }
