@@ -192,3 +192,23 @@ async fn bodies_past_the_buffered_bytes_budget_get_503_and_the_budget_is_given_b
         assert_eq!(r.status, 200, "{:?}", r.body);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_route_timeout_starts_once_a_slow_upload_has_been_sent() {
+    let up = Upstream::start().await;
+    let routes = "      - { name: all, cluster: backend, timeout_ms: 500 }";
+    let weft = start(&config("", routes, up.addr));
+
+    // Three bytes 400 ms apart: the upload takes longer than timeout_ms,
+    // the upstream answers at once.
+    let mut stream = TcpStream::connect(weft.addr("public")).await.unwrap();
+    stream
+        .write_all(b"POST /x HTTP/1.1\r\nhost: a\r\ncontent-length: 3\r\n\r\na")
+        .await
+        .unwrap();
+    for byte in [b"b", b"c"] {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        stream.write_all(byte).await.unwrap();
+    }
+    assert_eq!(read_response(&mut stream).await, "HTTP/1.1 200 OK");
+}
