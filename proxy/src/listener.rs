@@ -79,7 +79,12 @@ fn bind_one(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 
 /// Accepts connections on `listener` until the drain starts, serving
 /// listener number `index` of the current snapshot.
-pub async fn serve(listener: TcpListener, index: usize, proxy: Arc<Proxy>, conns: Arc<Connections>) {
+pub async fn serve(
+    listener: TcpListener,
+    index: usize,
+    proxy: Arc<Proxy>,
+    conns: Arc<Connections>,
+) {
     conns
         .accept_loop(listener, move |addr, activity| {
             let proxy = proxy.clone();

@@ -233,7 +233,8 @@ fn raise_fd_limit() {
     };
     // SAFETY: getrlimit and setrlimit only read and write `limit`.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= limit.rlim_max {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= limit.rlim_max
+        {
             return;
         }
         let soft = limit.rlim_cur;

@@ -27,7 +27,10 @@ async fn sigterm_refuses_new_connections_finishes_slow_requests_and_exits() {
         .collect();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while up.hits() < 3 {
-        assert!(tokio::time::Instant::now() < deadline, "requests did not reach the upstream");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "requests did not reach the upstream"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
@@ -37,7 +40,10 @@ async fn sigterm_refuses_new_connections_finishes_slow_requests_and_exits() {
         if tokio::net::TcpStream::connect(addr).await.is_err() {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "still accepting after SIGTERM");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still accepting after SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     for request in in_flight {

@@ -52,7 +52,11 @@ async fn read_response(stream: &mut TcpStream) -> String {
         if let Some(end) = text.find("\r\n\r\n") {
             let length: usize = text[..end]
                 .lines()
-                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
                 .unwrap_or(0);
             if seen.len() >= end + 4 + length {
                 return text.lines().next().unwrap_or_default().to_string();
@@ -70,19 +74,36 @@ async fn read_response(stream: &mut TcpStream) -> String {
 const GET: &[u8] = b"GET /x HTTP/1.1\r\nhost: a\r\n\r\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_connection_that_sends_nothing_or_half_a_preface_is_closed_after_the_first_bytes_timeout() {
+async fn a_connection_that_sends_nothing_or_half_a_preface_is_closed_after_the_first_bytes_timeout()
+{
     let up = Upstream::start().await;
     let routes = "      - { name: all, cluster: backend }";
-    let weft = start(&with_limits("", routes, up.addr, "{ first_bytes_timeout_ms: 300 }"));
+    let weft = start(&with_limits(
+        "",
+        routes,
+        up.addr,
+        "{ first_bytes_timeout_ms: 300 }",
+    ));
     let addr = weft.addr("public");
 
     let started = Instant::now();
     let mut silent = TcpStream::connect(addr).await.unwrap();
     let mut partial = TcpStream::connect(addr).await.unwrap();
     partial.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
-    assert!(read_until_closed(&mut silent, Duration::from_secs(10)).await.is_empty());
-    assert!(read_until_closed(&mut partial, Duration::from_secs(10)).await.is_empty());
-    assert!(started.elapsed() >= Duration::from_millis(300), "closed before the timeout");
+    assert!(
+        read_until_closed(&mut silent, Duration::from_secs(10))
+            .await
+            .is_empty()
+    );
+    assert!(
+        read_until_closed(&mut partial, Duration::from_secs(10))
+            .await
+            .is_empty()
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "closed before the timeout"
+    );
     // A connection that sends its request in time is served.
     assert_eq!(get(&format!("{}/x", weft.url("public"))).await.status, 200);
 }
@@ -91,19 +112,34 @@ async fn a_connection_that_sends_nothing_or_half_a_preface_is_closed_after_the_f
 async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
     let up = Upstream::start().await;
     let routes = "      - { name: all, cluster: backend }";
-    let weft = start(&with_limits("", routes, up.addr, "{ idle_timeout_ms: 400 }"));
+    let weft = start(&with_limits(
+        "",
+        routes,
+        up.addr,
+        "{ idle_timeout_ms: 400 }",
+    ));
 
     let mut stream = TcpStream::connect(weft.addr("public")).await.unwrap();
     stream.write_all(GET).await.unwrap();
     assert_eq!(read_response(&mut stream).await, "HTTP/1.1 200 OK");
     let idle_from = Instant::now();
-    assert!(read_until_closed(&mut stream, Duration::from_secs(10)).await.is_empty());
-    assert!(idle_from.elapsed() >= Duration::from_millis(400), "closed before the idle timeout");
+    assert!(
+        read_until_closed(&mut stream, Duration::from_secs(10))
+            .await
+            .is_empty()
+    );
+    assert!(
+        idle_from.elapsed() >= Duration::from_millis(400),
+        "closed before the idle timeout"
+    );
 }
 
 /// Sends `head` and then one byte per second (at most 20) until the task is
 /// dropped.
-fn trickle(mut stream: tokio::net::tcp::OwnedWriteHalf, head: &'static [u8]) -> tokio::task::JoinHandle<()> {
+fn trickle(
+    mut stream: tokio::net::tcp::OwnedWriteHalf,
+    head: &'static [u8],
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         stream.write_all(head).await.unwrap();
         for _ in 0..20 {
@@ -120,15 +156,26 @@ async fn an_upload_of_one_byte_a_second_is_cut_off_by_the_body_timeout_while_oth
     let up = Upstream::start().await;
     let routes = "      - { name: buffered, match: { path_prefix: /buffered }, filters: [{ filter: inspect }], cluster: backend, timeout_ms: 60000 }
       - { name: streamed, cluster: backend, timeout_ms: 60000 }";
-    let weft = start(&with_limits(&inspect(), routes, up.addr, "{ body_idle_timeout_ms: 500 }"));
+    let weft = start(&with_limits(
+        &inspect(),
+        routes,
+        up.addr,
+        "{ body_idle_timeout_ms: 500 }",
+    ));
     let addr = weft.addr("public");
 
     // Buffered for a body phase: the proxy still owns the answer → 408.
     let (mut read, write) = TcpStream::connect(addr).await.unwrap().into_split();
-    let buffered = trickle(write, b"POST /buffered HTTP/1.1\r\nhost: a\r\ncontent-length: 100\r\n\r\n");
+    let buffered = trickle(
+        write,
+        b"POST /buffered HTTP/1.1\r\nhost: a\r\ncontent-length: 100\r\n\r\n",
+    );
     // Streamed to the upstream: the upload is cut off, the client answered.
     let (mut read2, write2) = TcpStream::connect(addr).await.unwrap().into_split();
-    let streamed = trickle(write2, b"POST /streamed HTTP/1.1\r\nhost: a\r\ncontent-length: 100\r\n\r\n");
+    let streamed = trickle(
+        write2,
+        b"POST /streamed HTTP/1.1\r\nhost: a\r\ncontent-length: 100\r\n\r\n",
+    );
 
     // Meanwhile other requests are served.
     assert_eq!(get(&format!("{}/x", weft.url("public"))).await.status, 200);
@@ -170,7 +217,10 @@ async fn past_the_connection_cap_a_worker_stops_accepting_until_one_closes() {
     third.write_all(GET).await.unwrap();
     let mut byte = [0u8; 1];
     let early = tokio::time::timeout(Duration::from_secs(1), third.peek(&mut byte)).await;
-    assert!(early.is_err(), "a third connection was served past the cap of 2");
+    assert!(
+        early.is_err(),
+        "a third connection was served past the cap of 2"
+    );
     drop(first);
     assert_eq!(read_response(&mut third).await, "HTTP/1.1 200 OK");
 }
@@ -179,9 +229,18 @@ async fn past_the_connection_cap_a_worker_stops_accepting_until_one_closes() {
 async fn bodies_past_the_buffered_bytes_budget_get_503_and_the_budget_is_given_back() {
     let up = Upstream::start().await;
     let routes = "      - { name: all, filters: [{ filter: inspect }], cluster: backend }";
-    let weft = start(&with_limits(&inspect(), routes, up.addr, "{ max_buffered_body_bytes: 4096 }"));
+    let weft = start(&with_limits(
+        &inspect(),
+        routes,
+        up.addr,
+        "{ max_buffered_body_bytes: 4096 }",
+    ));
     let url = format!("{}/echo", weft.url("public"));
-    let post = |len: usize| Request::post(&url).body(Full::new(Bytes::from(vec![b'a'; len]))).unwrap();
+    let post = |len: usize| {
+        Request::post(&url)
+            .body(Full::new(Bytes::from(vec![b'a'; len])))
+            .unwrap()
+    };
 
     let r = send(&client(false), post(8000)).await;
     assert_eq!(r.status, 503, "{:?}", r.body);

@@ -103,7 +103,10 @@ impl LimitsConfig {
             "http2_keepalive_interval_ms",
             self.http2_keepalive_interval_ms,
         );
-        positive("http2_keepalive_timeout_ms", self.http2_keepalive_timeout_ms);
+        positive(
+            "http2_keepalive_timeout_ms",
+            self.http2_keepalive_timeout_ms,
+        );
         positive(
             "http2_max_concurrent_streams",
             self.http2_max_concurrent_streams.into(),
@@ -112,7 +115,10 @@ impl LimitsConfig {
         positive("max_buffered_body_bytes", self.max_buffered_body_bytes);
         positive("drain_timeout_ms", self.drain_timeout_ms);
         for (key, value) in [
-            ("max_connections_per_worker", self.max_connections_per_worker),
+            (
+                "max_connections_per_worker",
+                self.max_connections_per_worker,
+            ),
             ("admin_max_connections", self.admin_max_connections),
         ] {
             if !(1..=MAX_CONNECTIONS).contains(&value) {
@@ -162,7 +168,10 @@ mod tests {
         let paths: Vec<_> = limits.check().into_iter().map(|e| e.path).collect();
         assert_eq!(
             paths,
-            ["limits.idle_timeout_ms", "limits.max_connections_per_worker"]
+            [
+                "limits.idle_timeout_ms",
+                "limits.max_connections_per_worker"
+            ]
         );
     }
 }

@@ -217,7 +217,9 @@ pub enum BufferError {
     #[error("body stalled: {0}")]
     Idle(BodyIdle),
     /// Buffered bodies already hold the process's budget.
-    #[error("body not buffered: buffered bodies already hold the limit of {0} bytes (limits.max_buffered_body_bytes)")]
+    #[error(
+        "body not buffered: buffered bodies already hold the limit of {0} bytes (limits.max_buffered_body_bytes)"
+    )]
     Overloaded(u64),
     /// The stream failed.
     #[error("body stream failed: {0}")]
