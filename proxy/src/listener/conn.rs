@@ -114,7 +114,8 @@ impl Connections {
         let _ = self.slots.acquire_many(self.cap).await;
     }
 
-    /// Connections open now.
+    /// Connections open now, plus one per accept loop waiting to accept
+    /// (it holds the permit of the next connection).
     pub fn open(&self) -> usize {
         self.cap as usize - self.slots.available_permits()
     }
