@@ -271,3 +271,32 @@ async fn the_route_timeout_starts_once_a_slow_upload_has_been_sent() {
     }
     assert_eq!(read_response(&mut stream).await, "HTTP/1.1 200 OK");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_an_endpoints_connection_cap_a_request_waits_then_gets_502() {
+    let up = Upstream::start().await;
+    let routes = "      - { name: all, cluster: backend }";
+    let yaml = format!(
+        "filters: {{}}\nlisteners:\n  - name: public\n    listen: 127.0.0.1:0\n    routes:\n{routes}\nclusters:\n  backend: {{ endpoints: [\"{}\"], connect_timeout_ms: 300, max_connections_per_worker: 1 }}\n",
+        up.addr
+    );
+    let weft = start_workers(&yaml, 1);
+    let slow = format!("{}/delay/2000", weft.url("public"));
+    let busy = tokio::spawn(async move { get(&slow).await });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while up.hits() < 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slow request did not reach the upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The one connection waits for its response head: the next request
+    // waits connect_timeout_ms for it, then gets 502.
+    let r = get(&format!("{}/x", weft.url("public"))).await;
+    assert_eq!(r.status, 502, "{:?}", r.body);
+    let message = r.json()["message"].as_str().unwrap_or_default().to_string();
+    assert!(message.contains("max_connections_per_worker"), "{message}");
+    assert_eq!(up.hits(), 1, "a second connection was opened past the cap");
+    assert_eq!(busy.await.unwrap().status, 200);
+}
