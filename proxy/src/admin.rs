@@ -8,31 +8,26 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
 use crate::http::{ProxyBody, local};
+use crate::listener::Connections;
 use crate::proxy::Proxy;
 
-/// Serves the admin API on `listener` forever.
-pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            continue;
-        };
-        let proxy = proxy.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let proxy = proxy.clone();
-                async move { Ok::<_, Infallible>(answer(&proxy, req)) }
-            });
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+/// Serves the admin API on `listener` until the drain starts, with the
+/// timers and the (small) cap of `conns`.
+pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, conns: Arc<Connections>) {
+    conns
+        .accept_loop(listener, move |_, activity| {
+            let proxy = proxy.clone();
+            service_fn(move |req| {
+                let in_flight = activity.begin();
+                let response = answer(&proxy, req);
+                drop(in_flight);
+                std::future::ready(Ok::<_, Infallible>(response))
+            })
+        })
+        .await;
 }
 
 fn answer(proxy: &Proxy, req: Request<Incoming>) -> Response<ProxyBody> {

@@ -1,16 +1,26 @@
 //! Accepting connections and serving HTTP/1.1 and HTTP/2 (prior knowledge,
 //! h2c) on them; every request goes to [`Proxy::handle`].
+//!
+//! Every connection is bounded ([`Connections`], from `limits:`): a cap per
+//! worker (past it the worker stops accepting and the kernel queues), a
+//! first-bytes timeout covering HTTP/1 vs HTTP/2 detection, an idle timeout
+//! when no request is in flight, a write-progress timeout ([`WriteBounded`])
+//! and the drain on shutdown (graceful shutdown: `Connection: close` on
+//! HTTP/1, GOAWAY on HTTP/2).
 
+mod conn;
+
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::HeaderValue;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
 use crate::proxy::Proxy;
+
+pub use conn::{Activity, Connections, Drain, WriteBounded};
 
 /// The client at the other end of a connection, its address formatted once
 /// per connection: every request on it adds the IP to `x-forwarded-for`,
@@ -67,42 +77,27 @@ fn bind_one(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
-/// Accepts connections on `listener` forever, serving listener number
-/// `index` of the current snapshot.
-pub async fn serve(listener: TcpListener, index: usize, proxy: Arc<Proxy>) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(std::time::Duration::from_secs(30))
-        .max_buf_size(64 * 1024);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(1024);
-    let builder = Arc::new(builder);
-    loop {
-        let (stream, addr) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Out of file descriptors and the like: back off, keep serving.
-                tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let proxy = proxy.clone();
-        let builder = builder.clone();
-        tokio::spawn(async move {
+/// Accepts connections on `listener` until the drain starts, serving
+/// listener number `index` of the current snapshot.
+pub async fn serve(
+    listener: TcpListener,
+    index: usize,
+    proxy: Arc<Proxy>,
+    conns: Arc<Connections>,
+) {
+    conns
+        .accept_loop(listener, move |addr, activity| {
+            let proxy = proxy.clone();
             let peer = Arc::new(Peer::new(addr));
-            let service = service_fn(move |req| proxy.clone().handle(index, peer.clone(), req));
-            if let Err(e) = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(peer = %addr, "connection ended: {e}");
-            }
-        });
-    }
+            service_fn(move |req| {
+                let in_flight = activity.begin();
+                let handled = proxy.clone().handle(index, peer.clone(), req);
+                async move {
+                    let response: Result<_, Infallible> = handled.await;
+                    drop(in_flight);
+                    response
+                }
+            })
+        })
+        .await;
 }

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 
 use weft::config::{self, ConfigErrors};
 use weft::filter::FilterRuntime;
+use weft::listener::{Connections, Drain};
 use weft::proxy::Proxy;
 use weft::reload::Reloader;
 use weft::snapshot::Snapshot;
@@ -143,6 +144,9 @@ async fn serve(config_path: PathBuf, watch: bool, workers: usize) -> anyhow::Res
         .map(|l| (l.name.clone(), l.addr))
         .collect();
     let admin = snapshot.config.admin.as_ref().map(|a| a.listen.clone());
+    let limits = snapshot.config.limits.clone();
+    weft::http::body::configure(&limits);
+    raise_fd_limit();
     let proxy = Arc::new(Proxy {
         snapshot: ArcSwap::from_pointee(snapshot),
         metrics,
@@ -158,14 +162,24 @@ async fn serve(config_path: PathBuf, watch: bool, workers: usize) -> anyhow::Res
             sockets[w].push(socket);
         }
     }
-    weft::worker::start(sockets, &proxy).context("cannot start the worker threads")?;
+    let drain = Drain::default();
+    let mut connections = weft::worker::start(sockets, &proxy, &limits, &drain)
+        .context("cannot start the worker threads")?;
     if let Some(listen) = admin {
         let addr: std::net::SocketAddr = listen.parse().context("admin.listen")?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("admin API: cannot bind {addr}"))?;
         tracing::info!(addr = %listener.local_addr()?, "admin API listening");
-        tokio::spawn(weft::admin::serve(listener, proxy.clone()));
+        let conns = Arc::new(Connections::new(
+            &limits,
+            limits.admin_max_connections,
+            &drain,
+            "admin",
+            proxy.metrics.clone(),
+        ));
+        connections.push(conns.clone());
+        tokio::spawn(weft::admin::serve(listener, proxy.clone(), conns));
     }
     // A serving process fills the disk cache of compiled modules (`weft
     // validate` only reads it): the modules built so far are written off the
@@ -181,8 +195,60 @@ async fn serve(config_path: PathBuf, watch: bool, workers: usize) -> anyhow::Res
         tokio::spawn(reloader.watch(Duration::from_millis(500)));
     }
     shutdown_signal().await;
-    tracing::info!("shutting down");
+    drain_connections(&drain, &connections, limits.drain_timeout()).await;
     Ok(())
+}
+
+/// Stops accepting (the listening sockets close), shuts every connection
+/// down gracefully (HTTP/1 answers with `Connection: close`, HTTP/2 gets
+/// GOAWAY) and waits up to `timeout` for the requests in flight to finish.
+async fn drain_connections(drain: &Drain, connections: &[Arc<Connections>], timeout: Duration) {
+    let open = |conns: &[Arc<Connections>]| conns.iter().map(|c| c.open()).sum::<usize>();
+    tracing::info!(
+        connections = open(connections),
+        timeout_ms = timeout.as_millis() as u64,
+        "shutting down: draining connections"
+    );
+    drain.start();
+    let closed = async {
+        for conns in connections {
+            conns.closed().await;
+        }
+    };
+    match tokio::time::timeout(timeout, closed).await {
+        Ok(()) => tracing::info!("drained: every connection closed"),
+        Err(_) => tracing::warn!(
+            connections = open(connections),
+            "drain timeout (limits.drain_timeout_ms): closing the connections still open"
+        ),
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit: every client and
+/// upstream connection is a descriptor.
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write `limit`.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= limit.rlim_max
+        {
+            return;
+        }
+        let soft = limit.rlim_cur;
+        limit.rlim_cur = limit.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+            tracing::debug!(from = soft, to = limit.rlim_max, "open files limit raised");
+        } else {
+            tracing::warn!(
+                limit = soft,
+                "cannot raise the open files limit: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
 }
 
 async fn shutdown_signal() {

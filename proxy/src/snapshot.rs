@@ -79,6 +79,7 @@ impl Snapshot {
                 format!("invalid socket address {:?}: {e}", admin.listen),
             );
         }
+        errors.0.extend(config.limits.check());
         let clusters = build_clusters(&config.clusters, &mut errors);
         // Resolved on every build: a changed `module_cache` applies to
         // modules compiled from this build on.
@@ -222,11 +223,22 @@ fn build_clusters(
         if c.connect_timeout_ms == 0 {
             errors.push(format!("{at}.connect_timeout_ms"), "must be greater than 0");
         }
+        if c.max_connections_per_worker == 0 {
+            errors.push(
+                format!("{at}.max_connections_per_worker"),
+                "must be greater than 0",
+            );
+        }
         if endpoints.len() == c.endpoints.len() {
             let connect_timeout = Duration::from_millis(c.connect_timeout_ms);
             out.insert(
                 name.clone(),
-                Arc::new(Cluster::new(name, endpoints, connect_timeout)),
+                Arc::new(Cluster::new(
+                    name,
+                    endpoints,
+                    connect_timeout,
+                    c.max_connections_per_worker,
+                )),
             );
         }
     }

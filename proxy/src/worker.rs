@@ -8,14 +8,20 @@
 //! read-mostly: the snapshot (swapped whole on reload), the filter instance
 //! pools and the metrics registry.
 
+use std::collections::HashSet;
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::config::limits::LimitsConfig;
+use crate::listener::{Connections, Drain};
 use crate::proxy::Proxy;
 
 /// How often a worker's timer anchor fires (see [`anchor_timers`]).
 const TIMER_ANCHOR: Duration = Duration::from_secs(1);
+/// How often a worker sweeps its upstream connections (see
+/// [`crate::upstream::sweep`]).
+const POOL_SWEEP: Duration = Duration::from_secs(5);
 
 /// How many workers serve when none is configured: the cores this process
 /// may run on (its CPU affinity and cgroup quota count).
@@ -24,11 +30,26 @@ pub fn default_count() -> usize {
 }
 
 /// Starts one thread per element of `sockets`; worker `w` serves listener
-/// `i` of the snapshot on `sockets[w][i]`. The threads run until the process
-/// exits.
-pub fn start(sockets: Vec<Vec<TcpListener>>, proxy: &Arc<Proxy>) -> std::io::Result<()> {
+/// `i` of the snapshot on `sockets[w][i]` under `limits` until `drain`
+/// starts. Returns each worker's connections, to wait for on shutdown; the
+/// threads run until the process exits.
+pub fn start(
+    sockets: Vec<Vec<TcpListener>>,
+    proxy: &Arc<Proxy>,
+    limits: &LimitsConfig,
+    drain: &Drain,
+) -> std::io::Result<Vec<Arc<Connections>>> {
+    let mut all = Vec::with_capacity(sockets.len());
     for (w, listeners) in sockets.into_iter().enumerate() {
         let proxy = proxy.clone();
+        let conns = Arc::new(Connections::new(
+            limits,
+            limits.max_connections_per_worker,
+            drain,
+            "proxy",
+            proxy.metrics.clone(),
+        ));
+        all.push(conns.clone());
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -37,6 +58,7 @@ pub fn start(sockets: Vec<Vec<TcpListener>>, proxy: &Arc<Proxy>) -> std::io::Res
             .spawn(move || {
                 runtime.block_on(async move {
                     tokio::spawn(anchor_timers());
+                    tokio::spawn(sweep_upstream_pool(proxy.clone()));
                     for (index, listener) in listeners.into_iter().enumerate() {
                         match tokio::net::TcpListener::from_std(listener) {
                             Ok(listener) => {
@@ -44,6 +66,7 @@ pub fn start(sockets: Vec<Vec<TcpListener>>, proxy: &Arc<Proxy>) -> std::io::Res
                                     listener,
                                     index,
                                     proxy.clone(),
+                                    conns.clone(),
                                 ));
                             }
                             Err(e) => tracing::error!(
@@ -57,7 +80,23 @@ pub fn start(sockets: Vec<Vec<TcpListener>>, proxy: &Arc<Proxy>) -> std::io::Res
                 })
             })?;
     }
-    Ok(())
+    Ok(all)
+}
+
+/// Every [`POOL_SWEEP`], drops this worker's dead upstream connections and
+/// those to endpoints the current snapshot no longer has (after a reload).
+async fn sweep_upstream_pool(proxy: Arc<Proxy>) {
+    loop {
+        tokio::time::sleep(POOL_SWEEP).await;
+        let snapshot = proxy.snapshot.load();
+        let live: HashSet<_> = snapshot
+            .listeners
+            .iter()
+            .flat_map(|l| l.routes.routes())
+            .flat_map(|r| r.cluster.endpoints())
+            .collect();
+        crate::upstream::sweep(&live);
+    }
 }
 
 /// Keeps a timer due within [`TIMER_ANCHOR`] on this worker's runtime.

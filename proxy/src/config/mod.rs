@@ -5,6 +5,7 @@
 //! [`crate::snapshot`]'s job; `weft validate` runs exactly that too.
 
 pub mod files;
+pub mod limits;
 pub mod model;
 
 use std::fmt;

@@ -1,12 +1,42 @@
 //! The one body type the proxy sends both ways: streamed through untouched,
 //! or a buffer a filter produced or read.
+//!
+//! Two process-wide bounds live here, set once at start from `limits:`
+//! ([`configure`]): the idle timeout of a streamed body (a timer reset by
+//! each frame) and the budget of bytes held by buffered bodies.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::time::Sleep;
+
+use crate::config::limits::{
+    DEFAULT_BODY_IDLE_TIMEOUT_MS, DEFAULT_MAX_BUFFERED_BODY_BYTES, LimitsConfig,
+};
+
+/// `limits.body_idle_timeout_ms`.
+static IDLE_TIMEOUT_MS: AtomicU64 = AtomicU64::new(DEFAULT_BODY_IDLE_TIMEOUT_MS);
+/// `limits.max_buffered_body_bytes`.
+static BUFFERED_LIMIT: AtomicU64 = AtomicU64::new(DEFAULT_MAX_BUFFERED_BODY_BYTES);
+/// Bytes held by buffered bodies now, across the process.
+static BUFFERED_HELD: AtomicU64 = AtomicU64::new(0);
+
+/// Applies the body bounds of `limits` to every body from now on.
+pub fn configure(limits: &LimitsConfig) {
+    IDLE_TIMEOUT_MS.store(limits.body_idle_timeout_ms, Ordering::Relaxed);
+    BUFFERED_LIMIT.store(limits.max_buffered_body_bytes, Ordering::Relaxed);
+}
+
+/// Bytes held by buffered bodies now, across the process.
+pub fn buffered_bytes() -> u64 {
+    BUFFERED_HELD.load(Ordering::Relaxed)
+}
 
 /// Errors of a streamed body.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -20,8 +50,11 @@ pub enum ProxyBody {
     Empty,
     /// A buffered body, sent in one frame.
     Full(Option<Bytes>),
-    /// A body streamed from the other side, frame by frame.
+    /// A body streamed from the other side, frame by frame, as hyper gives
+    /// it; [`ProxyBody::idle_bounded`] puts it under the idle timeout.
     Streaming(Incoming),
+    /// A streamed body that fails when no frame comes for the idle timeout.
+    IdleBounded(IdleBounded),
     /// A body whose end triggers a hook (e.g. the filters' `on-done`): the
     /// hook runs when this value is dropped, which hyper does once it has
     /// taken the last frame (before writing the last bytes) or the
@@ -36,6 +69,39 @@ impl ProxyBody {
             ProxyBody::Empty
         } else {
             ProxyBody::Full(Some(bytes))
+        }
+    }
+
+    /// A body streamed from a peer, under the idle timeout.
+    pub fn streamed(incoming: Incoming) -> Self {
+        ProxyBody::IdleBounded(IdleBounded::new(incoming))
+    }
+
+    /// This body with its stream (if any, also under a hook) under the idle
+    /// timeout. Allocates nothing.
+    pub fn idle_bounded(self) -> Self {
+        match self {
+            ProxyBody::Streaming(incoming) => Self::streamed(incoming),
+            ProxyBody::Guarded(mut inner, hook) => {
+                let body = std::mem::replace(inner.as_mut(), ProxyBody::Empty);
+                *inner = body.idle_bounded();
+                ProxyBody::Guarded(inner, hook)
+            }
+            body => body,
+        }
+    }
+
+    /// When this body streams and has not ended: a cell that receives the
+    /// instant its last frame was taken (for timeouts that start once a
+    /// request has been sent).
+    pub fn watch_end(&mut self) -> Option<Arc<OnceLock<Instant>>> {
+        match self {
+            ProxyBody::IdleBounded(b) if !b.incoming.is_end_stream() => {
+                let end = Arc::new(OnceLock::new());
+                b.ended = Some(end.clone());
+                Some(end)
+            }
+            _ => None,
         }
     }
 }
@@ -54,6 +120,7 @@ impl Body for ProxyBody {
             ProxyBody::Streaming(incoming) => Pin::new(incoming)
                 .poll_frame(cx)
                 .map(|f| f.map(|r| r.map_err(Into::into))),
+            ProxyBody::IdleBounded(bounded) => bounded.poll_frame(cx),
             ProxyBody::Guarded(inner, _) => Pin::new(inner.as_mut()).poll_frame(cx),
         }
     }
@@ -63,6 +130,7 @@ impl Body for ProxyBody {
             ProxyBody::Empty => true,
             ProxyBody::Full(bytes) => bytes.is_none(),
             ProxyBody::Streaming(incoming) => incoming.is_end_stream(),
+            ProxyBody::IdleBounded(bounded) => bounded.incoming.is_end_stream(),
             ProxyBody::Guarded(inner, _) => inner.is_end_stream(),
         }
     }
@@ -74,10 +142,70 @@ impl Body for ProxyBody {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
             ProxyBody::Streaming(incoming) => incoming.size_hint(),
+            ProxyBody::IdleBounded(bounded) => bounded.incoming.size_hint(),
             ProxyBody::Guarded(inner, _) => inner.size_hint(),
         }
     }
 }
+
+/// A streamed body whose frames must come within the idle timeout of each
+/// other: a peer that stalls mid-body makes it fail with [`BodyIdle`].
+///
+/// The timer is armed only when a poll finds no frame ready (one clock read
+/// then); a body whose frames are ready when asked for costs no timer.
+pub struct IdleBounded {
+    incoming: Incoming,
+    idle: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+    armed: bool,
+    ended: Option<Arc<OnceLock<Instant>>>,
+}
+
+impl IdleBounded {
+    fn new(incoming: Incoming) -> Self {
+        Self {
+            incoming,
+            idle: Duration::from_millis(IDLE_TIMEOUT_MS.load(Ordering::Relaxed)),
+            timer: None,
+            armed: false,
+            ended: None,
+        }
+    }
+
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match Pin::new(&mut self.incoming).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                self.armed = false;
+                if (frame.is_none() || self.incoming.is_end_stream())
+                    && let Some(ended) = self.ended.take()
+                {
+                    let _ = ended.set(Instant::now());
+                }
+                Poll::Ready(frame.map(|r| r.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                if !self.armed {
+                    let deadline = tokio::time::Instant::now() + self.idle;
+                    match &mut self.timer {
+                        Some(timer) => timer.as_mut().reset(deadline),
+                        None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                    }
+                    self.armed = true;
+                }
+                let timer = self.timer.as_mut().expect("armed above");
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyIdle(self.idle))))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+}
+
+/// A streamed body stalled: no frame for this long.
+#[derive(Debug, thiserror::Error)]
+#[error("no body data for {} ms", .0.as_millis())]
+pub struct BodyIdle(pub Duration);
 
 /// Why buffering a body failed.
 #[derive(Debug, thiserror::Error)]
@@ -85,21 +213,84 @@ pub enum BufferError {
     /// Larger than allowed.
     #[error("body larger than {0} bytes")]
     TooLarge(u64),
+    /// The peer stalled mid-body.
+    #[error("body stalled: {0}")]
+    Idle(BodyIdle),
+    /// Buffered bodies already hold the process's budget.
+    #[error(
+        "body not buffered: buffered bodies already hold the limit of {0} bytes (limits.max_buffered_body_bytes)"
+    )]
+    Overloaded(u64),
     /// The stream failed.
     #[error("body stream failed: {0}")]
     Stream(BoxError),
 }
 
-/// Reads a whole body into memory, refusing one larger than `limit`.
+/// Reads a whole body into memory, refusing one larger than `limit` or one
+/// that does not fit in the process's budget of buffered bytes. The bytes
+/// count against the budget until the last clone of the result is dropped.
 pub async fn buffer(body: ProxyBody, limit: u64) -> Result<Bytes, BufferError> {
     use http_body_util::BodyExt;
+    let mut body = body.idle_bounded();
     if body.size_hint().lower() > limit {
         return Err(BufferError::TooLarge(limit));
     }
-    let limited = http_body_util::Limited::new(body, limit as usize);
-    match limited.collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(BufferError::TooLarge(limit)),
-        Err(e) => Err(BufferError::Stream(e)),
+    let mut held = Reservation(0);
+    let mut chunks: Vec<Bytes> = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| match e.downcast::<BodyIdle>() {
+            Ok(idle) => BufferError::Idle(*idle),
+            Err(e) => BufferError::Stream(e),
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let len = data.len() as u64;
+        if held.0 + len > limit {
+            return Err(BufferError::TooLarge(limit));
+        }
+        held.grow(len)?;
+        chunks.push(data);
+    }
+    let bytes = match chunks.len() {
+        0 => return Ok(Bytes::new()),
+        1 => chunks.pop().expect("one chunk"),
+        _ => Bytes::from(chunks.concat()),
+    };
+    Ok(Bytes::from_owner(Held { bytes, _held: held }))
+}
+
+/// Bytes counted against the buffered-body budget, given back on drop.
+struct Reservation(u64);
+
+impl Reservation {
+    fn grow(&mut self, len: u64) -> Result<(), BufferError> {
+        let limit = BUFFERED_LIMIT.load(Ordering::Relaxed);
+        let before = BUFFERED_HELD.fetch_add(len, Ordering::Relaxed);
+        if before + len > limit {
+            BUFFERED_HELD.fetch_sub(len, Ordering::Relaxed);
+            return Err(BufferError::Overloaded(limit));
+        }
+        self.0 += len;
+        Ok(())
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        BUFFERED_HELD.fetch_sub(self.0, Ordering::Relaxed);
+    }
+}
+
+/// A buffered body and its reservation: the owner of the `Bytes` that
+/// [`buffer`] returns.
+struct Held {
+    bytes: Bytes,
+    _held: Reservation,
+}
+
+impl AsRef<[u8]> for Held {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
     }
 }

@@ -18,8 +18,8 @@ use super::outgoing::Outgoing;
 
 /// Prepares `head` for the upstream, sends it to the cluster's next
 /// endpoint, and records the endpoint and any failure in `props`. A failure
-/// becomes the proxy's own 502 or 504, or 400 when the client's body broke
-/// on the way.
+/// becomes the proxy's own 502, 503 (the endpoint's connection cap) or 504,
+/// or 400/408 when the client's body broke or stalled on the way.
 pub async fn forward(
     route: &Route,
     mut head: http::request::Parts,
@@ -48,12 +48,13 @@ pub async fn forward(
             Response::from_parts(head, ProxyBody::Streaming(body))
         }
         Err(e) => {
-            if let Some(cause) = client_body_failure(&e) {
+            if let UpstreamError::ClientBody { reason, idle } = e {
                 props.upstream_failure = None;
-                let out = Outgoing::buffer_error(
-                    BufferError::Stream(cause.to_string().into()),
-                    &props.request_id,
-                );
+                let failure = match idle {
+                    Some(stalled) => BufferError::Idle(stalled),
+                    None => BufferError::Stream(reason.into()),
+                };
+                let out = Outgoing::buffer_error(failure, &props.request_id);
                 return Response::from_parts(out.head, out.body);
             }
             tracing::warn!(
@@ -66,6 +67,7 @@ pub async fn forward(
             props.upstream_failure = Some(e.kind());
             let (status, code) = match e {
                 UpstreamError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
+                UpstreamError::Overflow { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
                 _ => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
             };
             local::error(status, code, &e.to_string(), &props.request_id)
@@ -92,19 +94,6 @@ fn frame_request_body(head: &mut http::request::Parts, body: &ProxyBody) {
             );
         }
         _ => {}
-    }
-}
-
-/// What hyper's client says (`Display` of its user-body error kind) when the
-/// body it was sending, the client's, failed: the upstream is not at fault.
-const CLIENT_BODY_FAILED: &str = "error from user's Body stream: ";
-
-/// The cause, when `e` is the client's body failing mid-send (a malformed
-/// chunk, a reset stream).
-fn client_body_failure(e: &UpstreamError) -> Option<&str> {
-    match e {
-        UpstreamError::Reset { reason, .. } => reason.strip_prefix(CLIENT_BODY_FAILED),
-        _ => None,
     }
 }
 

@@ -26,7 +26,7 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::filter::{ChainRun, Exchange, Phase, RequestProps, Step};
-use crate::http::body::buffer;
+use crate::http::body::{BufferError, buffer};
 use crate::http::{ProxyBody, headers, local, target};
 use crate::listener::Peer;
 use crate::route::Route;
@@ -98,10 +98,11 @@ impl Proxy {
             peer: Some(peer.clone()),
             ..Default::default()
         };
-        let body = ProxyBody::Streaming(body);
+        let body = ProxyBody::streamed(body);
         if route.chain.is_empty() {
             props.attempt = 1;
-            return Ok(forward(&route, head, body, &peer, route.timeout, &mut props).await);
+            let response = forward(&route, head, body, &peer, route.timeout, &mut props).await;
+            return Ok(response.map(ProxyBody::idle_bounded));
         }
         let mut run = ChainRun::new(route.chain.clone(), self.metrics.clone());
         let mut ex = Box::new(Exchange {
@@ -110,7 +111,7 @@ impl Proxy {
             ..Default::default()
         });
         let out = serve_with_chain(&route, &mut run, &mut ex, body, &peer).await;
-        Ok(out.into_response(run, ex))
+        Ok(out.into_response(run, ex).map(ProxyBody::idle_bounded))
     }
 }
 
@@ -292,10 +293,14 @@ async fn response_phases(
     match buffer(body, limit).await {
         Ok(bytes) => ex.response_body = Some(bytes),
         Err(e) => {
+            let (status, code) = match e {
+                BufferError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+                _ => (StatusCode::BAD_GATEWAY, "response_body"),
+            };
             let message = format!("response {e}");
             return Answer::Send(Outgoing::from_response(local::error(
-                StatusCode::BAD_GATEWAY,
-                "response_body",
+                status,
+                code,
                 &message,
                 &ex.props.request_id,
             )));

@@ -68,10 +68,12 @@ impl Outgoing {
         ))
     }
 
-    /// 413 or 400 for a request body that could not be buffered.
+    /// 413, 408, 503 or 400 for a request body that could not be buffered.
     pub fn buffer_error(e: BufferError, request_id: &str) -> Self {
         let (status, code) = match e {
             BufferError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            BufferError::Idle(_) => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
+            BufferError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             BufferError::Stream(_) => (StatusCode::BAD_REQUEST, "body_read_failed"),
         };
         Self::from_response(local::error(

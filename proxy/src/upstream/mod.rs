@@ -1,11 +1,14 @@
 //! Upstream clusters and sending requests to them: round robin over
-//! endpoints, keep-alive connections ([`pool`], one per worker thread), a
-//! timeout per route.
+//! endpoints, keep-alive connections ([`pool`], one per worker thread, a cap
+//! per endpoint), a timeout per route for the response headers that starts
+//! once the request has been sent.
 
 mod pool;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+
+pub use pool::sweep;
 
 use http::uri::{Authority, PathAndQuery};
 use http::{Request, Response, Version};
@@ -20,6 +23,7 @@ pub struct Cluster {
     endpoints: Vec<Authority>,
     next: AtomicUsize,
     connect_timeout_ms: u64,
+    max_connections: u32,
 }
 
 /// Why the upstream gave no response.
@@ -41,6 +45,28 @@ pub enum UpstreamError {
         /// What failed.
         reason: String,
     },
+    /// Every connection to the endpoint this worker may open was busy for
+    /// the whole connect timeout.
+    #[error(
+        "upstream {endpoint} overloaded: its {max} connections (max_connections_per_worker) stayed busy for {wait_ms} ms"
+    )]
+    Overflow {
+        /// The endpoint tried.
+        endpoint: String,
+        /// The cap.
+        max: u32,
+        /// How long the request waited.
+        wait_ms: u64,
+    },
+    /// The client's body failed while it was being sent: the client's
+    /// fault, not the upstream's.
+    #[error("{reason}")]
+    ClientBody {
+        /// What failed.
+        reason: String,
+        /// Set when the body stalled for the body idle timeout.
+        idle: Option<crate::http::body::BodyIdle>,
+    },
     /// The connection failed before a response.
     #[error("upstream {endpoint} unavailable: {reason}")]
     Reset {
@@ -57,20 +83,27 @@ impl UpstreamError {
         match self {
             UpstreamError::Timeout { .. } => "timeout",
             UpstreamError::Connect { .. } => "connect-failure",
-            UpstreamError::Reset { .. } => "reset",
+            UpstreamError::Overflow { .. } => "overflow",
+            UpstreamError::Reset { .. } | UpstreamError::ClientBody { .. } => "reset",
         }
     }
 }
 
 impl Cluster {
     /// A cluster over `endpoints` (non-empty) whose connections open within
-    /// `connect_timeout`.
-    pub fn new(name: &str, endpoints: Vec<Authority>, connect_timeout: Duration) -> Self {
+    /// `connect_timeout`, at most `max_connections` per endpoint per worker.
+    pub fn new(
+        name: &str,
+        endpoints: Vec<Authority>,
+        connect_timeout: Duration,
+        max_connections: u32,
+    ) -> Self {
         Self {
             name: name.into(),
             endpoints,
             next: AtomicUsize::new(0),
             connect_timeout_ms: connect_timeout.as_millis().max(1) as u64,
+            max_connections: max_connections.max(1),
         }
     }
 
@@ -86,7 +119,9 @@ impl Cluster {
     }
 
     /// Sends `request` (whose URI holds only the path and query) to
-    /// `endpoint` and waits up to `timeout` for the response headers.
+    /// `endpoint` and waits up to `timeout` for the response headers, counted
+    /// from when the request has been sent: a streamed request body is
+    /// bounded by the body idle timeout instead, however long it takes.
     pub async fn send(
         &self,
         endpoint: &Authority,
@@ -100,21 +135,54 @@ impl Cluster {
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         *request.uri_mut() = path.into();
         *request.version_mut() = Version::HTTP_11;
+        let sent = request.body_mut().watch_end();
         let connect_timeout = Duration::from_millis(self.connect_timeout_ms);
-        match tokio::time::timeout(timeout, pool::send(endpoint, connect_timeout, request)).await {
-            Err(_) => Err(UpstreamError::Timeout {
-                endpoint: endpoint.to_string(),
-                timeout_ms: timeout.as_millis(),
-            }),
-            Ok(Err(pool::SendError::Connect(reason))) => Err(UpstreamError::Connect {
+        let exchange = pool::send(endpoint, connect_timeout, self.max_connections, request);
+        let mut exchange = std::pin::pin!(exchange);
+        let deadline = tokio::time::sleep(timeout);
+        let mut deadline = std::pin::pin!(deadline);
+        let result = loop {
+            tokio::select! {
+                result = &mut exchange => break result,
+                () = &mut deadline => {
+                    // Still sending the body: the timeout starts when it ends.
+                    let Some(sent) = &sent else {
+                        return Err(self.timeout(endpoint, timeout));
+                    };
+                    let now = tokio::time::Instant::now();
+                    let next = match sent.get() {
+                        Some(at) => tokio::time::Instant::from_std(*at) + timeout,
+                        None => now + timeout,
+                    };
+                    if next <= now {
+                        return Err(self.timeout(endpoint, timeout));
+                    }
+                    deadline.as_mut().reset(next);
+                }
+            }
+        };
+        result.map_err(|e| match e {
+            pool::SendError::Connect(reason) => UpstreamError::Connect {
                 endpoint: endpoint.to_string(),
                 reason,
-            }),
-            Ok(Err(pool::SendError::Exchange(reason))) => Err(UpstreamError::Reset {
+            },
+            pool::SendError::Exchange(reason) => UpstreamError::Reset {
                 endpoint: endpoint.to_string(),
                 reason,
-            }),
-            Ok(Ok(response)) => Ok(response),
+            },
+            pool::SendError::ClientBody { reason, idle } => UpstreamError::ClientBody { reason, idle },
+            pool::SendError::Overflow => UpstreamError::Overflow {
+                endpoint: endpoint.to_string(),
+                max: self.max_connections,
+                wait_ms: self.connect_timeout_ms,
+            },
+        })
+    }
+
+    fn timeout(&self, endpoint: &Authority, timeout: Duration) -> UpstreamError {
+        UpstreamError::Timeout {
+            endpoint: endpoint.to_string(),
+            timeout_ms: timeout.as_millis(),
         }
     }
 }

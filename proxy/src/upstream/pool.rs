@@ -6,9 +6,18 @@
 //! HTTP/1 lets a connection carry one exchange at a time, and hyper reports
 //! it ready again only once the response body has been read, so taking a
 //! connection means taking the first ready one.
+//!
+//! A worker opens at most `max_connections_per_worker` connections to one
+//! endpoint; past it a request waits (up to the connect timeout) for one to
+//! become ready. [`sweep`], run by each worker every few seconds, drops
+//! closed and expired connections and those to endpoints no longer in the
+//! config, so the request path only looks at connections until it finds a
+//! ready one.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use http::uri::Authority;
@@ -18,6 +27,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 
 use crate::http::ProxyBody;
+use crate::http::body::BodyIdle;
 
 /// An idle connection older than this is closed rather than reused.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -28,10 +38,29 @@ const STALE_TRIES: usize = 4;
 /// Connections by endpoint. The endpoints come from the config, not from
 /// clients, so a fast hash does (SipHash was 0.8% of a plain proxy's CPU:
 /// two lookups per request).
-type Endpoints = HashMap<Authority, Vec<Pooled>, foldhash::fast::RandomState>;
+type Endpoints = HashMap<Authority, Endpoint, foldhash::fast::RandomState>;
 
 thread_local! {
     static POOL: RefCell<Endpoints> = RefCell::new(Endpoints::default());
+}
+
+/// One endpoint's connections on this worker.
+#[derive(Default)]
+struct Endpoint {
+    /// Connections not waiting for a response head (ready or still
+    /// streaming a response body).
+    pooled: Vec<Pooled>,
+    /// Counts this worker's open connections and wakes waiters.
+    shared: Arc<Shared>,
+}
+
+/// What an endpoint's connection tasks share with its requests.
+#[derive(Default)]
+struct Shared {
+    /// Open connections (pooled or lent to a request).
+    open: AtomicU32,
+    /// Notified when a connection is given back or closes.
+    freed: tokio::sync::Notify,
 }
 
 struct Pooled {
@@ -48,13 +77,27 @@ pub enum SendError {
     /// The connection failed after the request was (maybe) sent.
     #[error("{0}")]
     Exchange(String),
+    /// The client's body, being sent, failed (or stalled: `idle`).
+    #[error("{reason}")]
+    ClientBody {
+        /// What failed.
+        reason: String,
+        /// Set when the body stalled for the body idle timeout.
+        idle: Option<BodyIdle>,
+    },
+    /// The endpoint's connection cap was reached and none became free in
+    /// time.
+    #[error("connection cap reached")]
+    Overflow,
 }
 
 /// Sends `request` (origin-form URI) to `endpoint` on a pooled connection,
-/// or on a new one opened within `connect_timeout`.
+/// or on a new one opened within `connect_timeout` when fewer than
+/// `max_connections` are open; otherwise waits as long for one to be free.
 pub async fn send(
     endpoint: &Authority,
     connect_timeout: Duration,
+    max_connections: u32,
     mut request: Request<ProxyBody>,
 ) -> Result<Response<Incoming>, SendError> {
     if !request.headers().contains_key(header::HOST)
@@ -74,28 +117,113 @@ pub async fn send(
             Err(mut failed) => match failed.take_message() {
                 // Not sent: the connection was closing; try another.
                 Some(unsent) => request = unsent,
-                None => return Err(SendError::Exchange(error_chain(failed.error()))),
+                None => return Err(exchange_error(failed.error())),
             },
         }
     }
-    let mut sender = connect(endpoint, connect_timeout).await?;
+    let mut sender = acquire(endpoint, connect_timeout, max_connections).await?;
     let response = sender
         .send_request(request)
         .await
-        .map_err(|e| SendError::Exchange(error_chain(&e)))?;
+        .map_err(|e| exchange_error(&e))?;
     give_back(endpoint, sender);
     Ok(response)
 }
 
-/// The first ready connection to `endpoint`; closed and expired ones are
-/// dropped on the way.
+/// Tells the client's body failing mid-send (hyper's user-body error: a
+/// malformed chunk, a stalled upload) from the upstream failing.
+fn exchange_error(e: &hyper::Error) -> SendError {
+    use std::error::Error;
+    if e.is_user()
+        && let Some(cause) = e.source()
+    {
+        let mut idle = None;
+        let mut at = Some(cause);
+        while let Some(err) = at {
+            if let Some(stalled) = err.downcast_ref::<BodyIdle>() {
+                idle = Some(BodyIdle(stalled.0));
+            }
+            at = err.source();
+        }
+        return SendError::ClientBody {
+            reason: error_chain(cause),
+            idle,
+        };
+    }
+    SendError::Exchange(error_chain(e))
+}
+
+/// A new connection when the cap allows, else the first pooled one to
+/// become ready within `timeout`.
+async fn acquire(
+    endpoint: &Authority,
+    timeout: Duration,
+    max_connections: u32,
+) -> Result<SendRequest<ProxyBody>, SendError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let shared = shared(endpoint);
+        if shared.open.load(Ordering::Relaxed) < max_connections {
+            return connect(endpoint, timeout, shared).await;
+        }
+        if let Some(sender) = take_ready(endpoint) {
+            return Ok(sender);
+        }
+        match take_busy(endpoint) {
+            Some(mut busy) => match tokio::time::timeout_at(deadline, busy.ready()).await {
+                Ok(Ok(())) => return Ok(busy),
+                Ok(Err(_)) => continue,
+                Err(_) => {
+                    give_back(endpoint, busy);
+                    return Err(SendError::Overflow);
+                }
+            },
+            // Every connection waits for a response head.
+            None => {
+                if tokio::time::timeout_at(deadline, shared.freed.notified())
+                    .await
+                    .is_err()
+                {
+                    return Err(SendError::Overflow);
+                }
+            }
+        }
+    }
+}
+
+/// The first ready connection to `endpoint`; closed and expired ones met on
+/// the way are dropped.
 fn take_ready(endpoint: &Authority) -> Option<SendRequest<ProxyBody>> {
     POOL.with_borrow_mut(|pool| {
-        let list = pool.get_mut(endpoint)?;
+        let list = &mut pool.get_mut(endpoint)?.pooled;
         let now = Instant::now();
-        list.retain(|c| !c.sender.is_closed() && now.duration_since(c.used) < IDLE_TIMEOUT);
-        let at = list.iter().position(|c| c.sender.is_ready())?;
-        Some(list.swap_remove(at).sender)
+        let mut i = 0;
+        while i < list.len() {
+            let c = &list[i];
+            if c.sender.is_closed() || now.duration_since(c.used) >= IDLE_TIMEOUT {
+                list.swap_remove(i);
+            } else if c.sender.is_ready() {
+                return Some(list.swap_remove(i).sender);
+            } else {
+                i += 1;
+            }
+        }
+        None
+    })
+}
+
+/// A pooled connection still busy with a response body.
+fn take_busy(endpoint: &Authority) -> Option<SendRequest<ProxyBody>> {
+    POOL.with_borrow_mut(|pool| pool.get_mut(endpoint)?.pooled.pop().map(|c| c.sender))
+}
+
+fn shared(endpoint: &Authority) -> Arc<Shared> {
+    POOL.with_borrow_mut(|pool| {
+        if let Some(e) = pool.get(endpoint) {
+            return e.shared.clone();
+        }
+        let e = pool.entry(endpoint.clone()).or_default();
+        e.shared.clone()
     })
 }
 
@@ -104,18 +232,38 @@ fn give_back(endpoint: &Authority, sender: SendRequest<ProxyBody>) {
         sender,
         used: Instant::now(),
     };
-    POOL.with_borrow_mut(|pool| match pool.get_mut(endpoint) {
-        Some(list) => list.push(pooled),
-        None => {
-            pool.insert(endpoint.clone(), vec![pooled]);
+    POOL.with_borrow_mut(|pool| {
+        let e = match pool.get_mut(endpoint) {
+            Some(e) => e,
+            None => pool.entry(endpoint.clone()).or_default(),
+        };
+        e.pooled.push(pooled);
+        e.shared.freed.notify_one();
+    });
+}
+
+/// Drops this worker's closed and expired connections, and every pooled
+/// connection to an endpoint not in `live` (dropping the sender closes the
+/// connection once its exchange is done).
+pub fn sweep(live: &HashSet<&Authority>) {
+    let now = Instant::now();
+    POOL.with_borrow_mut(|pool| {
+        pool.retain(|endpoint, _| live.contains(endpoint));
+        for e in pool.values_mut() {
+            e.pooled
+                .retain(|c| !c.sender.is_closed() && now.duration_since(c.used) < IDLE_TIMEOUT);
         }
     });
 }
 
+/// Opens a connection, counted in `shared.open` while it lives.
 async fn connect(
     endpoint: &Authority,
     timeout: Duration,
+    shared: Arc<Shared>,
 ) -> Result<SendRequest<ProxyBody>, SendError> {
+    shared.open.fetch_add(1, Ordering::Relaxed);
+    let open = OpenConnection(shared);
     let stream = match tokio::time::timeout(
         timeout,
         tokio::net::TcpStream::connect(endpoint.as_str()),
@@ -141,8 +289,19 @@ async fn connect(
         if let Err(e) = connection.await {
             tracing::debug!(%endpoint, "upstream connection ended: {e}");
         }
+        drop(open);
     });
     Ok(sender)
+}
+
+/// One open connection in its endpoint's count, until dropped.
+struct OpenConnection(Arc<Shared>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+        self.0.freed.notify_one();
+    }
 }
 
 /// `e` and its sources, `: `-separated.

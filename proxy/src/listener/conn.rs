@@ -1,0 +1,378 @@
+//! The bounds of a worker's client connections: the cap, the timers and the
+//! drain.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::rt::{Read, ReadBufCursor, Write};
+use hyper::service::Service;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, TryAcquireError, watch};
+use tokio::time::Sleep;
+
+use crate::config::limits::LimitsConfig;
+use crate::http::ProxyBody;
+use crate::telemetry::Registry;
+
+/// Largest HTTP/1 read buffer (bounds a request head).
+const MAX_BUF_SIZE: usize = 64 * 1024;
+/// Idle connections are checked this many times per idle timeout: one is
+/// closed between 1 and 1 + 1/`IDLE_CHECKS` idle timeouts after its last
+/// request.
+const IDLE_CHECKS: u32 = 4;
+/// At most one log line per this interval about a full cap or failed accepts.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+/// Longest pause after a failed `accept` (doubling from 10 ms).
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// The start of shutdown, shared by every accept loop and connection.
+pub struct Drain {
+    started: watch::Sender<bool>,
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        Self {
+            started: watch::Sender::new(false),
+        }
+    }
+}
+
+impl Drain {
+    /// Stops the accept loops and shuts every connection down gracefully.
+    pub fn start(&self) {
+        self.started.send_replace(true);
+    }
+
+    fn watch(&self) -> watch::Receiver<bool> {
+        self.started.subscribe()
+    }
+}
+
+/// What one worker's connections of one kind (proxy or admin) share: the
+/// HTTP settings, the limits, the cap and the drain.
+pub struct Connections {
+    builder: auto::Builder<TokioExecutor>,
+    first_bytes: Duration,
+    idle_check: Duration,
+    write_idle: Duration,
+    slots: Arc<Semaphore>,
+    cap: u32,
+    drain: watch::Receiver<bool>,
+    kind: &'static str,
+    metrics: Arc<Registry>,
+}
+
+impl Connections {
+    /// At most `cap` connections at once under `limits`; `kind` names them
+    /// in logs and metrics (`proxy`, `admin`).
+    pub fn new(
+        limits: &LimitsConfig,
+        cap: u32,
+        drain: &Drain,
+        kind: &'static str,
+        metrics: Arc<Registry>,
+    ) -> Self {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout())
+            .max_buf_size(MAX_BUF_SIZE);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(limits.http2_max_concurrent_streams)
+            .keep_alive_interval(Duration::from_millis(limits.http2_keepalive_interval_ms))
+            .keep_alive_timeout(Duration::from_millis(limits.http2_keepalive_timeout_ms));
+        Self {
+            builder,
+            first_bytes: limits.first_bytes_timeout(),
+            idle_check: limits.idle_timeout() / IDLE_CHECKS,
+            write_idle: limits.body_idle_timeout(),
+            slots: Arc::new(Semaphore::new(cap as usize)),
+            cap,
+            drain: drain.watch(),
+            kind,
+            metrics,
+        }
+    }
+
+    /// Resolves when every connection has closed (after the drain started,
+    /// nothing opens new ones).
+    pub async fn closed(&self) {
+        let _ = self.slots.acquire_many(self.cap).await;
+    }
+
+    /// Connections open now, plus one per accept loop waiting to accept
+    /// (it holds the permit of the next connection).
+    pub fn open(&self) -> usize {
+        self.cap as usize - self.slots.available_permits()
+    }
+
+    /// Accepts connections on `listener` until the drain starts, serving
+    /// each with the service `make_service` builds for the peer's address
+    /// and the connection's [`Activity`]. The listening socket is closed on
+    /// return.
+    pub async fn accept_loop<F, S>(self: Arc<Self>, listener: TcpListener, mut make_service: F)
+    where
+        F: FnMut(SocketAddr, Arc<Activity>) -> S,
+        S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = Infallible>
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let mut drain = self.drain.clone();
+        let mut backoff = Duration::ZERO;
+        let mut last_log: Option<Instant> = None;
+        loop {
+            let permit = match self.slots.clone().try_acquire_owned() {
+                Ok(permit) => permit,
+                Err(TryAcquireError::Closed) => return,
+                Err(TryAcquireError::NoPermits) => {
+                    let _ = self.metrics.counter_add(
+                        "weft_connections_capped_total",
+                        vec![("kind".into(), self.kind.into())],
+                        1,
+                    );
+                    if last_log.is_none_or(|at| at.elapsed() >= LOG_EVERY) {
+                        last_log = Some(Instant::now());
+                        tracing::warn!(
+                            kind = self.kind,
+                            cap = self.cap,
+                            "connection cap reached: not accepting until a connection closes"
+                        );
+                    }
+                    tokio::select! {
+                        permit = self.slots.clone().acquire_owned() => match permit {
+                            Ok(permit) => permit,
+                            Err(_) => return,
+                        },
+                        _ = drain.wait_for(|started| *started) => return,
+                    }
+                }
+            };
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = drain.wait_for(|started| *started) => return,
+            };
+            let (stream, addr) = match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    backoff = (backoff * 2).clamp(Duration::from_millis(10), MAX_ACCEPT_BACKOFF);
+                    if last_log.is_none_or(|at| at.elapsed() >= LOG_EVERY) {
+                        last_log = Some(Instant::now());
+                        tracing::warn!(kind = self.kind, "accept failed: {e}");
+                    }
+                    drop(permit);
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => continue,
+                        _ = drain.wait_for(|started| *started) => return,
+                    }
+                }
+            };
+            backoff = Duration::ZERO;
+            let _ = stream.set_nodelay(true);
+            let activity = Arc::new(Activity::default());
+            let service = make_service(addr, activity.clone());
+            let conns = self.clone();
+            tokio::spawn(async move {
+                conns.serve(stream, addr, service, &activity).await;
+                drop(permit);
+            });
+        }
+    }
+
+    /// Serves one connection until it ends, a timer closes it or the drain
+    /// has shut it down.
+    async fn serve<S>(&self, stream: TcpStream, addr: SocketAddr, service: S, activity: &Activity)
+    where
+        S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = Infallible>
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let io = WriteBounded::new(TokioIo::new(stream), self.write_idle);
+        let conn = self.builder.serve_connection(io, service);
+        let mut conn = std::pin::pin!(conn);
+        let mut drain = self.drain.clone();
+        let mut draining = false;
+        let first_bytes_by = tokio::time::Instant::now() + self.first_bytes;
+        let check = tokio::time::sleep(self.first_bytes.min(self.idle_check));
+        let mut check = std::pin::pin!(check);
+        let mut checking = true;
+        // Requests started when last checked, and checks since one started.
+        let mut seen = 0;
+        let mut quiet = 0;
+        loop {
+            tokio::select! {
+                ended = conn.as_mut() => {
+                    if let Err(e) = ended {
+                        tracing::debug!(peer = %addr, kind = self.kind, "connection ended: {e}");
+                    }
+                    return;
+                }
+                _ = drain.wait_for(|started| *started), if !draining => {
+                    draining = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                () = &mut check, if checking => {
+                    let now = tokio::time::Instant::now();
+                    let started = activity.started.load(Ordering::Relaxed);
+                    if started == 0 {
+                        if now >= first_bytes_by {
+                            tracing::debug!(peer = %addr, kind = self.kind, "no request within the first-bytes timeout: closed");
+                            return;
+                        }
+                        check.as_mut().reset(first_bytes_by.min(now + self.idle_check));
+                        continue;
+                    }
+                    let busy = activity.in_flight.load(Ordering::Relaxed) > 0;
+                    quiet = if busy || seen != started { 0 } else { quiet + 1 };
+                    seen = started;
+                    if quiet >= IDLE_CHECKS {
+                        checking = false;
+                        conn.as_mut().graceful_shutdown();
+                    } else {
+                        check.as_mut().reset(now + self.idle_check);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What a connection's requests tell its timers: how many started and how
+/// many are in flight. A few uncontended atomics per request.
+#[derive(Default)]
+pub struct Activity {
+    started: AtomicU64,
+    in_flight: AtomicU32,
+}
+
+impl Activity {
+    /// Counts a request as started and in flight until the guard drops.
+    pub fn begin(self: &Arc<Self>) -> InFlight {
+        self.started.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+}
+
+/// A request in flight on its connection.
+pub struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A connection's socket whose writes must make progress within the idle
+/// timeout: a peer that does not read makes the write fail, and hyper
+/// closes the connection. The timer is armed only when a write has to wait.
+pub struct WriteBounded {
+    io: TokioIo<TcpStream>,
+    idle: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+    armed: bool,
+}
+
+impl WriteBounded {
+    fn new(io: TokioIo<TcpStream>, idle: Duration) -> Self {
+        Self {
+            io,
+            idle,
+            timer: None,
+            armed: false,
+        }
+    }
+
+    /// Maps a write's outcome: progress disarms the timer, a wait arms it.
+    fn bound<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if polled.is_ready() {
+            self.armed = false;
+            return polled;
+        }
+        if !self.armed {
+            let deadline = tokio::time::Instant::now() + self.idle;
+            match &mut self.timer {
+                Some(timer) => timer.as_mut().reset(deadline),
+                None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+            self.armed = true;
+        }
+        let timer = self.timer.as_mut().expect("armed above");
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the client read nothing for {} ms (limits.body_idle_timeout_ms)",
+                    self.idle.as_millis()
+                ),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl Read for WriteBounded {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl Write for WriteBounded {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.bound(cx, polled)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.bound(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_flush(cx);
+        this.bound(cx, polled)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
