@@ -8,16 +8,34 @@
 //! writes its own. Files are written to a temporary name and renamed into
 //! place, so a concurrent reader sees a whole file or none.
 //!
-//! Loading an artifact runs it as native code, so the directory must be
-//! writable only by the proxy's user: one owned by another user, or writable
-//! by group or others, is not used.
+//! Loading an artifact runs it as native code, so what is loaded must be
+//! the proxy's user's alone:
+//! - the directory is opened once per config build (`O_DIRECTORY |
+//!   O_NOFOLLOW`) and checked on that handle (`fstat`): owned by this
+//!   user, writable by nobody else; its ancestors are owned by root or this
+//!   user and not writable by others unless sticky (as `/tmp`);
+//! - a directory is trusted only if it was there, checked, the first time
+//!   this process looked for it, or this process made it: one that
+//!   appeared since (someone else made it while the proxy started) is not
+//!   read until a restart checks it;
+//! - each artifact is opened relative to that handle (`openat`, no link
+//!   followed) and checked on its own handle (a regular file, this user's,
+//!   writable by nobody else), then read from that handle and deserialised
+//!   from memory.
+//!
+//! What this cannot see: another process of the same user can write
+//! anything the proxy can.
 
-use std::fs::{DirBuilder, Metadata, OpenOptions};
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::fs::{DirBuilder, File, Metadata};
 use std::hash::{Hash, Hasher};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
@@ -33,9 +51,33 @@ pub const ENV_DIR: &str = "WEFT_MODULE_CACHE";
 pub struct DiskCache {
     dir: PathBuf,
     compat: String,
+    /// The directory, opened and checked by `resolve`; `None` when it was
+    /// not there or is not trusted: nothing is loaded then.
+    trusted: Option<File>,
+    /// The directory this cache writes to: `trusted`, or the one `store`
+    /// made.
+    writable: OnceLock<File>,
     /// Set when the directory could not be created or is unsafe: nothing
     /// more is written (the warning was logged once).
     broken: AtomicBool,
+}
+
+/// A directory's identity: (device, inode).
+type DirId = (u64, u64);
+
+/// Each cache directory as this process first found it (`None`: it was not
+/// there), or as it made it.
+fn first_looks() -> &'static Mutex<HashMap<PathBuf, Option<DirId>>> {
+    static FIRST: OnceLock<Mutex<HashMap<PathBuf, Option<DirId>>>> = OnceLock::new();
+    FIRST.get_or_init(Mutex::default)
+}
+
+/// Opens directory `dir` without following a link at its end.
+fn open_dir(dir: &Path) -> std::io::Result<File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(dir)
 }
 
 impl DiskCache {
@@ -62,22 +104,57 @@ impl DiskCache {
                 dir
             }
         };
-        match std::fs::metadata(&dir) {
-            Ok(meta) => {
-                if let Err(why) = check_private(&meta) {
-                    tracing::warn!(dir = %dir.display(), "module cache not used: {why}");
-                    return None;
+        let opened = match open_dir(&dir) {
+            Ok(handle) => {
+                let checked = handle
+                    .metadata()
+                    .map_err(|e| e.to_string())
+                    .and_then(|meta| check_private(&meta).map(|()| meta))
+                    .and_then(|meta| check_ancestors(&dir).map(|()| meta));
+                match checked {
+                    Ok(meta) => Some((handle, (meta.dev(), meta.ino()))),
+                    Err(why) => {
+                        tracing::warn!(dir = %dir.display(), "module cache not used: {why}");
+                        return None;
+                    }
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => None,
             Err(e) => {
-                tracing::warn!(dir = %dir.display(), "module cache not used: {e}");
+                let why = if e.raw_os_error() == Some(libc::ELOOP) {
+                    "it is a symbolic link".to_string()
+                } else {
+                    e.to_string()
+                };
+                tracing::warn!(dir = %dir.display(), "module cache not used: {why}");
                 return None;
             }
+        };
+        let seen_first = *first_looks()
+            .lock()
+            .unwrap()
+            .entry(dir.clone())
+            .or_insert(opened.as_ref().map(|(_, id)| *id));
+        let trusted = match opened {
+            Some((handle, id)) if seen_first == Some(id) => Some(handle),
+            Some(_) => {
+                tracing::warn!(
+                    dir = %dir.display(),
+                    "module cache not read: the directory appeared or was replaced after this process first looked for it; it is checked again at the next start"
+                );
+                None
+            }
+            None => None,
+        };
+        let writable = OnceLock::new();
+        if let Some(handle) = &trusted {
+            let _ = writable.set(handle.try_clone().ok()?);
         }
         Some(DiskCache {
             dir,
             compat: compat_key(engine),
+            trusted,
+            writable,
             broken: AtomicBool::new(false),
         })
     }
@@ -87,26 +164,41 @@ impl DiskCache {
         &self.dir
     }
 
+    /// The artifact's file name for the component with this content hash.
+    fn name(&self, sha256: &str) -> String {
+        format!("{sha256}-{}.cwasm", self.compat)
+    }
+
     /// Where the artifact of the component with this content hash goes.
     pub fn path(&self, sha256: &str) -> PathBuf {
-        self.dir.join(format!("{sha256}-{}.cwasm", self.compat))
+        self.dir.join(self.name(sha256))
     }
 
     /// The cached build of component `sha256`, if there is a usable one. A
     /// file that cannot be loaded (corrupt, or from an incompatible build
-    /// that collided on the key) is logged and ignored; compiling replaces
-    /// it.
+    /// that collided on the key) or that is not this user's alone is logged
+    /// and ignored; compiling replaces it.
     pub fn load(&self, engine: &Engine, sha256: &str) -> Option<Component> {
+        let dir = self.trusted.as_ref()?;
         let path = self.path(sha256);
-        if !path.is_file() {
-            return None;
-        }
-        // SAFETY: the file is in a directory only this user can write
-        // (checked by `resolve`), and this proxy writes files there only
-        // whole (rename) and only from `Component::serialize`. wasmtime
-        // checks that it is an artifact of a compatible engine; its files
-        // are never modified in place while mapped.
-        match unsafe { Component::deserialize_file(engine, &path) } {
+        let bytes = match read_artifact(dir, &self.name(sha256)) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return None,
+            Err(why) => {
+                tracing::warn!(
+                    path = %path.display(),
+                    "ignoring compiled filter in the module cache, compiling instead: {why}"
+                );
+                return None;
+            }
+        };
+        // SAFETY: the bytes were read from a regular file that only this
+        // user can write, in a directory only this user can write, both
+        // checked on the handles they were read through; this proxy writes
+        // files there only whole (rename) and only from
+        // `Component::serialize`. wasmtime checks that it is an artifact
+        // of a compatible engine.
+        match unsafe { Component::deserialize(engine, &bytes) } {
             Ok(component) => Some(component),
             Err(e) => {
                 tracing::warn!(
@@ -124,14 +216,20 @@ impl DiskCache {
         if self.broken.load(Ordering::Relaxed) {
             return;
         }
-        if let Err(why) = self.ensure_dir() {
-            if !self.broken.swap(true, Ordering::Relaxed) {
-                tracing::warn!(dir = %self.dir.display(), "module cache not used: {why}");
-            }
-            return;
-        }
+        let dir = match self.writable.get() {
+            Some(dir) => dir,
+            None => match self.make_dir() {
+                Ok(dir) => self.writable.get_or_init(|| dir),
+                Err(why) => {
+                    if !self.broken.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(dir = %self.dir.display(), "module cache not used: {why}");
+                    }
+                    return;
+                }
+            },
+        };
         let path = self.path(sha256);
-        match self.write(&path, component) {
+        match write_artifact(dir, &self.name(sha256), component) {
             Ok(()) => tracing::debug!(path = %path.display(), "wrote compiled filter to cache"),
             Err(e) => tracing::warn!(
                 path = %path.display(),
@@ -140,42 +238,121 @@ impl DiskCache {
         }
     }
 
-    fn ensure_dir(&self) -> Result<(), String> {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)
-            .map_err(|e| format!("cannot create it: {e}"))?;
-        let meta = std::fs::metadata(&self.dir).map_err(|e| e.to_string())?;
-        check_private(&meta)
-    }
-
-    fn write(&self, path: &Path, component: &Component) -> anyhow::Result<()> {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let bytes = component.serialize()?;
-        let tmp = self.dir.join(format!(
-            ".{}.{}.{}.tmp",
-            path.file_name().unwrap_or_default().to_string_lossy(),
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let written = (|| {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            file.write_all(&bytes)?;
-            // On disk before the name is: a crash never leaves a torn file
-            // under the final name.
-            file.sync_all()?;
-            std::fs::rename(&tmp, path)
-        })();
-        if written.is_err() {
-            let _ = std::fs::remove_file(&tmp);
+    /// Makes the directory (its parents as needed), private to this user,
+    /// and opens it. One that is there already and that this process did
+    /// not find at its first look is not used.
+    fn make_dir(&self) -> Result<File, String> {
+        if let Some(parent) = self.dir.parent() {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(|e| format!("cannot create it: {e}"))?;
         }
-        Ok(written?)
+        let made = match DirBuilder::new().mode(0o700).create(&self.dir) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+            Err(e) => return Err(format!("cannot create it: {e}")),
+        };
+        let dir = open_dir(&self.dir).map_err(|e| format!("cannot open it: {e}"))?;
+        let meta = dir.metadata().map_err(|e| e.to_string())?;
+        check_private(&meta)?;
+        check_ancestors(&self.dir)?;
+        let id = (meta.dev(), meta.ino());
+        let mut first = first_looks().lock().unwrap();
+        let seen = first.entry(self.dir.clone()).or_insert(None);
+        if made {
+            *seen = Some(id);
+        } else if *seen != Some(id) {
+            return Err(
+                "it appeared after this process first looked for it (made by someone else?); it is checked again at the next start".into(),
+            );
+        }
+        Ok(dir)
     }
+}
+
+/// `name` in `dir` as a C string.
+fn c_name(name: &str) -> std::io::Result<CString> {
+    CString::new(name).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
+}
+
+/// Opens `name` in `dir` (`openat`, never following a link).
+fn open_at(dir: &File, name: &str, flags: libc::c_int, mode: libc::c_uint) -> std::io::Result<File> {
+    let name = c_name(name)?;
+    // SAFETY: a valid directory descriptor and a NUL-terminated name; the
+    // descriptor returned is owned by the `File`.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            flags | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            mode,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a new descriptor no one else owns.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// The bytes of artifact `name` in `dir`; `None` when there is none.
+fn read_artifact(dir: &File, name: &str) -> Result<Option<Vec<u8>>, String> {
+    let mut file = match open_at(dir, name, libc::O_RDONLY | libc::O_NONBLOCK, 0) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err("it is a symbolic link".into());
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    check_owner_and_mode(&meta)?;
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+    Ok(Some(bytes))
+}
+
+fn write_artifact(dir: &File, name: &str, component: &Component) -> anyhow::Result<()> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let bytes = component.serialize()?;
+    let tmp = format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let written = (|| {
+        let mut file = open_at(
+            dir,
+            &tmp,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+            0o600,
+        )?;
+        file.write_all(&bytes)?;
+        // On disk before the name is: a crash never leaves a torn file
+        // under the final name.
+        file.sync_all()?;
+        let (from, to) = (c_name(&tmp)?, c_name(name)?);
+        // SAFETY: a valid directory descriptor and NUL-terminated names.
+        let renamed = unsafe {
+            libc::renameat(dir.as_raw_fd(), from.as_ptr(), dir.as_raw_fd(), to.as_ptr())
+        };
+        if renamed != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    })();
+    if written.is_err()
+        && let Ok(tmp) = c_name(&tmp)
+    {
+        // SAFETY: as above.
+        unsafe { libc::unlinkat(dir.as_raw_fd(), tmp.as_ptr(), 0) };
+    }
+    Ok(written?)
 }
 
 /// `$WEFT_MODULE_CACHE`, else `$XDG_CACHE_HOME/weft/modules`, else
@@ -202,7 +379,12 @@ fn check_private(meta: &Metadata) -> Result<(), String> {
     if !meta.is_dir() {
         return Err("not a directory".into());
     }
-    let mode = meta.permissions().mode() & 0o7777;
+    check_owner_and_mode(meta)
+}
+
+/// Owned by this user and writable by nobody else.
+fn check_owner_and_mode(meta: &Metadata) -> Result<(), String> {
+    let mode = meta.mode() & 0o7777;
     if mode & 0o022 != 0 {
         return Err(format!(
             "it is writable by group or others (mode {mode:o}), and compiled code loaded from it runs in this process: `chmod go-w` it or use another directory"
@@ -215,6 +397,28 @@ fn check_private(meta: &Metadata) -> Result<(), String> {
             "it is owned by uid {}, not by this process's uid {uid}, and compiled code loaded from it runs in this process",
             meta.uid()
         ));
+    }
+    Ok(())
+}
+
+/// Each ancestor of `dir` is owned by root or this user, and not writable
+/// by group or others unless sticky (as `/tmp`): no one else can rename
+/// the directory away and put another in its place.
+fn check_ancestors(dir: &Path) -> Result<(), String> {
+    let dir = std::fs::canonicalize(dir).map_err(|e| e.to_string())?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    for ancestor in dir.ancestors().skip(1) {
+        let meta = std::fs::metadata(ancestor).map_err(|e| e.to_string())?;
+        let mode = meta.mode() & 0o7777;
+        let shared = mode & 0o022 != 0 && mode & 0o1000 == 0;
+        if (meta.uid() != 0 && meta.uid() != uid) || shared {
+            return Err(format!(
+                "its ancestor {} (owner uid {}, mode {mode:o}) lets others replace it, and compiled code loaded from it runs in this process",
+                ancestor.display(),
+                meta.uid()
+            ));
+        }
     }
     Ok(())
 }
@@ -240,6 +444,8 @@ fn compat_key(engine: &Engine) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     fn temp(tag: &str) -> PathBuf {
@@ -307,15 +513,63 @@ mod tests {
         cache.store("abc", &component);
         let meta = std::fs::metadata(cache.dir()).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+        assert!(
+            cache.load(&engine, "abc").is_none(),
+            "not read from a directory that was not there when this build looked"
+        );
+        let cache = DiskCache::resolve(Some(&config), &base, &engine).unwrap();
         assert!(cache.load(&engine, "abc").is_some());
         std::fs::write(cache.path("abc"), b"garbage").unwrap();
         assert!(cache.load(&engine, "abc").is_none(), "garbage is ignored");
+        // This build made the directory: the next one reads from it.
+        cache.store("abc", &component);
+        let next = DiskCache::resolve(Some(&config), &base, &engine).unwrap();
+        assert!(next.load(&engine, "abc").is_some());
+        // Not this user's alone, or a link: not loaded.
+        std::fs::set_permissions(next.path("abc"), std::fs::Permissions::from_mode(0o620)).unwrap();
+        assert!(next.load(&engine, "abc").is_none());
+        std::fs::rename(next.path("abc"), cache.dir().join("elsewhere")).unwrap();
+        std::fs::set_permissions(cache.dir().join("elsewhere"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::symlink("elsewhere", next.path("abc")).unwrap();
+        assert!(next.load(&engine, "abc").is_none(), "a link is not followed");
         let leftovers: Vec<_> = std::fs::read_dir(cache.dir())
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .filter(|n| n.to_string_lossy().ends_with(".tmp"))
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod first_look_tests {
+    use super::*;
+
+    #[test]
+    fn a_directory_that_appears_after_the_first_look_is_not_read() {
+        let engine = Engine::default();
+        let base = std::env::temp_dir().join(format!("weft-dc-{}-appears", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let config = ModuleCacheConfig {
+            enabled: true,
+            dir: Some("cache".into()),
+        };
+        let first = DiskCache::resolve(Some(&config), &base, &engine).unwrap();
+        // Someone else makes it, with an artifact, before this process does.
+        let planted = DiskCache::resolve(
+            Some(&ModuleCacheConfig { enabled: true, dir: Some("other".into()) }),
+            &base,
+            &engine,
+        )
+        .unwrap();
+        let component = Component::new(&engine, b"\0asm\x0d\0\x01\0").unwrap();
+        planted.store("abc", &component);
+        std::fs::rename(planted.dir(), first.dir()).unwrap();
+        let later = DiskCache::resolve(Some(&config), &base, &engine).unwrap();
+        assert!(later.load(&engine, "abc").is_none());
+        later.store("def", &component);
+        assert!(!later.path("def").exists(), "nor written");
         std::fs::remove_dir_all(&base).unwrap();
     }
 }
