@@ -19,7 +19,11 @@ fn write_config(dir: &Path, file: &str) -> std::path::PathBuf {
         "      - {{ name: all, filters: [{{ filter: add-header, config: {{ request: {{ x-a: {{ $file: \"{file}\" }} }} }} }}], cluster: backend }}"
     );
     let path = dir.join("weft.yaml");
-    std::fs::write(&path, config(&filters, &routes, "127.0.0.1:1".parse().unwrap())).unwrap();
+    std::fs::write(
+        &path,
+        config(&filters, &routes, "127.0.0.1:1".parse().unwrap()),
+    )
+    .unwrap();
     path
 }
 
@@ -28,7 +32,10 @@ fn write_config(dir: &Path, file: &str) -> std::path::PathBuf {
 /// machine's memory): (success, output).
 fn validate_bounded(path: &Path) -> (bool, String) {
     let mut child = Command::new("sh")
-        .args(["-c", "ulimit -d 2097152 && exec \"$0\" validate --config \"$1\""])
+        .args([
+            "-c",
+            "ulimit -d 2097152 && exec \"$0\" validate --config \"$1\"",
+        ])
         .arg(bin())
         .arg(path)
         .stdin(Stdio::null())
@@ -67,7 +74,9 @@ fn files_outside_the_config_directory_are_refused() {
         let (ok, out) = validate_bounded(&write_config(&dir, file));
         assert!(!ok, "{file}: {out}");
         assert!(
-            out.contains(&format!("{AT}: \"{file}\" resolves to /etc/passwd, outside the config's directory")),
+            out.contains(&format!(
+                "{AT}: \"{file}\" resolves to /etc/passwd, outside the config's directory"
+            )),
             "{file}: {out}"
         );
         assert!(!out.contains("root:"), "the file's text is shown: {out}");
@@ -81,22 +90,38 @@ fn devices_fifos_and_large_files_are_refused_without_reading_them() {
     std::os::unix::fs::symlink("/dev/zero", dir.join("zero")).unwrap();
     let (ok, out) = validate_bounded(&write_config(&dir, "/dev/zero"));
     assert!(!ok, "{out}");
-    assert!(out.contains(&format!("{AT}: \"/dev/zero\" resolves to /dev/zero, outside")), "{out}");
+    assert!(
+        out.contains(&format!(
+            "{AT}: \"/dev/zero\" resolves to /dev/zero, outside"
+        )),
+        "{out}"
+    );
     // A FIFO with no writer: reading it would wait forever.
-    let status = Command::new("mkfifo").arg(dir.join("fifo")).status().unwrap();
+    let status = Command::new("mkfifo")
+        .arg(dir.join("fifo"))
+        .status()
+        .unwrap();
     assert!(status.success());
     let (ok, out) = validate_bounded(&write_config(&dir, "fifo"));
     assert!(!ok, "{out}");
-    assert!(out.contains(&format!("{AT}: ")) && out.contains("fifo is not a regular file"), "{out}");
+    assert!(
+        out.contains(&format!("{AT}: ")) && out.contains("fifo is not a regular file"),
+        "{out}"
+    );
     // Larger than the cap.
     std::fs::write(dir.join("big.txt"), "x".repeat(2000)).unwrap();
     let config = write_config(&dir, "big.txt");
     let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, format!("inline_files: {{ max_bytes: 1000 }}\n{text}")).unwrap();
+    std::fs::write(
+        &config,
+        format!("inline_files: {{ max_bytes: 1000 }}\n{text}"),
+    )
+    .unwrap();
     let (ok, out) = validate_bounded(&config);
     assert!(!ok, "{out}");
     assert!(
-        out.contains(&format!("{AT}: ")) && out.contains("big.txt is larger than inline_files.max_bytes (1000 bytes)"),
+        out.contains(&format!("{AT}: "))
+            && out.contains("big.txt is larger than inline_files.max_bytes (1000 bytes)"),
         "{out}"
     );
 }

@@ -515,7 +515,9 @@ async fn decisions_are_counted() {
     let metrics = get(&format!("{}/metrics", weft.url("admin"))).await;
     let text = String::from_utf8_lossy(&metrics.body);
     for (result, n) in [("allowed", 1), ("missing", 1), ("invalid", 2)] {
-        let line = format!("weft_filter_jwt_auth_requests_total{{result=\"{result}\"}} {n}");
+        let line = format!(
+            "weft_user_jwt_auth_requests_total{{filter=\"jwt-auth\",result=\"{result}\"}} {n}"
+        );
         assert!(text.contains(&line), "no {line:?} in:\n{text}");
     }
 }

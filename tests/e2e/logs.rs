@@ -61,7 +61,10 @@ async fn a_blocked_stderr_does_not_stop_requests() {
     assert!(line.contains("WARN"), "{line}");
     assert!(line.contains(" lines="), "{line}");
     // Logging goes on once stderr reads again.
-    assert_eq!(get(&format!("{}/after", weft.url("public"))).await.status, 200);
+    assert_eq!(
+        get(&format!("{}/after", weft.url("public"))).await.status,
+        200
+    );
     tokio::task::block_in_place(|| weft.wait_for_log("\\\"path\\\":\\\"/after\\\"", 1));
 }
 

@@ -30,10 +30,16 @@ async fn a_filter_cannot_forge_or_disable_the_proxys_failure_counts() {
         config(&filters, routes, up.addr)
     ));
     for _ in 0..3 {
-        assert_eq!(get(&format!("{}/trap", weft.url("public"))).await.status, 500);
+        assert_eq!(
+            get(&format!("{}/trap", weft.url("public"))).await.status,
+            500
+        );
     }
     // The reserved label makes the call trap: a failure of the forger's own.
-    assert_eq!(get(&format!("{}/forge", weft.url("public"))).await.status, 500);
+    assert_eq!(
+        get(&format!("{}/forge", weft.url("public"))).await.status,
+        500
+    );
     let text = metrics(&weft).await;
     assert!(
         text.contains("# TYPE weft_filter_failures_total counter\n"),
@@ -47,9 +53,14 @@ async fn a_filter_cannot_forge_or_disable_the_proxys_failure_counts() {
         text.contains("weft_filter_failures_total{filter=\"forger\",kind=\"trap\"} 1\n"),
         "{text}"
     );
-    assert!(!text.contains("filter=\"jwt-auth\""), "a forged series:\n{text}");
     assert!(
-        text.contains("# TYPE weft_user_failures_total gauge\nweft_user_failures_total{filter=\"forger\"} 0\n"),
+        !text.contains("filter=\"jwt-auth\""),
+        "a forged series:\n{text}"
+    );
+    assert!(
+        text.contains(
+            "# TYPE weft_user_failures_total gauge\nweft_user_failures_total{filter=\"forger\"} 0\n"
+        ),
         "the filter's gauge is its own:\n{text}"
     );
     tokio::task::block_in_place(|| weft.wait_for_log("is reserved", 1));

@@ -394,7 +394,8 @@ async fn a_directory_that_appears_after_the_start_is_not_read() {
     );
     assert_eq!(weft.log_count("loaded compiled filter from cache"), 0);
     assert!(
-        weft.log_text().contains("appeared or was replaced after this process first looked"),
+        weft.log_text()
+            .contains("appeared or was replaced after this process first looked"),
         "{}",
         weft.log_text()
     );

@@ -32,9 +32,12 @@ pub struct InlineFiles {
 impl InlineFiles {
     /// References relative to `base_dir` (the config file's directory).
     pub fn new(base_dir: &Path, config: &InlineFilesConfig) -> Self {
-        let root = base_dir
-            .canonicalize()
-            .map_err(|e| format!("cannot resolve the config's directory {}: {e}", base_dir.display()));
+        let root = base_dir.canonicalize().map_err(|e| {
+            format!(
+                "cannot resolve the config's directory {}: {e}",
+                base_dir.display()
+            )
+        });
         InlineFiles {
             root,
             max_bytes: config.max_bytes,
@@ -63,9 +66,7 @@ impl InlineFiles {
                     return;
                 };
                 match self.read(path) {
-                    Ok(text) => {
-                        *value = serde_json::from_str(&text).unwrap_or(Value::String(text))
-                    }
+                    Ok(text) => *value = serde_json::from_str(&text).unwrap_or(Value::String(text)),
                     Err(why) => errors.push(ConfigError::new(at, why)),
                 }
             }
@@ -131,9 +132,7 @@ fn too_large(path: &Path, max: u64) -> String {
 /// after it was looked at).
 fn read_capped(file: File, max: u64) -> Result<String, Option<std::io::Error>> {
     let mut text = String::new();
-    file.take(max + 1)
-        .read_to_string(&mut text)
-        .map_err(Some)?;
+    file.take(max + 1).read_to_string(&mut text).map_err(Some)?;
     if text.len() as u64 > max {
         return Err(None);
     }
@@ -158,7 +157,9 @@ mod tests {
 
     /// The one error inlining `{"$file": path}` gives.
     fn error(files: &InlineFiles, path: &str) -> String {
-        let errors = files.inline(&json!({"a": {"$file": path}}), "c").unwrap_err();
+        let errors = files
+            .inline(&json!({"a": {"$file": path}}), "c")
+            .unwrap_err();
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert_eq!(errors[0].path, "c.a.$file");
         errors[0].message.clone()
@@ -197,7 +198,12 @@ mod tests {
         std::fs::write(dir.join("secret"), "x").unwrap();
         std::os::unix::fs::symlink(dir.join("secret"), config_dir.join("link")).unwrap();
         let files = files(&config_dir, 1024);
-        for path in ["../secret", "link", "/etc/hostname", "./../config/../secret"] {
+        for path in [
+            "../secret",
+            "link",
+            "/etc/hostname",
+            "./../config/../secret",
+        ] {
             let message = error(&files, path);
             assert!(
                 message.contains("outside the config's directory"),
@@ -212,14 +218,21 @@ mod tests {
         let dir = temp("kinds");
         std::fs::write(dir.join("big"), "0123456789").unwrap();
         std::fs::write(dir.join("fits"), "012345678").unwrap();
-        let fifo = std::ffi::CString::new(dir.join("fifo").into_os_string().into_encoded_bytes()).unwrap();
+        let fifo =
+            std::ffi::CString::new(dir.join("fifo").into_os_string().into_encoded_bytes()).unwrap();
         // SAFETY: a valid NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
         std::os::unix::fs::symlink("/dev/zero", dir.join("zero")).unwrap();
         let files = files(&dir, 9);
         let message = error(&files, "big");
-        assert!(message.ends_with("big is larger than inline_files.max_bytes (9 bytes)"), "{message}");
-        assert_eq!(files.inline(&json!({"$file": "fits"}), "c").unwrap(), json!("012345678"));
+        assert!(
+            message.ends_with("big is larger than inline_files.max_bytes (9 bytes)"),
+            "{message}"
+        );
+        assert_eq!(
+            files.inline(&json!({"$file": "fits"}), "c").unwrap(),
+            json!("012345678")
+        );
         // No reader blocks: the FIFO has no writer.
         assert!(error(&files, "fifo").contains("is not a regular file"));
         assert!(error(&files, ".").contains("is not a regular file"));

@@ -105,8 +105,14 @@ pub fn limit_errors(config: &Config) -> Vec<ConfigError> {
         ));
     }
     for (value, key) in [
-        (config.metrics.max_series_per_family, "max_series_per_family"),
-        (config.metrics.max_label_value_bytes, "max_label_value_bytes"),
+        (
+            config.metrics.max_series_per_family,
+            "max_series_per_family",
+        ),
+        (
+            config.metrics.max_label_value_bytes,
+            "max_label_value_bytes",
+        ),
     ] {
         if value == 0 {
             errors.push(ConfigError::new(

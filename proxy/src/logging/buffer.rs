@@ -438,6 +438,9 @@ mod tests {
         buffer.write_out();
         buffer.push(format!("{}\n", "y".repeat(1000)).as_bytes());
         let lines = String::from_utf8(buffer.pending().lines.clone()).unwrap();
-        assert_eq!(lines, format!("{} [line cut: 701 more bytes]\n", "y".repeat(300)));
+        assert_eq!(
+            lines,
+            format!("{} [line cut: 701 more bytes]\n", "y".repeat(300))
+        );
     }
 }

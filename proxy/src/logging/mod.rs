@@ -230,7 +230,11 @@ mod tests {
                 "refused GET /: no API key",
             ),
             ("x", "é\u{1b}", "line\nbreak \u{85}"),
-            ("x", "a", "forged\" filter=\"api-key\" request_id=\"1\" \\ \t"),
+            (
+                "x",
+                "a",
+                "forged\" filter=\"api-key\" request_id=\"1\" \\ \t",
+            ),
             ("", "", ""),
         ];
         for (filter, request_id, message) in cases {

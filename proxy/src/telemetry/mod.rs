@@ -59,7 +59,9 @@ pub enum MetricError {
     InvalidName(String),
     /// A label name a filter may not use: the host's `filter`, `le`, or
     /// one starting with `__`.
-    #[error("metric {metric:?}: label name {label:?} is reserved (filter, le and __* are the proxy's)")]
+    #[error(
+        "metric {metric:?}: label name {label:?} is reserved (filter, le and __* are the proxy's)"
+    )]
     ReservedLabel {
         /// The metric.
         metric: String,

@@ -87,11 +87,7 @@ fn fmt_labels(filter: Option<&str>, labels: &Labels, le: Option<&str>) -> String
     if let Some(filter) = filter {
         parts.push(format!("filter=\"{}\"", escape(filter)));
     }
-    parts.extend(
-        labels
-            .iter()
-            .map(|(k, v)| format!("{k}=\"{}\"", escape(v))),
-    );
+    parts.extend(labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))));
     if let Some(le) = le {
         parts.push(format!("le=\"{le}\""));
     }
@@ -106,4 +102,3 @@ fn escape(v: &str) -> String {
         .replace('"', "\\\"")
         .replace('\n', "\\n")
 }
-

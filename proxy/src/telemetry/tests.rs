@@ -97,8 +97,12 @@ fn filter_metrics_have_their_own_namespace_and_filter_label() {
     let r = Registry::default();
     let jwt: Arc<str> = "jwt-auth".into();
     let evil: Arc<str> = "evil".into();
-    r.counter_add("weft_filter_failures_total", labels(&[("filter", "jwt-auth"), ("kind", "trap")]), 1)
-        .unwrap();
+    r.counter_add(
+        "weft_filter_failures_total",
+        labels(&[("filter", "jwt-auth"), ("kind", "trap")]),
+        1,
+    )
+    .unwrap();
     // Same name as the proxy's family, other kind: the filter's own.
     r.filter_gauge_set(&evil, "weft_filter_failures_total", vec![], 0.0)
         .unwrap();
@@ -106,8 +110,12 @@ fn filter_metrics_have_their_own_namespace_and_filter_label() {
         .unwrap();
     r.filter_counter_add(&jwt, "failures_total", labels(&[("kind", "trap")]), 1)
         .unwrap();
-    r.counter_add("weft_filter_failures_total", labels(&[("filter", "jwt-auth"), ("kind", "trap")]), 1)
-        .unwrap();
+    r.counter_add(
+        "weft_filter_failures_total",
+        labels(&[("filter", "jwt-auth"), ("kind", "trap")]),
+        1,
+    )
+    .unwrap();
     let text = r.render();
     assert!(
         text.contains("weft_filter_failures_total{filter=\"jwt-auth\",kind=\"trap\"} 2\n"),
@@ -171,15 +179,31 @@ fn series_past_the_cap_and_long_values_are_dropped_and_counted() {
     r.filter_counter_add(&g, "by_id", labels(&[("id", "123456789")]), 1)
         .unwrap();
     let text = r.render();
-    assert_eq!(text.matches("weft_user_by_id{filter=\"f\"").count(), 3, "{text}");
-    assert!(text.contains("weft_user_by_id{filter=\"f\",id=\"0\"} 2\n"), "{text}");
-    assert!(text.contains("weft_user_by_id{filter=\"g\",id=\"0\"} 1\n"), "{text}");
     assert_eq!(
-        r.counter_value("weft_filter_metric_updates_dropped_total", &[("filter", "f")]),
+        text.matches("weft_user_by_id{filter=\"f\"").count(),
+        3,
+        "{text}"
+    );
+    assert!(
+        text.contains("weft_user_by_id{filter=\"f\",id=\"0\"} 2\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("weft_user_by_id{filter=\"g\",id=\"0\"} 1\n"),
+        "{text}"
+    );
+    assert_eq!(
+        r.counter_value(
+            "weft_filter_metric_updates_dropped_total",
+            &[("filter", "f")]
+        ),
         Some(7)
     );
     assert_eq!(
-        r.counter_value("weft_filter_metric_updates_dropped_total", &[("filter", "g")]),
+        r.counter_value(
+            "weft_filter_metric_updates_dropped_total",
+            &[("filter", "g")]
+        ),
         Some(1)
     );
 }
