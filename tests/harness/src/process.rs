@@ -64,7 +64,21 @@ impl Weft {
 
     /// Like [`Weft::start`], with extra arguments for `weft run`.
     pub fn start_with(bin: &str, config: &str, args: &[&str]) -> Weft {
+        Self::start_with_files(bin, config, args, &[])
+    }
+
+    /// Like [`Weft::start_with`], with `files` (name, content) written
+    /// beside the config first, for `$file` references.
+    pub fn start_with_files(
+        bin: &str,
+        config: &str,
+        args: &[&str],
+        files: &[(&str, &[u8])],
+    ) -> Weft {
         let dir = temp_dir("weft");
+        for (name, bytes) in files {
+            std::fs::write(dir.join(name), bytes).expect("write file");
+        }
         let config_path = dir.join("weft.yaml");
         std::fs::write(&config_path, config).expect("write config");
         let mut child = Command::new(bin)
