@@ -140,6 +140,7 @@ async fn serve(config_path: PathBuf, watch: bool, workers: usize) -> anyhow::Res
     weft::logging::set_limits(&snapshot.config.log);
     metrics.set_limits(MetricLimits {
         max_series_per_family: snapshot.config.metrics.max_series_per_family,
+        max_families_per_filter: snapshot.config.metrics.max_families_per_filter,
         max_label_value_bytes: snapshot.config.metrics.max_label_value_bytes,
     });
     let addrs: Vec<_> = snapshot

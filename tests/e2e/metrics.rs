@@ -98,3 +98,30 @@ async fn a_filters_series_are_capped_and_what_is_dropped_is_counted() {
         "{text}"
     );
 }
+
+#[test]
+fn limits_out_of_range_are_refused_with_their_paths() {
+    let filters = format!("  add-header: {{ path: {} }}", wasm("add_header"));
+    let routes = "      - { name: all, cluster: backend }";
+    let yaml = format!(
+        "log: {{ max_line_bytes: 10 }}\nmetrics: {{ max_series_per_family: 0, max_cardinality: 5 }}\n{}",
+        config(&filters, routes, "127.0.0.1:1".parse().unwrap())
+    );
+    let (ok, out) = weft_test_harness::process::validate(crate::bin(), &yaml, "weft.yaml", &[]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("metrics.max_cardinality: unknown field"),
+        "{out}"
+    );
+    let yaml = yaml.replace(", max_cardinality: 5", "");
+    let (ok, out) = weft_test_harness::process::validate(crate::bin(), &yaml, "weft.yaml", &[]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("log.max_line_bytes: must be at least 256"),
+        "{out}"
+    );
+    assert!(
+        out.contains("metrics.max_series_per_family: must be at least 1"),
+        "{out}"
+    );
+}

@@ -110,6 +110,10 @@ pub fn limit_errors(config: &Config) -> Vec<ConfigError> {
             "max_series_per_family",
         ),
         (
+            config.metrics.max_families_per_filter,
+            "max_families_per_filter",
+        ),
+        (
             config.metrics.max_label_value_bytes,
             "max_label_value_bytes",
         ),

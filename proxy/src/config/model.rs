@@ -72,6 +72,8 @@ impl Default for LogConfig {
 pub struct MetricsConfig {
     /// Series one filter may make in one of its families.
     pub max_series_per_family: usize,
+    /// Metrics (names) one filter may make.
+    pub max_families_per_filter: usize,
     /// Longest label value of a filter's series.
     pub max_label_value_bytes: usize,
 }
@@ -80,6 +82,7 @@ impl Default for MetricsConfig {
     fn default() -> Self {
         MetricsConfig {
             max_series_per_family: crate::telemetry::DEFAULT_MAX_SERIES_PER_FAMILY,
+            max_families_per_filter: crate::telemetry::DEFAULT_MAX_FAMILIES_PER_FILTER,
             max_label_value_bytes: crate::telemetry::DEFAULT_MAX_LABEL_VALUE_BYTES,
         }
     }

@@ -7,8 +7,9 @@
 //! proxy's series nor another filter's, nor fix the kind of a proxy family.
 //! Filters' label names are checked when a series is made (reserved
 //! `filter`, `le`, `__*`, duplicates: refused), and each filter may make at
-//! most [`MetricLimits::max_series_per_family`] series per family: past it,
-//! and for a label value longer than
+//! most [`MetricLimits::max_series_per_family`] series per family, in at
+//! most [`MetricLimits::max_families_per_filter`] families: past them, and
+//! for a label value longer than
 //! [`MetricLimits::max_label_value_bytes`], the update is dropped and
 //! counted in `weft_filter_metric_updates_dropped_total{filter}`.
 //!
@@ -145,6 +146,8 @@ struct FilterFamily {
 
 /// Default of [`MetricLimits::max_series_per_family`].
 pub const DEFAULT_MAX_SERIES_PER_FAMILY: usize = 1000;
+/// Default of [`MetricLimits::max_families_per_filter`].
+pub const DEFAULT_MAX_FAMILIES_PER_FILTER: usize = 100;
 /// Default of [`MetricLimits::max_label_value_bytes`].
 pub const DEFAULT_MAX_LABEL_VALUE_BYTES: usize = 1024;
 /// Prefix of the families filters define.
@@ -157,6 +160,8 @@ const DROPPED_TOTAL: &str = "weft_filter_metric_updates_dropped_total";
 pub struct MetricLimits {
     /// Series one filter may make in one family.
     pub max_series_per_family: usize,
+    /// Metrics (names) one filter may make.
+    pub max_families_per_filter: usize,
     /// Longest label value a filter's new series may have.
     pub max_label_value_bytes: usize,
 }
@@ -165,6 +170,7 @@ impl Default for MetricLimits {
     fn default() -> Self {
         MetricLimits {
             max_series_per_family: DEFAULT_MAX_SERIES_PER_FAMILY,
+            max_families_per_filter: DEFAULT_MAX_FAMILIES_PER_FILTER,
             max_label_value_bytes: DEFAULT_MAX_LABEL_VALUE_BYTES,
         }
     }
@@ -178,6 +184,7 @@ pub struct Registry {
     /// [`FILTER_PREFIX`]).
     filter_families: RwLock<BTreeMap<String, FilterFamily>>,
     max_series_per_family: AtomicUsize,
+    max_families_per_filter: AtomicUsize,
     max_label_value_bytes: AtomicUsize,
 }
 
@@ -188,6 +195,7 @@ impl Default for Registry {
             families: RwLock::default(),
             filter_families: RwLock::default(),
             max_series_per_family: AtomicUsize::new(limits.max_series_per_family),
+            max_families_per_filter: AtomicUsize::new(limits.max_families_per_filter),
             max_label_value_bytes: AtomicUsize::new(limits.max_label_value_bytes),
         }
     }
@@ -244,6 +252,8 @@ impl Registry {
     pub fn set_limits(&self, limits: MetricLimits) {
         self.max_series_per_family
             .store(limits.max_series_per_family, Ordering::Relaxed);
+        self.max_families_per_filter
+            .store(limits.max_families_per_filter, Ordering::Relaxed);
         self.max_label_value_bytes
             .store(limits.max_label_value_bytes, Ordering::Relaxed);
     }
@@ -386,6 +396,21 @@ impl Registry {
         }
         let max_series = self.max_series_per_family.load(Ordering::Relaxed);
         let mut families = self.filter_families.write().unwrap();
+        let new_to_filter = families
+            .get(name)
+            .is_none_or(|f| !f.by_filter.contains_key(&**filter));
+        if new_to_filter {
+            let max_families = self.max_families_per_filter.load(Ordering::Relaxed);
+            let has = families
+                .values()
+                .filter(|f| f.by_filter.contains_key(&**filter))
+                .count();
+            if has >= max_families {
+                drop(families);
+                self.count_dropped(filter);
+                return Ok(());
+            }
+        }
         let family = families.entry(name.to_string()).or_insert(FilterFamily {
             kind,
             by_filter: HashMap::default(),

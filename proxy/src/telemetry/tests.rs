@@ -163,6 +163,7 @@ fn series_past_the_cap_and_long_values_are_dropped_and_counted() {
     let r = Registry::default();
     r.set_limits(MetricLimits {
         max_series_per_family: 3,
+        max_families_per_filter: 2,
         max_label_value_bytes: 8,
     });
     let f: Arc<str> = "f".into();
@@ -178,7 +179,17 @@ fn series_past_the_cap_and_long_values_are_dropped_and_counted() {
         .unwrap();
     r.filter_counter_add(&g, "by_id", labels(&[("id", "123456789")]), 1)
         .unwrap();
+    // A third metric of f's: dropped; g's second is its own.
+    r.filter_counter_add(&f, "second", vec![], 1).unwrap();
+    r.filter_counter_add(&f, "third", vec![], 1).unwrap();
+    r.filter_counter_add(&g, "third", vec![], 1).unwrap();
     let text = r.render();
+    assert!(
+        text.contains("weft_user_second{filter=\"f\"} 1\n"),
+        "{text}"
+    );
+    assert!(!text.contains("weft_user_third{filter=\"f\"}"), "{text}");
+    assert!(text.contains("weft_user_third{filter=\"g\"} 1\n"), "{text}");
     assert_eq!(
         text.matches("weft_user_by_id{filter=\"f\"").count(),
         3,
@@ -197,7 +208,7 @@ fn series_past_the_cap_and_long_values_are_dropped_and_counted() {
             "weft_filter_metric_updates_dropped_total",
             &[("filter", "f")]
         ),
-        Some(7)
+        Some(8)
     );
     assert_eq!(
         r.counter_value(
