@@ -3,12 +3,15 @@
 //!
 //! - `metrics/counter_add/N`: one `counter_add` of an existing series, with N
 //!   threads updating the same series at once (time per update, per thread);
-//! - `metrics/histogram_observe/N`: the same for a histogram observation.
+//! - `metrics/histogram_observe/N`: the same for a histogram observation;
+//! - `metrics/filter_counter_add/N`, `metrics/filter_histogram_observe/N`:
+//!   the same through the filters' entry points (a filter's series, found by
+//!   filter name, then labels), as the host calls them.
 //!
 //! Run: `cargo bench -p weft --bench metrics`. See bench/README.md.
 
 use std::hint::black_box;
-use std::sync::Barrier;
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -54,6 +57,13 @@ fn registry(c: &mut Criterion) {
     registry
         .histogram_observe("weft_filter_duration_seconds", labels(), 0.001)
         .unwrap();
+    let filter: Arc<str> = "telemetry".into();
+    registry
+        .filter_counter_add(&filter, "requests_total", labels(), 1)
+        .unwrap();
+    registry
+        .filter_histogram_observe(&filter, "duration_seconds", labels(), 0.001)
+        .unwrap();
     let mut group = c.benchmark_group("metrics");
     for threads in [1, 2] {
         group.bench_function(format!("counter_add/{threads}"), |b| {
@@ -68,6 +78,26 @@ fn registry(c: &mut Criterion) {
                 contended(threads, iters, |l| {
                     black_box(registry.histogram_observe("weft_filter_duration_seconds", l, 0.003))
                         .unwrap()
+                })
+            })
+        });
+        group.bench_function(format!("filter_counter_add/{threads}"), |b| {
+            b.iter_custom(|iters| {
+                contended(threads, iters, |l| {
+                    black_box(registry.filter_counter_add(&filter, "requests_total", l, 1)).unwrap()
+                })
+            })
+        });
+        group.bench_function(format!("filter_histogram_observe/{threads}"), |b| {
+            b.iter_custom(|iters| {
+                contended(threads, iters, |l| {
+                    black_box(registry.filter_histogram_observe(
+                        &filter,
+                        "duration_seconds",
+                        l,
+                        0.003,
+                    ))
+                    .unwrap()
                 })
             })
         });

@@ -15,7 +15,7 @@ use weft::listener::{Connections, Drain};
 use weft::proxy::Proxy;
 use weft::reload::Reloader;
 use weft::snapshot::Snapshot;
-use weft::telemetry::Registry;
+use weft::telemetry::{MetricLimits, Registry};
 
 /// Weft: a WebAssembly-extensible L7 proxy.
 #[derive(Parser)]
@@ -138,6 +138,12 @@ async fn serve(config_path: PathBuf, watch: bool, workers: usize) -> anyhow::Res
                 errors.0.len()
             )
         })?;
+    weft::logging::set_limits(&snapshot.config.log);
+    metrics.set_limits(MetricLimits {
+        max_series_per_family: snapshot.config.metrics.max_series_per_family,
+        max_families_per_filter: snapshot.config.metrics.max_families_per_filter,
+        max_label_value_bytes: snapshot.config.metrics.max_label_value_bytes,
+    });
     let addrs: Vec<_> = snapshot
         .listeners
         .iter()

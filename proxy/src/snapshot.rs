@@ -12,7 +12,7 @@ use std::time::Duration;
 use http::uri::Authority;
 use http::{HeaderName, Method};
 
-use crate::config::files::inline_files;
+use crate::config::files::InlineFiles;
 use crate::config::{
     ChainEntryConfig, ClusterConfig, Config, ConfigError, ConfigErrors, FilterModuleConfig,
     MatchConfig, PathsConfig,
@@ -98,6 +98,8 @@ impl Snapshot {
         if config.listeners.is_empty() {
             errors.push("listeners", "at least one listener is required");
         }
+        errors.0.extend(crate::config::limit_errors(config));
+        let files = InlineFiles::new(base_dir, &config.inline_files);
         let mut names = HashSet::new();
         let mut listeners = Vec::new();
         for (i, l) in config.listeners.iter().enumerate() {
@@ -135,7 +137,7 @@ impl Snapshot {
                 let chain = build_chain(
                     &r.filters,
                     &format!("{at}.filters"),
-                    base_dir,
+                    &files,
                     &config.filters,
                     &modules,
                     runtime,
@@ -303,7 +305,7 @@ fn load_modules(
 fn build_chain(
     entries: &[ChainEntryConfig],
     at: &str,
-    base_dir: &Path,
+    files: &InlineFiles,
     defined: &BTreeMap<String, FilterModuleConfig>,
     modules: &HashMap<String, FilterModule>,
     runtime: &FilterRuntime,
@@ -322,7 +324,7 @@ fn build_chain(
             }
             continue;
         };
-        let config = match inline_files(&entry.config, base_dir, &format!("{at}.config")) {
+        let config = match files.inline(&entry.config, &format!("{at}.config")) {
             Ok(config) => config,
             Err(file_errors) => {
                 errors.0.extend(file_errors);

@@ -1,8 +1,12 @@
-//! Metrics the proxy exports in Prometheus format, prefixed `weft_filter_`.
+//! Metrics the proxy exports in Prometheus format, named `weft_user_<name>`
+//! with a first label `filter` (the filter's name in the config) that the
+//! proxy adds.
 //!
-//! The first use of a name fixes its kind; using it as another kind, or a
-//! name that is not a valid Prometheus name, traps. Labels are (name, value)
-//! pairs.
+//! The first use of a name fixes its kind; using it as another kind, a name
+//! that is not a valid Prometheus name, or a label named `filter`, `le` or
+//! `__…`, or twice, traps. Labels are (name, value) pairs. Past the proxy's
+//! cap of series per metric (`metrics.max_series_per_family`), updates that
+//! would make a new series are dropped (and counted by the proxy).
 //!
 //! ```
 //! # fn demo(route: &str, seconds: f64) {

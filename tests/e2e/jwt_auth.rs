@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use weft_test_harness::jwt::{self, Alg, Key};
 use weft_test_harness::process::validate;
-use weft_test_harness::{Reply, Upstream, client, get, send};
+use weft_test_harness::{Reply, Upstream, Weft, client, get, send};
 
 use crate::{bin, config, start, wasm};
 
@@ -515,7 +515,9 @@ async fn decisions_are_counted() {
     let metrics = get(&format!("{}/metrics", weft.url("admin"))).await;
     let text = String::from_utf8_lossy(&metrics.body);
     for (result, n) in [("allowed", 1), ("missing", 1), ("invalid", 2)] {
-        let line = format!("weft_filter_jwt_auth_requests_total{{result=\"{result}\"}} {n}");
+        let line = format!(
+            "weft_user_jwt_auth_requests_total{{filter=\"jwt-auth\",result=\"{result}\"}} {n}"
+        );
         assert!(text.contains(&line), "no {line:?} in:\n{text}");
     }
 }
@@ -824,13 +826,13 @@ async fn a_jwks_url_the_proxy_does_not_allow_fails_closed_with_500() {
 async fn a_jwks_from_a_file_is_inlined_by_the_proxy() {
     let up = Upstream::start().await;
     let key = jwt::key(Alg::EdDsa, "from-file");
-    let dir = weft_test_harness::process::temp_dir("jwks-file");
-    let jwks_path = dir.join("jwks.json");
-    std::fs::write(&jwks_path, jwt::jwks(&[&key]).to_string()).unwrap();
-    let config_json =
-        json!({"jwks": {"$file": jwks_path.display().to_string()}, "algorithms": ["EdDSA"]});
+    // Beside the config: files elsewhere are refused.
+    let jwks = jwt::jwks(&[&key]).to_string();
+    let config_json = json!({"jwks": {"$file": "jwks.json"}, "algorithms": ["EdDSA"]});
     let yaml = config(&filters(&[]), &route("file", "/", &config_json), up.addr);
-    let weft = start(&yaml);
+    let weft = tokio::task::block_in_place(|| {
+        Weft::start_with_files(bin(), &yaml, &[], &[("jwks.json", jwks.as_bytes())])
+    });
     let url = weft.url("public");
     let token = key.sign(&json!({"sub": "carol", "exp": jwt::now() + 300}));
     assert_eq!(get_bearer(&format!("{url}/x"), &token).await.status, 200);

@@ -320,3 +320,84 @@ fn the_default_directory_comes_from_the_environment() {
     let _ = child.wait();
     assert_eq!(found.len(), 1, "nothing written to $WEFT_MODULE_CACHE");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_artifact_others_can_write_or_a_link_is_not_loaded() {
+    let up = Upstream::start().await;
+    let dir = temp_dir("module-cache-artifact-mode");
+    let yaml = yaml(up.addr, Some(&cache_at(&dir)), false);
+    let file = {
+        let _first = start(&yaml);
+        wait_for_artifacts(&dir, 1).await.remove(0)
+    };
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let weft = start(&yaml);
+    assert_eq!(counts(&weft).await, (1, 0), "the artifact was loaded");
+    weft.wait_for_log("ignoring compiled filter in the module cache", 1);
+    assert!(
+        weft.log_text()
+            .contains("writable by group or others (mode 666)"),
+        "{}",
+        weft.log_text()
+    );
+    drop(weft);
+
+    // A link to a good artifact elsewhere is not followed.
+    let elsewhere = temp_dir("module-cache-artifact-elsewhere").join("artifact");
+    std::fs::rename(&file, &elsewhere).unwrap();
+    std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &file).unwrap();
+    let weft = start(&yaml);
+    assert_eq!(counts(&weft).await, (1, 0), "the link was followed");
+    weft.wait_for_log("it is a symbolic link", 1);
+    serves_through_the_filter(&weft).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_that_appears_after_the_start_is_not_read() {
+    let up = Upstream::start().await;
+    // A good artifact of hello-filter, made by another run.
+    let source = temp_dir("module-cache-source");
+    {
+        let _weft = start(&yaml(up.addr, Some(&cache_at(&source)), true));
+        wait_for_artifacts(&source, 2).await;
+    }
+    let hello = format!(
+        "{:x}",
+        <sha2::Sha256 as sha2::Digest>::digest(std::fs::read(wasm("hello_filter")).unwrap())
+    );
+    let artifact = artifacts(&source)
+        .into_iter()
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(&hello))
+        .unwrap();
+
+    // The cache directory cannot be there at the start: its parent is a file.
+    let root = temp_dir("module-cache-late");
+    let parent = root.join("parent");
+    let dir = parent.join("modules");
+    std::fs::write(&parent, "not a directory").unwrap();
+    let weft = start(&yaml(up.addr, Some(&cache_at(&dir)), false));
+    weft.wait_for_log("module cache not used", 1);
+
+    // Someone makes it, private as it should be, with the artifact in it.
+    std::fs::remove_file(&parent).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::copy(&artifact, dir.join(artifact.file_name().unwrap())).unwrap();
+    let outcome =
+        tokio::task::block_in_place(|| weft.reload(&yaml(up.addr, Some(&cache_at(&dir)), true)));
+    assert!(outcome.contains("config reloaded"), "{outcome}");
+    assert_eq!(
+        counts(&weft).await,
+        (2, 0),
+        "hello-filter was loaded from the planted artifact"
+    );
+    assert_eq!(weft.log_count("loaded compiled filter from cache"), 0);
+    assert!(
+        weft.log_text()
+            .contains("appeared or was replaced after this process first looked"),
+        "{}",
+        weft.log_text()
+    );
+    serves_through_the_filter(&weft).await;
+}

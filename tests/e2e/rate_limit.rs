@@ -179,7 +179,7 @@ async fn exactly_burst_of_a_concurrent_flood_gets_through() {
     for policy in ["h1", "h2"] {
         let series = |result: &str| {
             format!(
-                "weft_filter_rate_limit_requests_total{{policy=\"{policy}\",result=\"{result}\"}}"
+                "weft_user_rate_limit_requests_total{{filter=\"rate-limit\",policy=\"{policy}\",result=\"{result}\"}}"
             )
         };
         assert_eq!(counter(&admin, &series("allowed")).await, BURST as u64);

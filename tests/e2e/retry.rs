@@ -53,14 +53,15 @@ async fn get_on(base: &str, route: &str, path: &str) -> Reply {
     call(base, route, "GET", path, Bytes::new()).await
 }
 
-/// The value of `weft_filter_retry_attempts_total{route, outcome}`, 0 when
+/// The value of `weft_user_retry_attempts_total{filter, route, outcome}`, 0 when
 /// absent.
 async fn attempts_metric(admin: &str, route: &str, outcome: &str) -> u64 {
     let metrics = get(&format!("{admin}/metrics")).await;
     assert_eq!(metrics.status, 200);
     let text = String::from_utf8_lossy(&metrics.body);
-    let series =
-        format!(r#"weft_filter_retry_attempts_total{{route="{route}",outcome="{outcome}"}} "#);
+    let series = format!(
+        r#"weft_user_retry_attempts_total{{filter="retry",route="{route}",outcome="{outcome}"}} "#
+    );
     text.lines()
         .find_map(|line| line.strip_prefix(&series))
         .map_or(0, |value| value.parse().unwrap())

@@ -59,12 +59,45 @@ fn series(metrics: &str, name: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The messages of filters' lines in the proxy's log (`msg="…"`, last on
+/// the line, quoted as Rust's `Debug` quotes), unquoted, in order.
+fn filter_messages(weft: &Weft) -> Vec<String> {
+    weft.log_text()
+        .lines()
+        .filter(|line| line.contains(" weft::filter: "))
+        .filter_map(|line| {
+            let quoted = &line[line.find(" msg=\"")? + 6..];
+            let mut message = String::new();
+            let mut chars = quoted.chars();
+            while let Some(c) = chars.next() {
+                match c {
+                    '"' => return Some(message),
+                    '\\' => match chars.next()? {
+                        'n' => message.push('\n'),
+                        'r' => message.push('\r'),
+                        't' => message.push('\t'),
+                        '0' => message.push('\0'),
+                        'u' => {
+                            let hex: String =
+                                chars.by_ref().skip(1).take_while(|&c| c != '}').collect();
+                            message.push(char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?);
+                        }
+                        other => message.push(other),
+                    },
+                    c => message.push(c),
+                }
+            }
+            panic!("an unterminated message: {line}")
+        })
+        .collect()
+}
+
 /// The JSON log lines of `kind` (`"span"`, `"access"`) in the proxy's log,
 /// in order.
 fn json_lines(weft: &Weft, kind: &str) -> Vec<Value> {
     let marker = format!("{{\"type\":\"{kind}\"");
-    weft.log_text()
-        .lines()
+    filter_messages(weft)
+        .into_iter()
         .filter_map(|line| {
             let start = line.find(&marker)?;
             // The JSON object, then whatever the log format appends.
@@ -155,13 +188,34 @@ async fn metrics_count_requests_by_route_method_and_status_class() {
     assert_eq!(up.hits(), sent);
 
     let expected: BTreeMap<String, String> = [
-        (r#"route="alpha",method="GET",status_class="2xx""#, "3"),
-        (r#"route="alpha",method="GET",status_class="4xx""#, "2"),
-        (r#"route="alpha",method="POST",status_class="5xx""#, "1"),
-        (r#"route="beta",method="GET",status_class="2xx""#, "3"),
-        (r#"route="beta",method="GET",status_class="3xx""#, "1"),
-        (r#"route="beta",method="GET",status_class="5xx""#, "1"),
-        (r#"route="beta",method="OTHER",status_class="2xx""#, "1"),
+        (
+            r#"filter="telemetry",route="alpha",method="GET",status_class="2xx""#,
+            "3",
+        ),
+        (
+            r#"filter="telemetry",route="alpha",method="GET",status_class="4xx""#,
+            "2",
+        ),
+        (
+            r#"filter="telemetry",route="alpha",method="POST",status_class="5xx""#,
+            "1",
+        ),
+        (
+            r#"filter="telemetry",route="beta",method="GET",status_class="2xx""#,
+            "3",
+        ),
+        (
+            r#"filter="telemetry",route="beta",method="GET",status_class="3xx""#,
+            "1",
+        ),
+        (
+            r#"filter="telemetry",route="beta",method="GET",status_class="5xx""#,
+            "1",
+        ),
+        (
+            r#"filter="telemetry",route="beta",method="OTHER",status_class="2xx""#,
+            "1",
+        ),
     ]
     .into_iter()
     .map(|(labels, n)| (labels.to_string(), n.to_string()))
@@ -175,11 +229,11 @@ async fn metrics_count_requests_by_route_method_and_status_class() {
         let metrics = get(&format!("{admin}/metrics")).await;
         assert_eq!(metrics.status, 200);
         text = String::from_utf8_lossy(&metrics.body).into_owned();
-        let counted: u64 = series(&text, "weft_filter_http_requests_total")
+        let counted: u64 = series(&text, "weft_user_http_requests_total")
             .values()
             .map(|v| v.parse::<u64>().unwrap())
             .sum();
-        let observed: u64 = series(&text, "weft_filter_http_request_duration_seconds_count")
+        let observed: u64 = series(&text, "weft_user_http_request_duration_seconds_count")
             .values()
             .map(|v| v.parse::<u64>().unwrap())
             .sum();
@@ -190,31 +244,31 @@ async fn metrics_count_requests_by_route_method_and_status_class() {
     }
 
     assert!(
-        text.contains("# TYPE weft_filter_http_requests_total counter\n"),
+        text.contains("# TYPE weft_user_http_requests_total counter\n"),
         "{text}"
     );
     assert!(
-        text.contains("# TYPE weft_filter_http_request_duration_seconds histogram\n"),
+        text.contains("# TYPE weft_user_http_request_duration_seconds histogram\n"),
         "{text}"
     );
     assert_eq!(
-        series(&text, "weft_filter_http_requests_total"),
+        series(&text, "weft_user_http_requests_total"),
         expected,
         "{text}"
     );
     // The histogram has one observation per request, in the same series.
     assert_eq!(
-        series(&text, "weft_filter_http_request_duration_seconds_count"),
+        series(&text, "weft_user_http_request_duration_seconds_count"),
         expected,
         "{text}"
     );
     let infinite: BTreeMap<String, String> =
-        series(&text, "weft_filter_http_request_duration_seconds_bucket")
+        series(&text, "weft_user_http_request_duration_seconds_bucket")
             .into_iter()
             .filter_map(|(labels, n)| Some((labels.strip_suffix(r#",le="+Inf""#)?.to_string(), n)))
             .collect();
     assert_eq!(infinite, expected, "{text}");
-    for (labels, sum) in series(&text, "weft_filter_http_request_duration_seconds_sum") {
+    for (labels, sum) in series(&text, "weft_user_http_request_duration_seconds_sum") {
         let sum: f64 = sum.parse().unwrap();
         assert!(sum > 0.0 && sum < 60.0, "{labels}: sum {sum}");
     }
@@ -356,10 +410,13 @@ async fn an_incoming_traceparent_is_continued_with_a_new_span_and_logged() {
     let log = weft.log_text();
     let span_log_line = log
         .lines()
-        .find(|l| l.contains(&format!("\"span_id\":\"{span_id}\"")))
+        .find(|l| l.contains(&format!(r#"\"span_id\":\"{span_id}\""#)))
         .unwrap();
     assert!(span_log_line.contains("INFO"), "{span_log_line}");
-    assert!(span_log_line.contains("telemetry"), "{span_log_line}");
+    assert!(
+        span_log_line.contains(r#" weft::filter: filter="telemetry" request_id="#),
+        "{span_log_line}"
+    );
     assert!(span_log_line.contains("continued-1"), "{span_log_line}");
 }
 
@@ -539,7 +596,7 @@ async fn the_access_log_has_one_line_per_request_with_the_configured_fields() {
     assert_eq!(last.len(), 1, "{lines:#?}");
     assert_eq!(last[0]["path"], "/last");
 
-    let log = weft.log_text();
+    let messages = filter_messages(&weft);
     for line in lines.iter().filter(|l| l["request_id"] != "the-last-one") {
         let request_id = line["request_id"].as_str().expect("request_id");
         let (path, status, method, traceparent, content_length) = seen
@@ -548,8 +605,8 @@ async fn the_access_log_has_one_line_per_request_with_the_configured_fields() {
         // Exactly the configured fields, in order, after "type".
         let object = line.as_object().unwrap();
         assert_eq!(object.len(), fields.len() + 1, "{line}");
-        let raw = log
-            .lines()
+        let raw = messages
+            .iter()
             .find(|l| l.contains("\"type\":\"access\"") && l.contains(request_id))
             .unwrap();
         let mut at = raw.find("{\"type\":\"access\"").unwrap();
@@ -702,7 +759,7 @@ async fn with_trace_and_metrics_off_only_the_access_log_is_written() {
     // No request metrics.
     let metrics = get(&format!("{}/metrics", weft.url("admin"))).await;
     let text = String::from_utf8_lossy(&metrics.body);
-    assert!(!text.contains("weft_filter_http_request"), "{text}");
+    assert!(!text.contains("weft_user_http_request"), "{text}");
 }
 
 #[test]

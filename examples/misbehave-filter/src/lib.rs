@@ -9,7 +9,9 @@
 //!   "phase": "request_headers" | "response_headers" | "done" | "init",
 //!   "when_header": "x-doom",
 //!   "busy_ms": 300,
-//!   "init_error": "message"
+//!   "init_error": "message",
+//!   "metrics": "forge" | "series_per_request",
+//!   "log": "text"
 //! }
 //! ```
 //!
@@ -29,6 +31,14 @@
 //!   jump of the clock over 5 ms between two looks, when the proxy was
 //!   stopped, does not count.
 //! - `init_error`: `init` fails with this message.
+//! - `metrics`: misuses the metrics API on every request (these are not
+//!   misbehaviours that stop the filter). `forge` makes `failures_total` a
+//!   gauge in `init` and, per request, adds to counter `failures_total`
+//!   with labels `filter="jwt-auth"`, `kind="trap"`, as if it were the
+//!   proxy's; `series_per_request` adds to `series_total` with label
+//!   `series` set to the request's `x-series` header, a new series per
+//!   value.
+//! - `log`: logs this text (at `warn`) on every request.
 //!
 //! A request it spares gets the request header `x-misbehave: spared`.
 
@@ -49,6 +59,16 @@ struct Config {
     when_header: Option<String>,
     busy_ms: Option<u64>,
     init_error: Option<String>,
+    metrics: Option<MetricsMisuse>,
+    log: Option<String>,
+}
+
+/// How the filter misuses the metrics API.
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum MetricsMisuse {
+    Forge,
+    SeriesPerRequest,
 }
 
 /// The phase in which the filter misbehaves.
@@ -67,6 +87,8 @@ struct Misbehave {
     phase: Phase,
     when_header: Option<String>,
     busy_ms: Option<u64>,
+    metrics: Option<MetricsMisuse>,
+    log: Option<String>,
 }
 
 impl Misbehave {
@@ -104,6 +126,9 @@ impl Filter for Misbehave {
         if let Some(message) = config.init_error {
             return Err(message);
         }
+        if config.metrics == Some(MetricsMisuse::Forge) {
+            weft_sdk::metrics::gauge_set("failures_total", &[], 0.0);
+        }
         if config.phase == Phase::Init
             && let Some(misbehaviour) = config.misbehaviour
         {
@@ -115,6 +140,8 @@ impl Filter for Misbehave {
             phase: config.phase,
             when_header: config.when_header,
             busy_ms: config.busy_ms,
+            metrics: config.metrics,
+            log: config.log,
         })
     }
 
@@ -129,6 +156,21 @@ impl Filter for Misbehave {
     fn on_request_headers(&mut self, req: &Request) -> Action {
         if !self.doomed(req) {
             req.set_header("x-misbehave", "spared");
+        }
+        if let Some(text) = &self.log {
+            weft_sdk::log::log(weft_sdk::log::Level::Warn, text);
+        }
+        match self.metrics {
+            Some(MetricsMisuse::Forge) => weft_sdk::metrics::counter_add(
+                "failures_total",
+                &[("filter", "jwt-auth"), ("kind", "trap")],
+                1000,
+            ),
+            Some(MetricsMisuse::SeriesPerRequest) => {
+                let series = req.header("x-series").unwrap_or_default();
+                weft_sdk::metrics::counter_add("series_total", &[("series", &series)], 1);
+            }
+            None => {}
         }
         self.maybe_misbehave(Phase::RequestHeaders, req);
         Action::Continue

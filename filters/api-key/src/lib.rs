@@ -28,7 +28,7 @@
 //!   `strip` is false, and the request goes on.
 //!
 //! Every decision is counted in
-//! `weft_filter_api_key_requests_total{result="allowed|missing|invalid"}`.
+//! `weft_user_api_key_requests_total{result="allowed|missing|invalid"}`.
 
 mod auth;
 mod config;
@@ -41,7 +41,7 @@ use weft_sdk::{Action, Filter, LocalResponse, Request, metrics, random_u64};
 use crate::auth::{Invalid, Outcome};
 use crate::config::{Config, Settings};
 
-/// The counter of decisions (exported as `weft_filter_api_key_requests_total`).
+/// The counter of decisions (exported as `weft_user_api_key_requests_total`).
 const REQUESTS_METRIC: &str = "api_key_requests_total";
 
 struct ApiKey {

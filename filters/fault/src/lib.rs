@@ -28,7 +28,7 @@ use crate::config::{Config, DEFAULT_MESSAGE, Settings};
 use crate::decide::{ABORT_HEADER, DELAY_HEADER, Decision, Triggers, decide};
 
 /// The counter of injected faults (exported as
-/// `weft_filter_fault_injected_total{fault="abort|delay"}`).
+/// `weft_user_fault_injected_total{fault="abort|delay"}`).
 const INJECTED_METRIC: &str = "fault_injected_total";
 
 struct Fault {

@@ -31,7 +31,7 @@
 //!   if `strip_token`, and the request goes on.
 //!
 //! Decisions are counted in
-//! `weft_filter_jwt_auth_requests_total{result="allowed|missing|invalid|error"}`.
+//! `weft_user_jwt_auth_requests_total{result="allowed|missing|invalid|error"}`.
 
 mod alg;
 mod auth;
@@ -54,7 +54,7 @@ use crate::config::{Config, KeySource, Settings};
 use crate::jwk::NoKey;
 use crate::remote::Remote;
 
-/// The counter of decisions (exported as `weft_filter_jwt_auth_requests_total`).
+/// The counter of decisions (exported as `weft_user_jwt_auth_requests_total`).
 const REQUESTS_METRIC: &str = "jwt_auth_requests_total";
 
 struct JwtAuth {

@@ -12,7 +12,7 @@ use crate::cache::{self, Entry, Need};
 use crate::config::RemoteSettings;
 use crate::jwk::{self, KeySet};
 
-/// The counter of fetches (exported as `weft_filter_jwt_auth_jwks_fetches_total`).
+/// The counter of fetches (exported as `weft_user_jwt_auth_jwks_fetches_total`).
 const FETCHES_METRIC: &str = "jwt_auth_jwks_fetches_total";
 /// Largest JWK Set body accepted.
 const MAX_JWKS_BYTES: usize = 1024 * 1024;

@@ -24,7 +24,7 @@
 //! Buckets live in shared state (one key each, updated by compare-and-swap)
 //! and are shared by the chain entries with the same `name` and `key`.
 //! Decisions are counted in
-//! `weft_filter_rate_limit_requests_total{policy, result="allowed|limited"}`.
+//! `weft_user_rate_limit_requests_total{policy, result="allowed|limited"}`.
 
 mod bucket;
 mod config;
@@ -43,9 +43,9 @@ use crate::key::{KeyPart, PartValue, PolicyHasher, RecentBuckets};
 use crate::limiter::{Failure, KnownBuckets, Verdict};
 use crate::store::{Store, StoreError};
 
-/// Decisions (exported as `weft_filter_rate_limit_requests_total`).
+/// Decisions (exported as `weft_user_rate_limit_requests_total`).
 const REQUESTS_METRIC: &str = "rate_limit_requests_total";
-/// Requests let through undecided (`weft_filter_rate_limit_fail_open_total`).
+/// Requests let through undecided (`weft_user_rate_limit_fail_open_total`).
 const FAIL_OPEN_METRIC: &str = "rate_limit_fail_open_total";
 /// An instance sweeps a slice of the reclaim index every this many requests.
 const SWEEP_EVERY: u64 = 16;

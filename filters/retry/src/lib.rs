@@ -28,7 +28,7 @@
 //! the request's properties (`request.attempt`, `request.retryable`,
 //! `upstream.failure`) and the response, and the budget lives in shared
 //! state. Every failed attempt `retry_on` covers is counted in
-//! `weft_filter_retry_attempts_total{route, outcome}`.
+//! `weft_user_retry_attempts_total{route, outcome}`.
 
 mod backoff;
 mod budget;
@@ -44,7 +44,7 @@ use crate::config::{Config, Settings};
 use crate::decide::{Facts, Observed, Outcome, Verdict};
 
 /// The counter of failed attempts by outcome (exported as
-/// `weft_filter_retry_attempts_total`).
+/// `weft_user_retry_attempts_total`).
 const ATTEMPTS_METRIC: &str = "retry_attempts_total";
 
 struct Retry {

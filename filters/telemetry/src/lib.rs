@@ -19,8 +19,8 @@
 //!   `traceparent` (continuing its trace, or starting a new one when it is
 //!   absent or invalid), and sets the outgoing `traceparent` with a new span
 //!   id for this hop (and the configured id headers).
-//! - `on_done`: with `metrics`, records `weft_filter_http_requests_total` and
-//!   `weft_filter_http_request_duration_seconds` by route, method and status
+//! - `on_done`: with `metrics`, records `weft_user_http_requests_total` and
+//!   `weft_user_http_request_duration_seconds` by route, method and status
 //!   class; logs the span line (sampled requests) and the access log line,
 //!   as JSON at info level.
 //!
@@ -46,10 +46,10 @@ use crate::record::{Exchange, Lookup};
 use crate::trace::Context;
 
 /// Requests by route, method and status class (exported as
-/// `weft_filter_http_requests_total`).
+/// `weft_user_http_requests_total`).
 const REQUESTS_METRIC: &str = "http_requests_total";
 /// Request durations in seconds, same labels (exported as
-/// `weft_filter_http_request_duration_seconds`).
+/// `weft_user_http_request_duration_seconds`).
 const DURATION_METRIC: &str = "http_request_duration_seconds";
 
 struct Telemetry {

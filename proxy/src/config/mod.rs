@@ -89,6 +89,46 @@ pub fn load(path: &Path) -> Result<LoadedConfig, ConfigErrors> {
     Ok(LoadedConfig { config, base_dir })
 }
 
+/// Errors in the bounds under `log:` and `metrics:`.
+pub fn limit_errors(config: &Config) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    let log = &config.log;
+    if log.max_line_bytes < MIN_LINE_BYTES {
+        errors.push(ConfigError::new(
+            "log.max_line_bytes",
+            format!("must be at least {MIN_LINE_BYTES}"),
+        ));
+    }
+    if log.max_buffered_bytes < log.max_line_bytes {
+        errors.push(ConfigError::new(
+            "log.max_buffered_bytes",
+            "must be at least log.max_line_bytes",
+        ));
+    }
+    for (value, key) in [
+        (
+            config.metrics.max_series_per_family,
+            "max_series_per_family",
+        ),
+        (
+            config.metrics.max_families_per_filter,
+            "max_families_per_filter",
+        ),
+        (
+            config.metrics.max_label_value_bytes,
+            "max_label_value_bytes",
+        ),
+    ] {
+        if value == 0 {
+            errors.push(ConfigError::new(
+                format!("metrics.{key}"),
+                "must be at least 1",
+            ));
+        }
+    }
+    errors
+}
+
 /// Parses config text (YAML, or JSON when `json`).
 pub fn parse(text: &str, json: bool) -> Result<Config, ConfigError> {
     let (path, message) = if json {

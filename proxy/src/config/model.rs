@@ -31,6 +31,83 @@ pub struct Config {
     /// Time and space bounds of connections and bodies; the drain.
     #[serde(default)]
     pub limits: super::limits::LimitsConfig,
+    /// The proxy's log output.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Bounds on filters' metrics.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// Bounds on `{"$file": …}` references in filter configs.
+    #[serde(default)]
+    pub inline_files: InlineFilesConfig,
+}
+
+/// `log:` the proxy's log output (read at start; a reload keeps them).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Longest log line; a longer one is cut and marked.
+    pub max_line_bytes: usize,
+    /// Lines waiting for stderr; past it new lines are dropped and counted.
+    pub max_buffered_bytes: usize,
+}
+
+/// Default of `log.max_line_bytes`.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 16 * 1024;
+/// The smallest `log.max_line_bytes`: room for a line's time, level,
+/// target and the mark of a cut.
+pub const MIN_LINE_BYTES: usize = 256;
+/// Default of `log.max_buffered_bytes`.
+pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 1024 * 1024;
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
+        }
+    }
+}
+
+/// `metrics:` bounds on the series filters make (read at start).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Series one filter may make in one of its families.
+    pub max_series_per_family: usize,
+    /// Metrics (names) one filter may make.
+    pub max_families_per_filter: usize,
+    /// Longest label value of a filter's series.
+    pub max_label_value_bytes: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            max_series_per_family: crate::telemetry::DEFAULT_MAX_SERIES_PER_FAMILY,
+            max_families_per_filter: crate::telemetry::DEFAULT_MAX_FAMILIES_PER_FILTER,
+            max_label_value_bytes: crate::telemetry::DEFAULT_MAX_LABEL_VALUE_BYTES,
+        }
+    }
+}
+
+/// `inline_files:` bounds on files inlined into filter configs.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct InlineFilesConfig {
+    /// Largest file a `$file` reference may name.
+    pub max_bytes: u64,
+}
+
+/// Default of `inline_files.max_bytes`.
+pub const DEFAULT_INLINE_FILE_MAX_BYTES: u64 = 1024 * 1024;
+
+impl Default for InlineFilesConfig {
+    fn default() -> Self {
+        InlineFilesConfig {
+            max_bytes: DEFAULT_INLINE_FILE_MAX_BYTES,
+        }
+    }
 }
 
 /// `module_cache:` the on-disk cache of compiled filter modules.

@@ -17,9 +17,6 @@ use super::exchange::Exchange;
 use super::shared::SharedState;
 use crate::telemetry::Registry;
 
-/// Prefix of every metric a filter defines.
-const METRIC_PREFIX: &str = "weft_filter_";
-
 /// What every instance of one filter shares: its name, shared state, the
 /// process metrics and the callouts it is granted.
 pub struct FilterIdentity {
@@ -138,22 +135,6 @@ fn tracing_level(level: LogLevel) -> tracing::Level {
     }
 }
 
-thread_local! {
-    /// Where a filter metric's exported name is put together.
-    static METRIC_NAME: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
-}
-
-/// Runs `update` with the exported name of filter metric `name`, built in a
-/// per-thread buffer rather than a new string per update.
-fn with_metric_name<R>(name: &str, update: impl FnOnce(&str) -> R) -> R {
-    METRIC_NAME.with_borrow_mut(|full| {
-        full.clear();
-        full.push_str(METRIC_PREFIX);
-        full.push_str(name);
-        update(full)
-    })
-}
-
 impl host::Host for HostState {
     fn log(&mut self, level: LogLevel, message: String) -> wasmtime::Result<()> {
         if self.log_enabled(level)? {
@@ -202,10 +183,10 @@ impl host::Host for HostState {
         labels: Vec<(String, String)>,
         value: u64,
     ) -> wasmtime::Result<()> {
-        let metrics = &self.identity.metrics;
-        Ok(with_metric_name(&name, |name| {
-            metrics.counter_add(name, labels, value)
-        })?)
+        let identity = &self.identity;
+        Ok(identity
+            .metrics
+            .filter_counter_add(&identity.name, &name, labels, value)?)
     }
 
     fn gauge_set(
@@ -214,10 +195,10 @@ impl host::Host for HostState {
         labels: Vec<(String, String)>,
         value: f64,
     ) -> wasmtime::Result<()> {
-        let metrics = &self.identity.metrics;
-        Ok(with_metric_name(&name, |name| {
-            metrics.gauge_set(name, labels, value)
-        })?)
+        let identity = &self.identity;
+        Ok(identity
+            .metrics
+            .filter_gauge_set(&identity.name, &name, labels, value)?)
     }
 
     fn gauge_add(
@@ -226,10 +207,10 @@ impl host::Host for HostState {
         labels: Vec<(String, String)>,
         delta: f64,
     ) -> wasmtime::Result<()> {
-        let metrics = &self.identity.metrics;
-        Ok(with_metric_name(&name, |name| {
-            metrics.gauge_add(name, labels, delta)
-        })?)
+        let identity = &self.identity;
+        Ok(identity
+            .metrics
+            .filter_gauge_add(&identity.name, &name, labels, delta)?)
     }
 
     fn histogram_observe(
@@ -238,10 +219,10 @@ impl host::Host for HostState {
         labels: Vec<(String, String)>,
         value: f64,
     ) -> wasmtime::Result<()> {
-        let metrics = &self.identity.metrics;
-        Ok(with_metric_name(&name, |name| {
-            metrics.histogram_observe(name, labels, value)
-        })?)
+        let identity = &self.identity;
+        Ok(identity
+            .metrics
+            .filter_histogram_observe(&identity.name, &name, labels, value)?)
     }
 
     fn shared_get(&mut self, key: String) -> wasmtime::Result<Option<SharedEntry>> {

@@ -7,20 +7,23 @@
 //! rounds pass without a line it sleeps until the next line wakes it, so an
 //! idle proxy does not wake up and a busy one pays no wake-up per batch.
 //!
-//! A buffer that reaches [`MAX_BUFFERED`] bytes is written by the thread
-//! that filled it, so a burst of logging slows its writers rather than
-//! growing memory. Batches are written in the order they were taken.
+//! Only the writer thread (and [`LogBuffer::write_out`], at exit) writes:
+//! a thread that logs never waits on stderr. When stderr does not keep up
+//! and the buffer holds `max_buffered` bytes, new lines are dropped and
+//! counted; once a batch is written again, the writer logs how many were
+//! lost. A line longer than `max_line` bytes is cut and marked.
 
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tracing_subscriber::fmt::MakeWriter;
 
+use crate::config::{DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_LINE_BYTES, MIN_LINE_BYTES};
+
 /// How long a line may wait in the buffer while lines keep coming.
 pub const FLUSH_DELAY: Duration = Duration::from_millis(10);
-/// Past this many buffered bytes the writing thread empties the buffer itself.
-const MAX_BUFFERED: usize = 256 * 1024;
 /// Rounds of [`FLUSH_DELAY`] without a line before the writer sleeps until one.
 const IDLE_ROUNDS: u32 = 10;
 const BATCH_CAPACITY: usize = 16 * 1024;
@@ -29,10 +32,16 @@ const BATCH_CAPACITY: usize = 16 * 1024;
 pub struct LogBuffer {
     pending: Mutex<Pending>,
     arrived: Condvar,
-    /// Held while a batch is written; taken before the `pending` lock is
-    /// released, so batches go out in the order they were taken.
+    /// Held while a batch is taken and written, so batches go out in the
+    /// order they were taken. Only writers take it, never a logging thread.
     writing: Mutex<()>,
     sink: fn(&[u8]),
+    /// Past this many buffered bytes, lines are dropped.
+    max_buffered: AtomicUsize,
+    /// Longest line, before its control characters are escaped.
+    max_line: AtomicUsize,
+    /// Lines dropped since the start.
+    dropped: AtomicU64,
 }
 
 struct Pending {
@@ -61,7 +70,27 @@ impl LogBuffer {
             arrived: Condvar::new(),
             writing: Mutex::new(()),
             sink,
+            max_buffered: AtomicUsize::new(DEFAULT_MAX_BUFFERED_BYTES),
+            max_line: AtomicUsize::new(DEFAULT_MAX_LINE_BYTES),
+            dropped: AtomicU64::new(0),
         }
+    }
+
+    /// Sets the line cap (at least [`MIN_LINE_BYTES`]) and the buffer's.
+    pub fn set_limits(&self, max_line: usize, max_buffered: usize) {
+        self.max_line
+            .store(max_line.max(MIN_LINE_BYTES), Ordering::Relaxed);
+        self.max_buffered.store(max_buffered, Ordering::Relaxed);
+    }
+
+    /// The line cap.
+    pub fn max_line(&self) -> usize {
+        self.max_line.load(Ordering::Relaxed)
+    }
+
+    /// Lines dropped since the start because stderr did not keep up.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     /// Starts the writer thread.
@@ -79,6 +108,7 @@ impl LogBuffer {
 
     fn write_batches(&self) {
         let mut batch = Vec::with_capacity(BATCH_CAPACITY);
+        let mut reported = 0;
         loop {
             let mut pending = self.pending();
             while pending.lines.is_empty() {
@@ -98,6 +128,14 @@ impl LogBuffer {
                 } else {
                     idle + 1
                 };
+                let dropped = self.dropped();
+                if dropped > reported {
+                    tracing::warn!(
+                        lines = dropped - reported,
+                        "log lines dropped: stderr did not take them as fast as they came (weft_log_lines_dropped_total counts them all)"
+                    );
+                    reported = dropped;
+                }
             }
         }
     }
@@ -110,34 +148,56 @@ impl LogBuffer {
     /// Swaps the buffered lines into `batch` (empty; its capacity becomes
     /// the buffer's) and writes them. Returns whether there were any.
     fn write_out_into(&self, batch: &mut Vec<u8>) -> bool {
-        let mut pending = self.pending();
-        if pending.lines.is_empty() {
-            return false;
-        }
-        std::mem::swap(&mut pending.lines, batch);
         let writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
-        drop(pending);
+        {
+            let mut pending = self.pending();
+            if pending.lines.is_empty() {
+                return false;
+            }
+            std::mem::swap(&mut pending.lines, batch);
+        }
         (self.sink)(batch);
         drop(writing);
         batch.clear();
         true
     }
 
-    /// Appends one formatted line.
+    /// Appends one formatted line, cut at the line cap; drops it when the
+    /// buffer is full.
     pub fn push(&self, line: &[u8]) {
+        let (line, cut) = cut_line(line, self.max_line());
+        let max_buffered = self.max_buffered.load(Ordering::Relaxed);
         let mut pending = self.pending();
-        push_escaped(&mut pending.lines, line);
-        if pending.lines.len() >= MAX_BUFFERED {
-            let full = std::mem::replace(&mut pending.lines, Vec::with_capacity(BATCH_CAPACITY));
-            let writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        if pending.lines.len() + line.len() > max_buffered {
             drop(pending);
-            (self.sink)(&full);
-            drop(writing);
-        } else if pending.writer_waiting {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if cut == 0 {
+            push_escaped(&mut pending.lines, line);
+        } else {
+            push_escaped(&mut pending.lines, line.strip_suffix(b"\n").unwrap_or(line));
+            let _ = writeln!(pending.lines, " [line cut: {cut} more bytes]");
+        }
+        if pending.writer_waiting {
             pending.writer_waiting = false;
             self.arrived.notify_one();
         }
     }
+}
+
+/// `line` cut to at most `max` bytes (whole characters, its line feed
+/// kept when it had one), and how many bytes were cut off.
+pub fn cut_line(line: &[u8], max: usize) -> (&[u8], usize) {
+    if line.len() <= max {
+        return (line, 0);
+    }
+    let mut end = max;
+    // Not inside a UTF-8 sequence: back off continuation bytes.
+    while end > 0 && line[end] & 0xc0 == 0x80 {
+        end -= 1;
+    }
+    (&line[..end], line.len() - end)
 }
 
 /// Appends one formatted event to `out` with its control characters escaped
@@ -231,7 +291,7 @@ mod tests {
     use std::sync::Mutex;
     use std::time::{Duration, Instant};
 
-    use super::{FLUSH_DELAY, LogBuffer, first_suspect, push_escaped};
+    use super::{FLUSH_DELAY, LogBuffer, cut_line, first_suspect, push_escaped};
 
     fn escaped(line: &str) -> String {
         let mut out = Vec::new();
@@ -306,11 +366,12 @@ mod tests {
     #[test]
     fn every_line_is_written_once_in_order_across_batches_and_idle_spells() {
         let buffer: &'static LogBuffer = Box::leak(Box::new(LogBuffer::with_sink(record)));
+        // Room for every line: none is dropped.
+        buffer.set_limits(1024, 64 << 20);
         buffer.start_writer().unwrap();
         let threads = 4;
         let per_thread = 3_000;
-        // Lines long enough that the threads fill the buffer now and then
-        // and write it themselves, between the writer thread's batches.
+        // Lines long enough that the writer thread takes many batches.
         let padding = "x".repeat(200);
         let push_all = |round: usize| {
             std::thread::scope(|scope| {
@@ -347,5 +408,39 @@ mod tests {
                 (round, i + 1)
             };
         }
+    }
+
+    #[test]
+    fn long_lines_are_cut_on_a_character_boundary() {
+        assert_eq!(cut_line(b"short\n", 300), (&b"short\n"[..], 0));
+        let line = "é".repeat(200);
+        let (kept, cut) = cut_line(line.as_bytes(), 301);
+        assert_eq!(kept.len(), 300);
+        assert_eq!(cut, 100);
+        assert!(std::str::from_utf8(kept).is_ok());
+    }
+
+    fn ignore(_: &[u8]) {}
+
+    #[test]
+    fn a_full_buffer_drops_lines_and_counts_them_without_writing() {
+        // No writer thread: nothing empties the buffer.
+        let buffer = LogBuffer::with_sink(ignore);
+        buffer.set_limits(300, 1000);
+        let line = format!("{}\n", "x".repeat(99));
+        for _ in 0..25 {
+            buffer.push(line.as_bytes());
+        }
+        assert_eq!(buffer.pending().lines.len(), 1000);
+        assert_eq!(buffer.dropped(), 15);
+        buffer.push(format!("{}\n", "y".repeat(1000)).as_bytes());
+        assert_eq!(buffer.dropped(), 16);
+        buffer.write_out();
+        buffer.push(format!("{}\n", "y".repeat(1000)).as_bytes());
+        let lines = String::from_utf8(buffer.pending().lines.clone()).unwrap();
+        assert_eq!(
+            lines,
+            format!("{} [line cut: 701 more bytes]\n", "y".repeat(300))
+        );
     }
 }

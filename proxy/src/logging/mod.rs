@@ -16,6 +16,14 @@
 //! Filters' lines (an access log is one per request) skip tracing's event
 //! machinery when buffered: [`filter_line`] writes the same text tracing's
 //! formatter would, straight into the buffer, at a quarter of the cost.
+//! A filter's line puts the proxy's fields first and the filter's text
+//! last, quoted (`filter="…" request_id="…" msg="…"`): text such as
+//! ` filter="other"` inside it is part of the quoted value, not a field.
+//!
+//! A thread that logs never waits on stderr: when stderr does not keep up,
+//! lines past `log.max_buffered_bytes` are dropped and counted
+//! ([`lines_dropped`], exported as `weft_log_lines_dropped_total`). Lines
+//! are cut at `log.max_line_bytes`.
 
 use std::io::{self, IsTerminal, Write};
 use std::sync::OnceLock;
@@ -68,6 +76,18 @@ pub fn init(level: Option<&str>) {
     }));
 }
 
+/// Applies `log:` from the config: the line cap and the buffer's.
+pub fn set_limits(config: &crate::config::LogConfig) {
+    BUFFER
+        .get_or_init(LogBuffer::new)
+        .set_limits(config.max_line_bytes, config.max_buffered_bytes);
+}
+
+/// Lines dropped since the start because stderr did not keep up.
+pub fn lines_dropped() -> u64 {
+    BUFFER.get().map_or(0, LogBuffer::dropped)
+}
+
 /// Writes out whatever lines are buffered.
 pub fn flush() {
     if let Some(buffer) = BUFFER.get() {
@@ -76,15 +96,20 @@ pub fn flush() {
 }
 
 /// Logs a filter's line: a tracing event with target `weft::filter` and
-/// fields `filter` and `request_id`. When lines are buffered it is written
-/// straight into the buffer, as tracing's formatter would write it; else
-/// (a terminal, or logging not set up) it goes through tracing. The caller
-/// checks that the level is enabled.
+/// fields `filter`, `request_id` and `msg` (the message, cut at the line
+/// cap). When lines are buffered it is written straight into the buffer,
+/// as tracing's formatter would write it; else (a terminal, or logging not
+/// set up) it goes through tracing. The caller checks that the level is
+/// enabled.
 pub fn filter_line(level: tracing::Level, filter: &str, request_id: &str, message: &str) {
     let Some(buffer) = BUFFERED.get() else {
         filter_event(level, filter, request_id, message);
         return;
     };
+    // Not formatted past what the line may hold.
+    let (kept, _) = buffer::cut_line(message.as_bytes(), buffer.max_line());
+    // SAFETY: cut on a character boundary of a `str`.
+    let message = unsafe { std::str::from_utf8_unchecked(kept) };
     LINE.with_borrow_mut(|line| {
         line.clear();
         format_filter_line(line, level, filter, request_id, message);
@@ -96,18 +121,18 @@ pub fn filter_line(level: tracing::Level, filter: &str, request_id: &str, messag
 fn filter_event(level: tracing::Level, filter: &str, request_id: &str, message: &str) {
     match level {
         tracing::Level::TRACE => {
-            tracing::trace!(target: "weft::filter", filter, request_id, "{message}")
+            tracing::trace!(target: "weft::filter", filter, request_id, msg = ?message)
         }
         tracing::Level::DEBUG => {
-            tracing::debug!(target: "weft::filter", filter, request_id, "{message}")
+            tracing::debug!(target: "weft::filter", filter, request_id, msg = ?message)
         }
         tracing::Level::INFO => {
-            tracing::info!(target: "weft::filter", filter, request_id, "{message}")
+            tracing::info!(target: "weft::filter", filter, request_id, msg = ?message)
         }
         tracing::Level::WARN => {
-            tracing::warn!(target: "weft::filter", filter, request_id, "{message}")
+            tracing::warn!(target: "weft::filter", filter, request_id, msg = ?message)
         }
-        _ => tracing::error!(target: "weft::filter", filter, request_id, "{message}"),
+        _ => tracing::error!(target: "weft::filter", filter, request_id, msg = ?message),
     }
 }
 
@@ -116,8 +141,8 @@ thread_local! {
     static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Tracing's full format without colours: time, level, target, message,
-/// then the fields, `str` values in their `Debug` form.
+/// Tracing's full format without colours: time, level, target, then the
+/// fields, `str` values in their `Debug` form, the message last.
 fn format_filter_line(
     out: &mut Vec<u8>,
     level: tracing::Level,
@@ -135,28 +160,33 @@ fn format_filter_line(
         tracing::Level::WARN => b"  WARN",
         _ => b" ERROR",
     });
-    out.extend_from_slice(b" weft::filter: ");
-    out.extend_from_slice(message.as_bytes());
-    out.extend_from_slice(b" filter=");
+    out.extend_from_slice(b" weft::filter: filter=");
     push_debug_str(out, filter);
     out.extend_from_slice(b" request_id=");
     push_debug_str(out, request_id);
+    out.extend_from_slice(b" msg=");
+    push_debug_str(out, message);
     out.push(b'\n');
 }
 
-/// `text` as `{:?}` writes it: quoted, and copied as is when it is
-/// printable ASCII without `"` or `\`, as names and request ids are.
+/// `text` as `{:?}` writes it: quoted, `"` and `\\` escaped. Printable
+/// ASCII (names, request ids, JSON access lines) is copied in runs between
+/// the bytes to escape; anything else goes through `Debug`.
 fn push_debug_str(out: &mut Vec<u8>, text: &str) {
-    if text
-        .bytes()
-        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
-    {
-        out.push(b'"');
-        out.extend_from_slice(text.as_bytes());
-        out.push(b'"');
-    } else {
+    if !text.bytes().all(|b| (0x20..0x7f).contains(&b)) {
         let _ = write!(out, "{text:?}");
+        return;
     }
+    out.push(b'"');
+    let mut rest = text.as_bytes();
+    while let Some(at) = rest.iter().position(|&b| b == b'"' || b == b'\\') {
+        out.extend_from_slice(&rest[..at]);
+        out.push(b'\\');
+        out.push(rest[at]);
+        rest = &rest[at + 1..];
+    }
+    out.extend_from_slice(rest);
+    out.push(b'"');
 }
 
 #[cfg(test)]
@@ -200,6 +230,11 @@ mod tests {
                 "refused GET /: no API key",
             ),
             ("x", "é\u{1b}", "line\nbreak \u{85}"),
+            (
+                "x",
+                "a",
+                "forged\" filter=\"api-key\" request_id=\"1\" \\ \t",
+            ),
             ("", "", ""),
         ];
         for (filter, request_id, message) in cases {

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
@@ -30,7 +30,29 @@ pub struct Weft {
     /// The config file it runs on.
     pub config_path: PathBuf,
     log: Arc<Mutex<Vec<String>>>,
+    log_gate: Arc<LogGate>,
     listeners: HashMap<String, SocketAddr>,
+}
+
+/// Whether the thread that reads weft's stderr may go on reading.
+#[derive(Default)]
+struct LogGate {
+    paused: Mutex<bool>,
+    resumed: Condvar,
+}
+
+impl LogGate {
+    fn set(&self, paused: bool) {
+        *self.paused.lock().unwrap() = paused;
+        self.resumed.notify_all();
+    }
+
+    fn wait_open(&self) {
+        let mut paused = self.paused.lock().unwrap();
+        while *paused {
+            paused = self.resumed.wait(paused).unwrap();
+        }
+    }
 }
 
 impl Weft {
@@ -42,7 +64,21 @@ impl Weft {
 
     /// Like [`Weft::start`], with extra arguments for `weft run`.
     pub fn start_with(bin: &str, config: &str, args: &[&str]) -> Weft {
+        Self::start_with_files(bin, config, args, &[])
+    }
+
+    /// Like [`Weft::start_with`], with `files` (name, content) written
+    /// beside the config first, for `$file` references.
+    pub fn start_with_files(
+        bin: &str,
+        config: &str,
+        args: &[&str],
+        files: &[(&str, &[u8])],
+    ) -> Weft {
         let dir = temp_dir("weft");
+        for (name, bytes) in files {
+            std::fs::write(dir.join(name), bytes).expect("write file");
+        }
         let config_path = dir.join("weft.yaml");
         std::fs::write(&config_path, config).expect("write config");
         let mut child = Command::new(bin)
@@ -59,10 +95,13 @@ impl Weft {
         let log = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().expect("stderr piped");
         let sink = log.clone();
+        let log_gate = Arc::new(LogGate::default());
+        let gate = log_gate.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 eprintln!("[weft] {line}");
                 sink.lock().unwrap().push(line);
+                gate.wait_open();
             }
         });
         let expected = config.matches("listen:").count();
@@ -70,6 +109,7 @@ impl Weft {
             child,
             config_path,
             log,
+            log_gate,
             listeners: HashMap::new(),
         };
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -102,6 +142,17 @@ impl Weft {
     /// `http://<addr of listener name>`.
     pub fn url(&self, name: &str) -> String {
         format!("http://{}", self.addr(name))
+    }
+
+    /// Stops reading weft's stderr (after the line being read): once the
+    /// pipe is full, weft's writes to stderr block.
+    pub fn pause_log_reading(&self) {
+        self.log_gate.set(true);
+    }
+
+    /// Reads weft's stderr again.
+    pub fn resume_log_reading(&self) {
+        self.log_gate.set(false);
     }
 
     /// Everything logged so far.
@@ -244,6 +295,7 @@ fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
 
 impl Drop for Weft {
     fn drop(&mut self) {
+        self.resume_log_reading();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
