@@ -4,7 +4,7 @@
 //! `weft validate`, start-up and reload all run this same build.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +21,7 @@ use crate::filter::callout::Callouts;
 use crate::filter::disk_cache::DiskCache;
 use crate::filter::instance::{InstancePool, Limits};
 use crate::filter::module::CompiledModule;
-use crate::filter::runtime::MAX_MEMORY_MIB;
+use crate::filter::runtime::{BUILD_RESERVE, MAX_MEMORY_MIB, SERVING_INSTANCES};
 use crate::filter::{ChainEntry, FilterChain, FilterRuntime};
 use crate::route::{HeaderCondition, HostMatch, Route, RouteMatch, RouteTable};
 use crate::upstream::Cluster;
@@ -92,6 +92,8 @@ impl Snapshot {
             disk.as_ref(),
             &mut errors,
         );
+        refuse_grants_to_self(config, &mut errors);
+        let mut instances = InstanceBudget::default();
         if config.listeners.is_empty() {
             errors.push("listeners", "at least one listener is required");
         }
@@ -136,6 +138,7 @@ impl Snapshot {
                     &config.filters,
                     &modules,
                     runtime,
+                    &mut instances,
                     &mut errors,
                 );
                 let cluster = match clusters.get(&r.cluster) {
@@ -252,6 +255,27 @@ fn load_modules(
                 format!("{} is out of range 1..={MAX_MEMORY_MIB}", f.max_memory_mib),
             );
         }
+        if !(1..=SERVING_INSTANCES).contains(&f.max_instances) {
+            errors.push(
+                format!("{at}.max_instances"),
+                format!(
+                    "{} is out of range 1..={SERVING_INSTANCES}",
+                    f.max_instances
+                ),
+            );
+        }
+        for (key, ms) in [
+            ("instance_idle_timeout_ms", f.instance_idle_timeout_ms),
+            ("callout_phase_budget_ms", f.callout_phase_budget_ms),
+            ("callout_request_budget_ms", f.callout_request_budget_ms),
+        ] {
+            if !(1..=3_600_000).contains(&ms) {
+                errors.push(
+                    format!("{at}.{key}"),
+                    format!("{ms} is out of range 1..=3600000"),
+                );
+            }
+        }
         let mut allowed = Vec::new();
         for (k, a) in f.allow_http.iter().enumerate() {
             match a.parse::<Authority>() {
@@ -268,6 +292,10 @@ fn load_modules(
                 let limits = Limits {
                     deadline_ms: f.deadline_ms.max(1),
                     memory_bytes: (f.max_memory_mib.clamp(1, MAX_MEMORY_MIB) << 20) as usize,
+                    max_instances: f.max_instances.clamp(1, SERVING_INSTANCES),
+                    idle_timeout: Duration::from_millis(f.instance_idle_timeout_ms),
+                    callout_phase_budget: Duration::from_millis(f.callout_phase_budget_ms),
+                    callout_request_budget: Duration::from_millis(f.callout_request_budget_ms),
                 };
                 let callouts = Arc::new(Callouts::new(allowed));
                 out.insert(
@@ -292,6 +320,7 @@ fn build_chain(
     defined: &BTreeMap<String, FilterModuleConfig>,
     modules: &HashMap<String, FilterModule>,
     runtime: &FilterRuntime,
+    instances: &mut InstanceBudget,
     errors: &mut Errors,
 ) -> FilterChain {
     let mut chain = Vec::new();
@@ -314,7 +343,15 @@ fn build_chain(
                 continue;
             }
         };
-        let identity = runtime.identity(&entry.filter, module.callouts.clone());
+        if let Err(e) = instances.add(module.limits.max_instances, &entry.filter) {
+            errors.push(at, e);
+            continue;
+        }
+        let identity = runtime.identity(
+            &entry.filter,
+            &module.module.sha256,
+            module.callouts.clone(),
+        );
         match InstancePool::new(
             runtime.engine(),
             runtime.watchdog().clone(),
@@ -322,6 +359,7 @@ fn build_chain(
             identity,
             config.to_string(),
             module.limits,
+            runtime.instance_counts(),
         ) {
             Ok(pool) => chain.push(ChainEntry::new(
                 entry.filter.as_str().into(),
@@ -332,6 +370,86 @@ fn build_chain(
         }
     }
     FilterChain::new(chain)
+}
+
+/// The instances a snapshot's chain entries may hold: each entry's
+/// `max_instances` must fit, all together, in what the engine serves with,
+/// and the entries' first instances in what it keeps for building.
+#[derive(Default)]
+struct InstanceBudget {
+    entries: usize,
+    max_instances: usize,
+}
+
+impl InstanceBudget {
+    fn add(&mut self, max_instances: usize, filter: &str) -> Result<(), String> {
+        self.entries += 1;
+        self.max_instances += max_instances;
+        if self.entries > BUILD_RESERVE {
+            return Err(format!(
+                "more than {BUILD_RESERVE} chain entries in the config (each keeps instances of its own)"
+            ));
+        }
+        if self.max_instances > SERVING_INSTANCES {
+            return Err(format!(
+                "the max_instances of the chain entries up to this one add up to {}, more than \
+                 the {SERVING_INSTANCES} filter instances the proxy serves with: lower \
+                 filters.{filter}.max_instances (or another filter's)",
+                self.max_instances
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Refuses callout grants that point at one of the proxy's own listeners
+/// (or its admin endpoint): a worker waiting on a callout could be the one
+/// the callout is handed to. Host names other than `localhost` are not
+/// resolved here.
+fn refuse_grants_to_self(config: &Config, errors: &mut Errors) {
+    let own: Vec<SocketAddr> = config
+        .listeners
+        .iter()
+        .map(|l| &l.listen)
+        .chain(config.admin.iter().map(|a| &a.listen))
+        .filter_map(|listen| listen.parse().ok())
+        .filter(|addr: &SocketAddr| addr.port() != 0)
+        .collect();
+    for (name, f) in &config.filters {
+        for (k, grant) in f.allow_http.iter().enumerate() {
+            let Some(authority) = grant.parse::<Authority>().ok() else {
+                continue;
+            };
+            let Some(port) = authority.port_u16() else {
+                continue;
+            };
+            let host = authority
+                .host()
+                .trim_start_matches('[')
+                .trim_end_matches(']');
+            let ips: Vec<IpAddr> = if host.eq_ignore_ascii_case("localhost") {
+                vec![Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()]
+            } else {
+                host.parse().into_iter().collect()
+            };
+            let hits_self = own.iter().any(|addr| {
+                addr.port() == port
+                    && ips.iter().any(|ip| {
+                        addr.ip() == *ip
+                            || (addr.ip().is_unspecified()
+                                && (ip.is_loopback() || ip.is_unspecified()))
+                    })
+            });
+            if hits_self {
+                errors.push(
+                    format!("filters.{name}.allow_http[{k}]"),
+                    format!(
+                        "{grant:?} is one of this proxy's own listeners: a filter may not call the proxy itself"
+                    ),
+                );
+            }
+        }
+    }
 }
 
 fn build_match(m: &MatchConfig, at: &str, errors: &mut Errors) -> RouteMatch {

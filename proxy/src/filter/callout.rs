@@ -2,13 +2,16 @@
 //! a filter module is granted (`filters.<name>.allow_http`), `http://` only,
 //! bounded in time and size. The guest sees a blocking call; the calls run
 //! on a runtime of their own while the worker waits, and the wait is not
-//! counted against the phase's deadline.
+//! counted against the phase's deadline but against the filter's callout
+//! budgets (per phase and per request). The `Host` sent is always the
+//! granted authority: a filter cannot pick another virtual host behind it.
 
 use std::future::Future;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::header::HOST;
 use http::uri::{Authority, Scheme};
 use http::{HeaderName, HeaderValue, Method, Request, Uri};
 use http_body_util::{BodyExt, Full, Limited};
@@ -43,9 +46,16 @@ impl Callouts {
         }
     }
 
-    /// Performs `request`, blocking this thread until it is answered.
-    pub fn call(&self, request: HttpRequest, filter: &str) -> Result<HttpResponse, String> {
+    /// Performs `request`, blocking this thread until it is answered or
+    /// for `max_wait` at most.
+    pub fn call(
+        &self,
+        request: HttpRequest,
+        filter: &str,
+        max_wait: Duration,
+    ) -> Result<HttpResponse, String> {
         let (req, timeout) = self.prepare(request, filter)?;
+        let timeout = timeout.min(max_wait);
         let fetch = |client: CalloutClient| async move {
             let exchange = async {
                 let resp = client.request(req).await.map_err(|e| format!("{e:#}"))?;
@@ -93,16 +103,15 @@ impl Callouts {
             .authority()
             .ok_or_else(|| format!("invalid URL {:?}: no host", r.url))?;
         let port = authority.port_u16().unwrap_or(80);
-        let granted = self
-            .allowed
-            .iter()
-            .any(|a| a.host().eq_ignore_ascii_case(authority.host()) && a.port_u16() == Some(port));
-        if !granted {
+        let Some(granted) = self.allowed.iter().find(|a| {
+            a.host().eq_ignore_ascii_case(authority.host()) && a.port_u16() == Some(port)
+        }) else {
             return Err(format!(
                 "{}:{port} is not allowed: add it to filters.{filter}.allow_http",
                 authority.host()
             ));
-        }
+        };
+        let host = HeaderValue::from_str(granted.as_str()).map_err(|e| e.to_string())?;
         let method = Method::from_bytes(r.method.as_bytes())
             .map_err(|_| format!("invalid method {:?}", r.method))?;
         let mut req = Request::builder().method(method).uri(uri);
@@ -111,8 +120,11 @@ impl Callouts {
                 .map_err(|_| format!("invalid header name {name:?}"))?;
             let v = HeaderValue::from_str(value)
                 .map_err(|_| format!("invalid value for header {name:?}"))?;
-            req = req.header(n, v);
+            if n != HOST {
+                req = req.header(n, v);
+            }
         }
+        req = req.header(HOST, host);
         let req = req
             .body(Full::new(Bytes::from(r.body)))
             .map_err(|e| e.to_string())?;

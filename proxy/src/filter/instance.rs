@@ -3,8 +3,9 @@
 //! its chain entry's pool and gives it back, so requests never pay for
 //! instantiation. An instance that failed is dropped, never returned.
 
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-
 use std::time::{Duration, Instant};
 
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
@@ -16,9 +17,8 @@ use super::exchange::{Exchange, Phase};
 use super::host::{CallClock, FilterIdentity, HostState, MemoryCap};
 use super::module::CompiledModule;
 
-/// Idle instances kept per pool; more are created under load and dropped
-/// when returned to a full pool.
-const MAX_IDLE: usize = 256;
+/// Idle instances trimmed at most per release (dropping one costs a few µs).
+const TRIM_PER_RELEASE: usize = 2;
 /// Deadline of `init` (it may parse a large config).
 const INIT_DEADLINE_MS: u64 = 1_000;
 
@@ -37,6 +37,10 @@ pub enum FilterFailure {
     /// No instance could be created.
     #[error("cannot instantiate: {0}")]
     Instantiate(String),
+    /// Every instance the limits allow is in use: the request is refused
+    /// (503), whatever the filter's `on_error` says. Not a filter failure.
+    #[error("{0}")]
+    Overloaded(String),
 }
 
 /// The limits every call of one chain entry runs under.
@@ -46,6 +50,37 @@ pub struct Limits {
     pub deadline_ms: u64,
     /// Memory cap of one instance, in bytes.
     pub memory_bytes: usize,
+    /// Most instances of the pool alive at once (held and idle).
+    pub max_instances: usize,
+    /// An idle instance unused this long is dropped (the pool keeps one).
+    pub idle_timeout: Duration,
+    /// Longest total wait on callouts in one phase call.
+    pub callout_phase_budget: Duration,
+    /// Longest total wait on callouts of one request (this chain entry).
+    pub callout_request_budget: Duration,
+}
+
+/// Live instances: the whole engine's and one pool's. Every instance holds
+/// a [`Lease`] on its pool's counter.
+pub struct InstanceCounts {
+    /// Instances alive in every pool of the process.
+    pub engine: Arc<AtomicUsize>,
+    /// Most instances alive at once for serving requests: the engine's
+    /// limit minus what reloads need to build (see `runtime`).
+    pub serving_cap: usize,
+}
+
+/// One live instance, counted in its pool and in the engine until dropped.
+struct Lease {
+    pool: Arc<AtomicUsize>,
+    engine: Arc<AtomicUsize>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.pool.fetch_sub(1, Ordering::Relaxed);
+        self.engine.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A ready instance: `init` has run with its pool's config.
@@ -57,6 +92,7 @@ pub struct FilterInstance {
     store: Store<HostState>,
     bindings: Box<HttpFilter>,
     limits: Limits,
+    _lease: Lease,
 }
 
 impl FilterInstance {
@@ -65,6 +101,7 @@ impl FilterInstance {
         &mut self,
         exchange: &mut Box<Exchange>,
         phase: Phase,
+        callout_request_left: Duration,
         call: impl FnOnce(&HttpFilter, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, FilterFailure> {
         exchange.phase = phase;
@@ -72,6 +109,7 @@ impl FilterInstance {
         let started = Instant::now();
         data.clock.started = started;
         data.clock.waited = Duration::ZERO;
+        data.clock.callout_budget = self.limits.callout_phase_budget.min(callout_request_left);
         data.clock.stalled_before = data.clock.slot.stalled();
         data.clock.slot.arm(started, data.clock.deadline);
         std::mem::swap(&mut data.exchange, exchange);
@@ -109,13 +147,20 @@ impl FilterInstance {
         FilterFailure::Trap(message)
     }
 
-    /// Calls the phase, returning what the filter asks for.
+    /// Calls the phase, returning what the filter asks for. `callouts_waited`
+    /// is the request's wait on this entry's callouts so far; the call's wait
+    /// is added to it.
     pub fn run(
         &mut self,
         exchange: &mut Box<Exchange>,
         phase: Phase,
+        callouts_waited: &mut Duration,
     ) -> Result<Action, FilterFailure> {
-        self.call(exchange, phase, |b, store| {
+        let request_left = self
+            .limits
+            .callout_request_budget
+            .saturating_sub(*callouts_waited);
+        let result = self.call(exchange, phase, request_left, |b, store| {
             let f = b.weft_filter_filter();
             match phase {
                 Phase::RequestHeaders => f.call_on_request_headers(store),
@@ -124,7 +169,14 @@ impl FilterInstance {
                 Phase::ResponseBody => f.call_on_response_body(store),
                 Phase::Done => f.call_on_done(store).map(|()| Action::Continue),
             }
-        })
+        });
+        *callouts_waited += self.store.data().clock.waited;
+        result
+    }
+
+    /// When the instance's last call started.
+    fn last_used(&self) -> Instant {
+        self.store.data().clock.started
     }
 }
 
@@ -138,7 +190,12 @@ pub struct InstancePool {
     limits: Limits,
     /// The phases the filter implements, as it reported after `init`.
     pub phases: Phases,
-    idle: Mutex<Vec<FilterInstance>>,
+    /// Idle instances, the most recently used last.
+    idle: Mutex<VecDeque<FilterInstance>>,
+    /// Instances of this pool alive (held by requests or idle).
+    live: Arc<AtomicUsize>,
+    engine_live: Arc<AtomicUsize>,
+    serving_cap: usize,
 }
 
 impl InstancePool {
@@ -151,6 +208,7 @@ impl InstancePool {
         identity: Arc<FilterIdentity>,
         config_json: String,
         limits: Limits,
+        counts: &InstanceCounts,
     ) -> Result<Self, String> {
         let mut pool = Self {
             engine: engine.clone(),
@@ -160,15 +218,50 @@ impl InstancePool {
             config_json,
             limits,
             phases: Phases::empty(),
-            idle: Mutex::new(Vec::new()),
+            idle: Mutex::new(VecDeque::new()),
+            live: Arc::new(AtomicUsize::new(0)),
+            engine_live: counts.engine.clone(),
+            serving_cap: counts.serving_cap,
         };
-        let (first, phases) = pool.instantiate()?;
+        // The first instance may use the engine's reserve for builds.
+        let (first, phases) = pool.instantiate(pool.lease())?;
         pool.phases = phases;
-        pool.idle.get_mut().unwrap().push(first);
+        pool.idle.get_mut().unwrap().push_back(first);
         Ok(pool)
     }
 
-    fn instantiate(&self) -> Result<(FilterInstance, Phases), String> {
+    /// Counts one more instance, whatever the limits.
+    fn lease(&self) -> Lease {
+        self.live.fetch_add(1, Ordering::Relaxed);
+        self.engine_live.fetch_add(1, Ordering::Relaxed);
+        Lease {
+            pool: self.live.clone(),
+            engine: self.engine_live.clone(),
+        }
+    }
+
+    /// Counts one more instance if the pool's and the engine's serving
+    /// limits allow it.
+    fn try_lease(&self) -> Result<Lease, FilterFailure> {
+        let lease = self.lease();
+        let pool = self.live.load(Ordering::Relaxed);
+        let engine = self.engine_live.load(Ordering::Relaxed);
+        if pool > self.limits.max_instances {
+            return Err(FilterFailure::Overloaded(format!(
+                "all {} instances of filter {:?} are in use (filters.{}.max_instances)",
+                self.limits.max_instances, &*self.identity.name, &*self.identity.name
+            )));
+        }
+        if engine > self.serving_cap {
+            return Err(FilterFailure::Overloaded(format!(
+                "the {} filter instances the proxy serves with are all in use",
+                self.serving_cap
+            )));
+        }
+        Ok(lease)
+    }
+
+    fn instantiate(&self, lease: Lease) -> Result<(FilterInstance, Phases), String> {
         let _ = self.identity.metrics.counter_add(
             "weft_filter_instances_created_total",
             vec![("filter".into(), self.identity.name.to_string())],
@@ -186,6 +279,7 @@ impl InstancePool {
                 deadline: Duration::from_millis(INIT_DEADLINE_MS),
                 started: Instant::now(),
                 waited: Duration::ZERO,
+                callout_budget: self.limits.callout_phase_budget,
                 stalled_before: slot.stalled(),
                 slot,
             },
@@ -217,40 +311,66 @@ impl InstancePool {
             store,
             bindings: Box::new(bindings),
             limits: self.limits,
+            _lease: lease,
         };
         let config = self.config_json.as_str();
         let mut scratch = Box::default();
         let init = instance
-            .call(&mut scratch, Phase::RequestHeaders, |b, store| {
-                b.weft_filter_filter().call_init(store, config)
-            })
+            .call(
+                &mut scratch,
+                Phase::RequestHeaders,
+                Duration::MAX,
+                |b, store| b.weft_filter_filter().call_init(store, config),
+            )
             .map_err(|e| format!("init {e}"))?;
         init.map_err(|e| format!("init rejected the config: {e}"))?;
         let phases = instance
-            .call(&mut scratch, Phase::RequestHeaders, |b, store| {
-                b.weft_filter_filter().call_phases(store)
-            })
+            .call(
+                &mut scratch,
+                Phase::RequestHeaders,
+                Duration::MAX,
+                |b, store| b.weft_filter_filter().call_phases(store),
+            )
             .map_err(|e| format!("phases {e}"))?;
         instance.store.data_mut().clock.deadline = Duration::from_millis(self.limits.deadline_ms);
         Ok((instance, phases))
     }
 
-    /// An idle instance, or a new one.
+    /// An idle instance, or a new one if the limits allow it
+    /// ([`FilterFailure::Overloaded`] otherwise).
     pub fn acquire(&self) -> Result<FilterInstance, FilterFailure> {
-        if let Some(instance) = self.idle.lock().unwrap().pop() {
+        if let Some(instance) = self.idle.lock().unwrap().pop_back() {
             return Ok(instance);
         }
-        self.instantiate()
+        let lease = self.try_lease()?;
+        self.instantiate(lease)
             .map(|(instance, _)| instance)
             .map_err(FilterFailure::Instantiate)
     }
 
-    /// Gives back a healthy instance.
+    /// Gives back a healthy instance, and drops idle instances unused for
+    /// longer than the idle timeout (the pool keeps one). Its last call's
+    /// start stands for "now": no clock is read here.
     pub fn release(&self, instance: FilterInstance) {
-        let mut idle = self.idle.lock().unwrap();
-        if idle.len() < MAX_IDLE {
-            idle.push(instance);
+        let now = instance.last_used();
+        let mut trimmed: [Option<FilterInstance>; TRIM_PER_RELEASE] = Default::default();
+        {
+            let mut idle = self.idle.lock().unwrap();
+            for slot in &mut trimmed {
+                match idle.front() {
+                    Some(oldest)
+                        if now.saturating_duration_since(oldest.last_used())
+                            > self.limits.idle_timeout =>
+                    {
+                        *slot = idle.pop_front();
+                    }
+                    _ => break,
+                }
+            }
+            idle.push_back(instance);
         }
+        // Dropped here, outside the lock.
+        drop(trimmed);
     }
 
     /// The module's hash.

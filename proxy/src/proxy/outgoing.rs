@@ -4,6 +4,7 @@
 use http::{Request, Response, StatusCode};
 
 use crate::filter::chain::{ChainFailure, LocalReply};
+use crate::filter::instance::FilterFailure;
 use crate::filter::{ChainRun, Exchange, Phase};
 use crate::http::body::{BufferError, OnDrop};
 use crate::http::{ProxyBody, local};
@@ -31,8 +32,17 @@ impl Outgoing {
         }
     }
 
-    /// 500 for a fail-closed filter that failed.
+    /// 500 for a fail-closed filter that failed; 503 when a filter had no
+    /// instance to spare (overload, whatever its `on_error`).
     pub fn failure(f: ChainFailure, ex: &Exchange) -> Self {
+        if let FilterFailure::Overloaded(why) = &f.failure {
+            return Self::from_response(local::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                why,
+                &ex.props.request_id,
+            ));
+        }
         let message = format!(
             "filter {:?} failed in {}: {}",
             &*f.filter,
