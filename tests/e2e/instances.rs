@@ -1,0 +1,137 @@
+//! Filter instances are limited per chain entry: a client holding many
+//! paused requests is refused with 503 `overloaded` past its route's limit,
+//! and cannot take the instances other routes need, nor turn their
+//! `fail_open` auth filter into a skipped one.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use http::Request;
+use http_body_util::Full;
+use weft_test_harness::{Reply, Upstream, client, send};
+
+use crate::{config, start, wasm};
+
+/// Paused streams opened by the abusive client, spread over connections so
+/// that the listener's stream limit does not matter.
+const STREAMS: usize = 1000;
+const CONNECTIONS: usize = 10;
+/// The default `filters.<name>.max_instances`.
+const MAX_INSTANCES: usize = 64;
+const KEY: &str = "alice-key-1";
+
+fn yaml(upstream: std::net::SocketAddr) -> String {
+    let filters = format!(
+        "  fault: {{ path: {} }}\n  api-key: {{ path: {} }}",
+        wasm("fault"),
+        wasm("api_key")
+    );
+    let routes = format!(
+        r#"      - name: slow
+        match: {{ path_prefix: /slow/ }}
+        filters: [{{ filter: fault, config: {{ header_trigger: true }} }}]
+        cluster: backend
+      - name: api
+        match: {{ path_prefix: /api/ }}
+        filters: [{{ filter: api-key, on_error: fail_open, config: {{ keys: [{{ consumer: alice, key: {KEY} }}] }} }}]
+        cluster: backend"#
+    );
+    config(&filters, &routes, upstream)
+}
+
+/// `n` concurrent requests to `url`, with the API key or without.
+async fn auth_round(url: &str, n: usize, key: bool) -> Vec<Reply> {
+    let c = client(false);
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let mut req = Request::get(url);
+            if key {
+                req = req.header("x-api-key", KEY);
+            }
+            let (c, req) = (c.clone(), req.body(Full::default()).unwrap());
+            tokio::spawn(async move { send(&c, req).await })
+        })
+        .collect();
+    let mut replies = Vec::new();
+    for task in tasks {
+        replies.push(task.await.expect("request task"));
+    }
+    replies
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn paused_streams_past_the_limit_get_503_and_other_routes_keep_their_auth() {
+    let up = Upstream::start().await;
+    let weft = start(&yaml(up.addr));
+    let url = weft.url("public");
+    let (refused, other) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut abusive = Vec::new();
+    for _ in 0..CONNECTIONS {
+        // One client per connection: HTTP/2 with prior knowledge.
+        let c = client(true);
+        for i in 0..STREAMS / CONNECTIONS {
+            let (c, url) = (c.clone(), url.clone());
+            let (refused, other) = (refused.clone(), other.clone());
+            abusive.push(tokio::spawn(async move {
+                let req = Request::get(format!("{url}/slow/{i}"))
+                    .header("x-weft-fault-delay", "10000")
+                    .body(Full::default())
+                    .unwrap();
+                let Ok(resp) = c.request(req).await else {
+                    return;
+                };
+                let status = resp.status();
+                let body = http_body_util::BodyExt::collect(resp.into_body())
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                let overloaded = status == 503
+                    && serde_json::from_slice::<serde_json::Value>(&body)
+                        .is_ok_and(|v| v["error"] == "overloaded");
+                if overloaded {
+                    refused.fetch_add(1, Ordering::SeqCst);
+                } else {
+                    other.fetch_add(1, Ordering::SeqCst);
+                }
+            }));
+        }
+    }
+    // The streams past the limit are refused at once; the others are held.
+    let expected = STREAMS - MAX_INSTANCES;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while refused.load(Ordering::SeqCst) < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        refused.load(Ordering::SeqCst),
+        expected,
+        "streams refused with 503 overloaded ({} answered otherwise)",
+        other.load(Ordering::SeqCst)
+    );
+    // Meanwhile, concurrent requests on the authenticated route get the
+    // right answer: the fail_open filter is never skipped.
+    for _ in 0..5 {
+        for r in auth_round(&format!("{url}/api/x"), 8, false).await {
+            assert_eq!(r.status, 401, "{:?}", r.body);
+        }
+        for r in auth_round(&format!("{url}/api/x"), 8, true).await {
+            assert_eq!(r.status, 200, "{:?}", r.body);
+            assert_eq!(r.echoed_header("x-api-key"), None);
+        }
+    }
+    assert_eq!(
+        other.load(Ordering::SeqCst),
+        0,
+        "the held streams were still held during the checks"
+    );
+    assert_eq!(
+        weft.log_count("filter failed"),
+        0,
+        "overload is not a filter failure:\n{}",
+        weft.log_text()
+    );
+    for task in abusive {
+        task.abort();
+    }
+}
