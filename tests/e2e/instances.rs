@@ -1,7 +1,8 @@
 //! Filter instances are limited per chain entry: a client holding many
 //! paused requests is refused with 503 `overloaded` past its route's limit,
 //! and cannot take the instances other routes need, nor turn their
-//! `fail_open` auth filter into a skipped one.
+//! `fail_open` filters (auth or one that holds its instance across the
+//! upstream wait) into skipped ones.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,9 +24,10 @@ const KEY: &str = "alice-key-1";
 
 fn yaml(upstream: std::net::SocketAddr) -> String {
     let filters = format!(
-        "  fault: {{ path: {} }}\n  api-key: {{ path: {} }}",
+        "  fault: {{ path: {} }}\n  api-key: {{ path: {} }}\n  inspect: {{ path: {} }}",
         wasm("fault"),
-        wasm("api_key")
+        wasm("api_key"),
+        wasm("inspect_filter")
     );
     let routes = format!(
         r#"      - name: slow
@@ -35,13 +37,17 @@ fn yaml(upstream: std::net::SocketAddr) -> String {
       - name: api
         match: {{ path_prefix: /api/ }}
         filters: [{{ filter: api-key, on_error: fail_open, config: {{ keys: [{{ consumer: alice, key: {KEY} }}] }} }}]
+        cluster: backend
+      - name: held
+        match: {{ path_prefix: /delay/ }}
+        filters: [{{ filter: inspect, on_error: fail_open, config: {{ phases: [request_headers, response_headers] }} }}]
         cluster: backend"#
     );
     config(&filters, &routes, upstream)
 }
 
 /// `n` concurrent requests to `url`, with the API key or without.
-async fn auth_round(url: &str, n: usize, key: bool) -> Vec<Reply> {
+async fn round(url: &str, n: usize, key: bool) -> Vec<Reply> {
     let c = client(false);
     let tasks: Vec<_> = (0..n)
         .map(|_| {
@@ -112,13 +118,19 @@ async fn paused_streams_past_the_limit_get_503_and_other_routes_keep_their_auth(
     // Meanwhile, concurrent requests on the authenticated route get the
     // right answer: the fail_open filter is never skipped.
     for _ in 0..5 {
-        for r in auth_round(&format!("{url}/api/x"), 8, false).await {
+        for r in round(&format!("{url}/api/x"), 8, false).await {
             assert_eq!(r.status, 401, "{:?}", r.body);
         }
-        for r in auth_round(&format!("{url}/api/x"), 8, true).await {
+        for r in round(&format!("{url}/api/x"), 8, true).await {
             assert_eq!(r.status, 200, "{:?}", r.body);
             assert_eq!(r.echoed_header("x-api-key"), None);
         }
+    }
+    // A filter that holds its instance across a 200 ms upstream wait needs
+    // one per request in flight: it still gets them, and is not skipped.
+    for r in round(&format!("{url}/delay/200"), 8, false).await {
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        assert_eq!(r.header("x-seen"), Some("request_headers,response_headers"));
     }
     assert_eq!(
         other.load(Ordering::SeqCst),
