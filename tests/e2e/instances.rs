@@ -147,3 +147,71 @@ async fn paused_streams_past_the_limit_get_503_and_other_routes_keep_their_auth(
         task.abort();
     }
 }
+
+/// `weft_filter_instances_created_total` of filter `inspect`.
+async fn created(admin: &str) -> u64 {
+    let metrics = weft_test_harness::get(&format!("{admin}/metrics")).await;
+    assert_eq!(metrics.status, 200);
+    let text = String::from_utf8_lossy(&metrics.body);
+    text.lines()
+        .find_map(|line| {
+            line.strip_prefix("weft_filter_instances_created_total{filter=\"inspect\"} ")
+        })
+        .map_or(0, |value| value.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_instances_are_dropped_after_the_idle_timeout() {
+    let up = Upstream::start().await;
+    let filters = format!(
+        "  inspect: {{ path: {}, instance_idle_timeout_ms: 100 }}",
+        wasm("inspect_filter")
+    );
+    // The filter holds its instance across the upstream's 300 ms.
+    let routes = "      - { name: all, filters: [{ filter: inspect, config: { phases: [request_headers, response_headers] } }], cluster: backend }";
+    let weft = start(&format!(
+        "admin: {{ listen: 127.0.0.1:0 }}\n{}",
+        config(&filters, routes, up.addr)
+    ));
+    let (url, admin) = (weft.url("public"), weft.url("admin"));
+    let burst = || async {
+        for r in round(&format!("{url}/delay/300"), 8, false).await {
+            assert_eq!(r.status, 200, "{:?}", r.body);
+        }
+    };
+    burst().await;
+    let after_first = created(&admin).await;
+    assert!(
+        after_first >= 8,
+        "{after_first} instances for 8 requests at once"
+    );
+    // The idle timeout is what is waited for here.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Each instance given back drops up to two idle ones past the timeout.
+    for _ in 0..5 {
+        let r = weft_test_harness::get(&format!("{url}/x")).await;
+        assert_eq!(r.status, 200);
+    }
+    assert_eq!(
+        created(&admin).await,
+        after_first,
+        "the idle ones served these"
+    );
+    // The burst needs new instances again: the idle ones were dropped.
+    burst().await;
+    let again = created(&admin).await - after_first;
+    assert!(again >= 6, "{again} instances created for the second burst");
+}
+
+#[test]
+fn max_instances_that_add_up_past_what_the_proxy_serves_are_refused() {
+    let filters = format!("  fault: {{ path: {}, max_instances: 500 }}", wasm("fault"));
+    let routes = "      - { name: a, match: { path_prefix: /a/ }, filters: [{ filter: fault, config: { header_trigger: true } }], cluster: backend }\n      - { name: b, filters: [{ filter: fault, config: { header_trigger: true } }], cluster: backend }";
+    let yaml = config(&filters, routes, "127.0.0.1:9".parse().unwrap());
+    let (ok, out) = weft_test_harness::process::validate(crate::bin(), &yaml, "weft.yaml", &[]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("listeners[0].routes[1].filters[0]: the max_instances of the chain entries up to this one add up to 1000, more than the 800 filter instances the proxy serves with: lower filters.fault.max_instances"),
+        "{out}"
+    );
+}
