@@ -93,7 +93,13 @@ impl Snapshot {
             &mut errors,
         );
         refuse_grants_to_self(config, &mut errors);
-        let mut instances = InstanceBudget::default();
+        let mut chains = ChainBuilder {
+            base_dir,
+            defined: &config.filters,
+            modules: &modules,
+            runtime,
+            instances: InstanceBudget::default(),
+        };
         if config.listeners.is_empty() {
             errors.push("listeners", "at least one listener is required");
         }
@@ -131,16 +137,7 @@ impl Snapshot {
                     );
                 }
                 let matcher = build_match(&r.matcher, &format!("{at}.match"), &mut errors);
-                let chain = build_chain(
-                    &r.filters,
-                    &format!("{at}.filters"),
-                    base_dir,
-                    &config.filters,
-                    &modules,
-                    runtime,
-                    &mut instances,
-                    &mut errors,
-                );
+                let chain = chains.build(&r.filters, &format!("{at}.filters"), &mut errors);
                 let cluster = match clusters.get(&r.cluster) {
                     Some(c) => c.clone(),
                     None => {
@@ -313,63 +310,75 @@ fn load_modules(
     out
 }
 
-fn build_chain(
-    entries: &[ChainEntryConfig],
-    at: &str,
-    base_dir: &Path,
-    defined: &BTreeMap<String, FilterModuleConfig>,
-    modules: &HashMap<String, FilterModule>,
-    runtime: &FilterRuntime,
-    instances: &mut InstanceBudget,
-    errors: &mut Errors,
-) -> FilterChain {
-    let mut chain = Vec::new();
-    for (k, entry) in entries.iter().enumerate() {
-        let at = format!("{at}[{k}]");
-        let Some(module) = modules.get(&entry.filter) else {
-            // A defined module that failed to load was reported already.
-            if !defined.contains_key(&entry.filter) {
-                errors.push(
-                    format!("{at}.filter"),
-                    format!("unknown filter {:?}{}", entry.filter, known(defined.keys())),
-                );
-            }
-            continue;
-        };
-        let config = match inline_files(&entry.config, base_dir, &format!("{at}.config")) {
-            Ok(config) => config,
-            Err(file_errors) => {
-                errors.0.extend(file_errors);
+/// Builds chains, counting their instances against what the proxy serves.
+struct ChainBuilder<'a> {
+    base_dir: &'a Path,
+    defined: &'a BTreeMap<String, FilterModuleConfig>,
+    modules: &'a HashMap<String, FilterModule>,
+    runtime: &'a FilterRuntime,
+    instances: InstanceBudget,
+}
+
+impl ChainBuilder<'_> {
+    fn build(
+        &mut self,
+        entries: &[ChainEntryConfig],
+        at: &str,
+        errors: &mut Errors,
+    ) -> FilterChain {
+        let (base_dir, defined, modules, runtime) =
+            (self.base_dir, self.defined, self.modules, self.runtime);
+        let mut chain = Vec::new();
+        for (k, entry) in entries.iter().enumerate() {
+            let at = format!("{at}[{k}]");
+            let Some(module) = modules.get(&entry.filter) else {
+                // A defined module that failed to load was reported already.
+                if !defined.contains_key(&entry.filter) {
+                    errors.push(
+                        format!("{at}.filter"),
+                        format!("unknown filter {:?}{}", entry.filter, known(defined.keys())),
+                    );
+                }
+                continue;
+            };
+            let config = match inline_files(&entry.config, base_dir, &format!("{at}.config")) {
+                Ok(config) => config,
+                Err(file_errors) => {
+                    errors.0.extend(file_errors);
+                    continue;
+                }
+            };
+            if let Err(e) = self
+                .instances
+                .add(module.limits.max_instances, &entry.filter)
+            {
+                errors.push(at, e);
                 continue;
             }
-        };
-        if let Err(e) = instances.add(module.limits.max_instances, &entry.filter) {
-            errors.push(at, e);
-            continue;
+            let identity = runtime.identity(
+                &entry.filter,
+                &module.module.sha256,
+                module.callouts.clone(),
+            );
+            match InstancePool::new(
+                runtime.engine(),
+                runtime.watchdog().clone(),
+                module.module.clone(),
+                identity,
+                config.to_string(),
+                module.limits,
+                runtime.instance_counts(),
+            ) {
+                Ok(pool) => chain.push(ChainEntry::new(
+                    entry.filter.as_str().into(),
+                    pool,
+                    entry.on_error,
+                )),
+                Err(e) => errors.push(format!("{at}.config"), e),
+            }
         }
-        let identity = runtime.identity(
-            &entry.filter,
-            &module.module.sha256,
-            module.callouts.clone(),
-        );
-        match InstancePool::new(
-            runtime.engine(),
-            runtime.watchdog().clone(),
-            module.module.clone(),
-            identity,
-            config.to_string(),
-            module.limits,
-            runtime.instance_counts(),
-        ) {
-            Ok(pool) => chain.push(ChainEntry::new(
-                entry.filter.as_str().into(),
-                pool,
-                entry.on_error,
-            )),
-            Err(e) => errors.push(format!("{at}.config"), e),
-        }
+        FilterChain::new(chain)
     }
-    FilterChain::new(chain)
 }
 
 /// The instances a snapshot's chain entries may hold: each entry's
