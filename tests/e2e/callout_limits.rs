@@ -82,3 +82,35 @@ fn a_grant_to_one_of_the_proxys_own_listeners_is_refused() {
     );
     assert!(!out.contains("allow_http[0]"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callouts_across_the_phase_calls_of_a_request_end_within_the_request_budget() {
+    let up = Upstream::start().await;
+    let service = Upstream::start().await;
+    // A 900 ms callout, then a pause, then again, for ever: each phase call
+    // is within the 2 s phase budget, the request's 5 s budget ends it:
+    // five calls answered, the sixth cut at the 500 ms left, none after.
+    let filters = format!(
+        "  misbehave: {{ path: {}, allow_http: [\"{}\"] }}",
+        wasm("misbehave_filter"),
+        service.addr
+    );
+    let routes = format!(
+        "      - {{ name: all, filters: [{{ filter: misbehave, config: {{ pause_ms: 1, callout: {{ url: \"http://{}/delay/900\", timeout_ms: 5000 }} }} }}], cluster: backend }}",
+        service.addr
+    );
+    let weft = start(&config(&filters, &routes, up.addr));
+    let started = Instant::now();
+    let r = get(&format!("{}/x", weft.url("public"))).await;
+    let took = started.elapsed();
+    // It ends at the pause limit, its callouts long refused.
+    assert_eq!(r.status, 500, "{:?}", r.body);
+    let message = r.json()["message"].as_str().unwrap().to_string();
+    assert!(
+        message.contains("the limit of 1000 per request"),
+        "{message}"
+    );
+    assert_eq!(service.hits(), 6);
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    assert_eq!(up.hits(), 0);
+}
