@@ -3,7 +3,6 @@
 //! its chain entry's pool and gives it back, so requests never pay for
 //! instantiation. An instance that failed is dropped, never returned.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,8 +16,6 @@ use super::exchange::{Exchange, Phase};
 use super::host::{CallClock, FilterIdentity, HostState, MemoryCap};
 use super::module::CompiledModule;
 
-/// Idle instances trimmed at most per release (dropping one costs a few µs).
-const TRIM_PER_RELEASE: usize = 2;
 /// Deadline of `init` (it may parse a large config).
 const INIT_DEADLINE_MS: u64 = 1_000;
 
@@ -70,16 +67,29 @@ pub struct InstanceCounts {
     pub serving_cap: usize,
 }
 
+/// What a pool's instances share: its limits and its count of them.
+struct PoolShared {
+    limits: Limits,
+    /// Instances of the pool alive (held by requests or idle).
+    live: AtomicUsize,
+    /// Instances alive in the whole engine.
+    engine_live: Arc<AtomicUsize>,
+}
+
 /// One live instance, counted in its pool and in the engine until dropped.
-struct Lease {
-    pool: Arc<AtomicUsize>,
-    engine: Arc<AtomicUsize>,
+/// One pointer: instances move on every acquire and release.
+struct Lease(Arc<PoolShared>);
+
+impl Lease {
+    fn limits(&self) -> &Limits {
+        &self.0.limits
+    }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.pool.fetch_sub(1, Ordering::Relaxed);
-        self.engine.fetch_sub(1, Ordering::Relaxed);
+        self.0.live.fetch_sub(1, Ordering::Relaxed);
+        self.0.engine_live.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -91,8 +101,8 @@ impl Drop for Lease {
 pub struct FilterInstance {
     store: Store<HostState>,
     bindings: Box<HttpFilter>,
-    limits: Limits,
-    _lease: Lease,
+    /// Dropped last: the instance counts until its store is gone.
+    lease: Lease,
 }
 
 impl FilterInstance {
@@ -109,7 +119,11 @@ impl FilterInstance {
         let started = Instant::now();
         data.clock.started = started;
         data.clock.waited = Duration::ZERO;
-        data.clock.callout_budget = self.limits.callout_phase_budget.min(callout_request_left);
+        data.clock.callout_budget = self
+            .lease
+            .limits()
+            .callout_phase_budget
+            .min(callout_request_left);
         data.clock.stalled_before = data.clock.slot.stalled();
         data.clock.slot.arm(started, data.clock.deadline);
         std::mem::swap(&mut data.exchange, exchange);
@@ -126,10 +140,10 @@ impl FilterInstance {
 
     fn failure(&self, error: wasmtime::Error) -> FilterFailure {
         if self.store.data().memory.hit {
-            return FilterFailure::Memory((self.limits.memory_bytes >> 20) as u64);
+            return FilterFailure::Memory((self.lease.limits().memory_bytes >> 20) as u64);
         }
         if let Some(Trap::Interrupt) = error.downcast_ref::<Trap>() {
-            return FilterFailure::Deadline(self.limits.deadline_ms);
+            return FilterFailure::Deadline(self.lease.limits().deadline_ms);
         }
         let message = format!("{error:#}");
         // Imports outside the contract (WASI) are linked as traps: say so,
@@ -157,7 +171,8 @@ impl FilterInstance {
         callouts_waited: &mut Duration,
     ) -> Result<Action, FilterFailure> {
         let request_left = self
-            .limits
+            .lease
+            .limits()
             .callout_request_budget
             .saturating_sub(*callouts_waited);
         let result = self.call(exchange, phase, request_left, |b, store| {
@@ -187,14 +202,12 @@ pub struct InstancePool {
     module: Arc<CompiledModule>,
     identity: Arc<FilterIdentity>,
     config_json: String,
-    limits: Limits,
     /// The phases the filter implements, as it reported after `init`.
     pub phases: Phases,
     /// Idle instances, the most recently used last.
-    idle: Mutex<VecDeque<FilterInstance>>,
-    /// Instances of this pool alive (held by requests or idle).
-    live: Arc<AtomicUsize>,
-    engine_live: Arc<AtomicUsize>,
+    idle: Mutex<Vec<FilterInstance>>,
+    /// The limits and the count of live instances.
+    shared: Arc<PoolShared>,
     serving_cap: usize,
 }
 
@@ -216,40 +229,39 @@ impl InstancePool {
             module,
             identity,
             config_json,
-            limits,
             phases: Phases::empty(),
-            idle: Mutex::new(VecDeque::new()),
-            live: Arc::new(AtomicUsize::new(0)),
-            engine_live: counts.engine.clone(),
+            idle: Mutex::new(Vec::new()),
+            shared: Arc::new(PoolShared {
+                limits,
+                live: AtomicUsize::new(0),
+                engine_live: counts.engine.clone(),
+            }),
             serving_cap: counts.serving_cap,
         };
         // The first instance may use the engine's reserve for builds.
         let (first, phases) = pool.instantiate(pool.lease())?;
         pool.phases = phases;
-        pool.idle.get_mut().unwrap().push_back(first);
+        pool.idle.get_mut().unwrap().push(first);
         Ok(pool)
     }
 
     /// Counts one more instance, whatever the limits.
     fn lease(&self) -> Lease {
-        self.live.fetch_add(1, Ordering::Relaxed);
-        self.engine_live.fetch_add(1, Ordering::Relaxed);
-        Lease {
-            pool: self.live.clone(),
-            engine: self.engine_live.clone(),
-        }
+        self.shared.live.fetch_add(1, Ordering::Relaxed);
+        self.shared.engine_live.fetch_add(1, Ordering::Relaxed);
+        Lease(self.shared.clone())
     }
 
     /// Counts one more instance if the pool's and the engine's serving
     /// limits allow it.
     fn try_lease(&self) -> Result<Lease, FilterFailure> {
         let lease = self.lease();
-        let pool = self.live.load(Ordering::Relaxed);
-        let engine = self.engine_live.load(Ordering::Relaxed);
-        if pool > self.limits.max_instances {
+        let pool = self.shared.live.load(Ordering::Relaxed);
+        let engine = self.shared.engine_live.load(Ordering::Relaxed);
+        if pool > self.shared.limits.max_instances {
             return Err(FilterFailure::Overloaded(format!(
                 "all {} instances of filter {:?} are in use (filters.{}.max_instances)",
-                self.limits.max_instances, &*self.identity.name, &*self.identity.name
+                self.shared.limits.max_instances, &*self.identity.name, &*self.identity.name
             )));
         }
         if engine > self.serving_cap {
@@ -270,7 +282,7 @@ impl InstancePool {
         let slot = self.watchdog.slot();
         let state = HostState {
             memory: MemoryCap {
-                bytes: self.limits.memory_bytes,
+                bytes: self.shared.limits.memory_bytes,
                 hit: false,
             },
             identity: self.identity.clone(),
@@ -279,7 +291,7 @@ impl InstancePool {
                 deadline: Duration::from_millis(INIT_DEADLINE_MS),
                 started: Instant::now(),
                 waited: Duration::ZERO,
-                callout_budget: self.limits.callout_phase_budget,
+                callout_budget: self.shared.limits.callout_phase_budget,
                 stalled_before: slot.stalled(),
                 slot,
             },
@@ -310,8 +322,7 @@ impl InstancePool {
         let mut instance = FilterInstance {
             store,
             bindings: Box::new(bindings),
-            limits: self.limits,
-            _lease: lease,
+            lease,
         };
         let config = self.config_json.as_str();
         let mut scratch = Box::default();
@@ -332,14 +343,15 @@ impl InstancePool {
                 |b, store| b.weft_filter_filter().call_phases(store),
             )
             .map_err(|e| format!("phases {e}"))?;
-        instance.store.data_mut().clock.deadline = Duration::from_millis(self.limits.deadline_ms);
+        instance.store.data_mut().clock.deadline =
+            Duration::from_millis(self.shared.limits.deadline_ms);
         Ok((instance, phases))
     }
 
     /// An idle instance, or a new one if the limits allow it
     /// ([`FilterFailure::Overloaded`] otherwise).
     pub fn acquire(&self) -> Result<FilterInstance, FilterFailure> {
-        if let Some(instance) = self.idle.lock().unwrap().pop_back() {
+        if let Some(instance) = self.idle.lock().unwrap().pop() {
             return Ok(instance);
         }
         let lease = self.try_lease()?;
@@ -348,28 +360,21 @@ impl InstancePool {
             .map_err(FilterFailure::Instantiate)
     }
 
-    /// Gives back a healthy instance, and drops idle instances unused for
-    /// longer than the idle timeout (the pool keeps one). Its last call's
-    /// start stands for "now": no clock is read here.
+    /// Gives back a healthy instance, and drops the oldest idle one if it
+    /// went unused for longer than the idle timeout (the pool keeps one).
+    /// The given-back instance's last call start stands for "now": no clock
+    /// is read here.
     pub fn release(&self, instance: FilterInstance) {
         let now = instance.last_used();
-        let mut trimmed: [Option<FilterInstance>; TRIM_PER_RELEASE] = Default::default();
-        {
-            let mut idle = self.idle.lock().unwrap();
-            for slot in &mut trimmed {
-                match idle.front() {
-                    Some(oldest)
-                        if now.saturating_duration_since(oldest.last_used())
-                            > self.limits.idle_timeout =>
-                    {
-                        *slot = idle.pop_front();
-                    }
-                    _ => break,
-                }
-            }
-            idle.push_back(instance);
-        }
-        // Dropped here, outside the lock.
+        let mut idle = self.idle.lock().unwrap();
+        let stale = idle.first().is_some_and(|oldest| {
+            now.saturating_duration_since(oldest.last_used()) > self.shared.limits.idle_timeout
+        });
+        // Rare, and the pool is small: shifting the others down is cheap.
+        let trimmed = stale.then(|| idle.remove(0));
+        idle.push(instance);
+        drop(idle);
+        // Dropped outside the lock.
         drop(trimmed);
     }
 
