@@ -4,7 +4,7 @@
 //! `weft validate`, start-up and reload all run this same build.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +21,7 @@ use crate::filter::callout::Callouts;
 use crate::filter::disk_cache::DiskCache;
 use crate::filter::instance::{InstancePool, Limits};
 use crate::filter::module::CompiledModule;
-use crate::filter::runtime::{BUILD_RESERVE, MAX_MEMORY_MIB, SERVING_INSTANCES};
+use crate::filter::runtime::{InstanceBudget, MAX_MEMORY_MIB, SERVING_INSTANCES};
 use crate::filter::{ChainEntry, FilterChain, FilterRuntime};
 use crate::route::{HeaderCondition, HostMatch, Route, RouteMatch, RouteTable};
 use crate::upstream::Cluster;
@@ -381,40 +381,8 @@ impl ChainBuilder<'_> {
     }
 }
 
-/// The instances a snapshot's chain entries may hold: each entry's
-/// `max_instances` must fit, all together, in what the engine serves with,
-/// and the entries' first instances in what it keeps for building.
-#[derive(Default)]
-struct InstanceBudget {
-    entries: usize,
-    max_instances: usize,
-}
-
-impl InstanceBudget {
-    fn add(&mut self, max_instances: usize, filter: &str) -> Result<(), String> {
-        self.entries += 1;
-        self.max_instances += max_instances;
-        if self.entries > BUILD_RESERVE {
-            return Err(format!(
-                "more than {BUILD_RESERVE} chain entries in the config (each keeps instances of its own)"
-            ));
-        }
-        if self.max_instances > SERVING_INSTANCES {
-            return Err(format!(
-                "the max_instances of the chain entries up to this one add up to {}, more than \
-                 the {SERVING_INSTANCES} filter instances the proxy serves with: lower \
-                 filters.{filter}.max_instances (or another filter's)",
-                self.max_instances
-            ));
-        }
-        Ok(())
-    }
-}
-
 /// Refuses callout grants that point at one of the proxy's own listeners
-/// (or its admin endpoint): a worker waiting on a callout could be the one
-/// the callout is handed to. Host names other than `localhost` are not
-/// resolved here.
+/// or its admin endpoint (see [`Callouts::points_at`]).
 fn refuse_grants_to_self(config: &Config, errors: &mut Errors) {
     let own: Vec<SocketAddr> = config
         .listeners
@@ -422,34 +390,12 @@ fn refuse_grants_to_self(config: &Config, errors: &mut Errors) {
         .map(|l| &l.listen)
         .chain(config.admin.iter().map(|a| &a.listen))
         .filter_map(|listen| listen.parse().ok())
-        .filter(|addr: &SocketAddr| addr.port() != 0)
         .collect();
     for (name, f) in &config.filters {
         for (k, grant) in f.allow_http.iter().enumerate() {
-            let Some(authority) = grant.parse::<Authority>().ok() else {
-                continue;
-            };
-            let Some(port) = authority.port_u16() else {
-                continue;
-            };
-            let host = authority
-                .host()
-                .trim_start_matches('[')
-                .trim_end_matches(']');
-            let ips: Vec<IpAddr> = if host.eq_ignore_ascii_case("localhost") {
-                vec![Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()]
-            } else {
-                host.parse().into_iter().collect()
-            };
-            let hits_self = own.iter().any(|addr| {
-                addr.port() == port
-                    && ips.iter().any(|ip| {
-                        addr.ip() == *ip
-                            || (addr.ip().is_unspecified()
-                                && (ip.is_loopback() || ip.is_unspecified()))
-                    })
-            });
-            if hits_self {
+            if let Ok(authority) = grant.parse::<Authority>()
+                && Callouts::points_at(&authority, &own)
+            {
                 errors.push(
                     format!("filters.{name}.allow_http[{k}]"),
                     format!(

@@ -7,6 +7,7 @@
 //! granted authority: a filter cannot pick another virtual host behind it.
 
 use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -87,6 +88,30 @@ impl Callouts {
         block_on(&self.client, fetch)
     }
 
+    /// Whether `grant` is one of `addrs` (the proxy's own listeners): the
+    /// same port, and the same IP, or `localhost` or a loopback IP for an
+    /// address on `0.0.0.0`/`::`. Port 0 (a port picked at bind) and host
+    /// names other than `localhost` (not resolved) never match.
+    pub fn points_at(grant: &Authority, addrs: &[SocketAddr]) -> bool {
+        let Some(port) = grant.port_u16() else {
+            return false;
+        };
+        let host = grant.host().trim_start_matches('[').trim_end_matches(']');
+        let ips: Vec<IpAddr> = if host.eq_ignore_ascii_case("localhost") {
+            vec![Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()]
+        } else {
+            host.parse().into_iter().collect()
+        };
+        addrs.iter().any(|addr| {
+            addr.port() == port
+                && port != 0
+                && ips.iter().any(|ip| {
+                    addr.ip() == *ip
+                        || (addr.ip().is_unspecified() && (ip.is_loopback() || ip.is_unspecified()))
+                })
+        })
+    }
+
     fn prepare(
         &self,
         r: HttpRequest,
@@ -165,4 +190,26 @@ where
     answered
         .recv()
         .unwrap_or_else(|_| Err("the call panicked".to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn points_at(grant: &str, addrs: &[&str]) -> bool {
+        let addrs: Vec<SocketAddr> = addrs.iter().map(|a| a.parse().unwrap()).collect();
+        Callouts::points_at(&grant.parse().unwrap(), &addrs)
+    }
+
+    #[test]
+    fn a_grant_points_at_a_listener_on_its_ip_or_any_address() {
+        assert!(points_at("127.0.0.1:8080", &["127.0.0.1:8080"]));
+        assert!(points_at("localhost:8080", &["127.0.0.1:8080"]));
+        assert!(points_at("[::1]:8080", &["0.0.0.0:8080", "[::]:9"]));
+        assert!(points_at("127.0.0.2:8080", &["0.0.0.0:8080"]));
+        assert!(!points_at("127.0.0.1:8081", &["127.0.0.1:8080"]));
+        assert!(!points_at("10.0.0.5:8080", &["0.0.0.0:8080"]));
+        assert!(!points_at("auth.internal:8080", &["0.0.0.0:8080"]));
+        assert!(!points_at("127.0.0.1:0", &["127.0.0.1:0"]));
+    }
 }

@@ -179,3 +179,35 @@ impl FilterRuntime {
         })
     }
 }
+
+/// The instances a snapshot's chain entries may hold: each entry's
+/// `max_instances` must fit, all together, in what the engine serves with,
+/// and the entries' first instances in what it keeps for building.
+#[derive(Default)]
+pub struct InstanceBudget {
+    entries: usize,
+    max_instances: usize,
+}
+
+impl InstanceBudget {
+    /// Counts one chain entry with its `max_instances`; the error says
+    /// which limit it passes.
+    pub fn add(&mut self, max_instances: usize, filter: &str) -> Result<(), String> {
+        self.entries += 1;
+        self.max_instances += max_instances;
+        if self.entries > BUILD_RESERVE {
+            return Err(format!(
+                "more than {BUILD_RESERVE} chain entries in the config (each keeps instances of its own)"
+            ));
+        }
+        if self.max_instances > SERVING_INSTANCES {
+            return Err(format!(
+                "the max_instances of the chain entries up to this one add up to {}, more than \
+                 the {SERVING_INSTANCES} filter instances the proxy serves with: lower \
+                 filters.{filter}.max_instances (or another filter's)",
+                self.max_instances
+            ));
+        }
+        Ok(())
+    }
+}
