@@ -21,7 +21,7 @@ use crate::filter::callout::Callouts;
 use crate::filter::disk_cache::DiskCache;
 use crate::filter::instance::{InstancePool, Limits};
 use crate::filter::module::CompiledModule;
-use crate::filter::runtime::MAX_MEMORY_MIB;
+use crate::filter::runtime::{InstanceBudget, MAX_MEMORY_MIB, SERVING_INSTANCES};
 use crate::filter::{ChainEntry, FilterChain, FilterRuntime};
 use crate::route::{HeaderCondition, HostMatch, Route, RouteMatch, RouteTable};
 use crate::upstream::Cluster;
@@ -95,11 +95,19 @@ impl Snapshot {
             disk.as_ref(),
             &mut errors,
         );
+        refuse_grants_to_self(config, &mut errors);
+        let files = InlineFiles::new(base_dir, &config.inline_files);
+        let mut chains = ChainBuilder {
+            files: &files,
+            defined: &config.filters,
+            modules: &modules,
+            runtime,
+            instances: InstanceBudget::default(),
+        };
         if config.listeners.is_empty() {
             errors.push("listeners", "at least one listener is required");
         }
         errors.0.extend(crate::config::limit_errors(config));
-        let files = InlineFiles::new(base_dir, &config.inline_files);
         let mut names = HashSet::new();
         let mut listeners = Vec::new();
         for (i, l) in config.listeners.iter().enumerate() {
@@ -134,15 +142,7 @@ impl Snapshot {
                     );
                 }
                 let matcher = build_match(&r.matcher, &format!("{at}.match"), &mut errors);
-                let chain = build_chain(
-                    &r.filters,
-                    &format!("{at}.filters"),
-                    &files,
-                    &config.filters,
-                    &modules,
-                    runtime,
-                    &mut errors,
-                );
+                let chain = chains.build(&r.filters, &format!("{at}.filters"), &mut errors);
                 let cluster = match clusters.get(&r.cluster) {
                     Some(c) => c.clone(),
                     None => {
@@ -269,6 +269,27 @@ fn load_modules(
                 format!("{} is out of range 1..={MAX_MEMORY_MIB}", f.max_memory_mib),
             );
         }
+        if !(1..=SERVING_INSTANCES).contains(&f.max_instances) {
+            errors.push(
+                format!("{at}.max_instances"),
+                format!(
+                    "{} is out of range 1..={SERVING_INSTANCES}",
+                    f.max_instances
+                ),
+            );
+        }
+        for (key, ms) in [
+            ("instance_idle_timeout_ms", f.instance_idle_timeout_ms),
+            ("callout_phase_budget_ms", f.callout_phase_budget_ms),
+            ("callout_request_budget_ms", f.callout_request_budget_ms),
+        ] {
+            if !(1..=3_600_000).contains(&ms) {
+                errors.push(
+                    format!("{at}.{key}"),
+                    format!("{ms} is out of range 1..=3600000"),
+                );
+            }
+        }
         let mut allowed = Vec::new();
         for (k, a) in f.allow_http.iter().enumerate() {
             match a.parse::<Authority>() {
@@ -285,6 +306,10 @@ fn load_modules(
                 let limits = Limits {
                     deadline_ms: f.deadline_ms.max(1),
                     memory_bytes: (f.max_memory_mib.clamp(1, MAX_MEMORY_MIB) << 20) as usize,
+                    max_instances: f.max_instances.clamp(1, SERVING_INSTANCES),
+                    idle_timeout: Duration::from_millis(f.instance_idle_timeout_ms),
+                    callout_phase_budget: Duration::from_millis(f.callout_phase_budget_ms),
+                    callout_request_budget: Duration::from_millis(f.callout_request_budget_ms),
                 };
                 let callouts = Arc::new(Callouts::new(allowed));
                 out.insert(
@@ -302,53 +327,101 @@ fn load_modules(
     out
 }
 
-fn build_chain(
-    entries: &[ChainEntryConfig],
-    at: &str,
-    files: &InlineFiles,
-    defined: &BTreeMap<String, FilterModuleConfig>,
-    modules: &HashMap<String, FilterModule>,
-    runtime: &FilterRuntime,
-    errors: &mut Errors,
-) -> FilterChain {
-    let mut chain = Vec::new();
-    for (k, entry) in entries.iter().enumerate() {
-        let at = format!("{at}[{k}]");
-        let Some(module) = modules.get(&entry.filter) else {
-            // A defined module that failed to load was reported already.
-            if !defined.contains_key(&entry.filter) {
-                errors.push(
-                    format!("{at}.filter"),
-                    format!("unknown filter {:?}{}", entry.filter, known(defined.keys())),
-                );
-            }
-            continue;
-        };
-        let config = match files.inline(&entry.config, &format!("{at}.config")) {
-            Ok(config) => config,
-            Err(file_errors) => {
-                errors.0.extend(file_errors);
+/// Builds chains, counting their instances against what the proxy serves.
+struct ChainBuilder<'a> {
+    files: &'a InlineFiles,
+    defined: &'a BTreeMap<String, FilterModuleConfig>,
+    modules: &'a HashMap<String, FilterModule>,
+    runtime: &'a FilterRuntime,
+    instances: InstanceBudget,
+}
+
+impl ChainBuilder<'_> {
+    fn build(
+        &mut self,
+        entries: &[ChainEntryConfig],
+        at: &str,
+        errors: &mut Errors,
+    ) -> FilterChain {
+        let (files, defined, modules, runtime) =
+            (self.files, self.defined, self.modules, self.runtime);
+        let mut chain = Vec::new();
+        for (k, entry) in entries.iter().enumerate() {
+            let at = format!("{at}[{k}]");
+            let Some(module) = modules.get(&entry.filter) else {
+                // A defined module that failed to load was reported already.
+                if !defined.contains_key(&entry.filter) {
+                    errors.push(
+                        format!("{at}.filter"),
+                        format!("unknown filter {:?}{}", entry.filter, known(defined.keys())),
+                    );
+                }
+                continue;
+            };
+            let config = match files.inline(&entry.config, &format!("{at}.config")) {
+                Ok(config) => config,
+                Err(file_errors) => {
+                    errors.0.extend(file_errors);
+                    continue;
+                }
+            };
+            if let Err(e) = self
+                .instances
+                .add(module.limits.max_instances, &entry.filter)
+            {
+                errors.push(at, e);
                 continue;
             }
-        };
-        let identity = runtime.identity(&entry.filter, module.callouts.clone());
-        match InstancePool::new(
-            runtime.engine(),
-            runtime.watchdog().clone(),
-            module.module.clone(),
-            identity,
-            config.to_string(),
-            module.limits,
-        ) {
-            Ok(pool) => chain.push(ChainEntry::new(
-                entry.filter.as_str().into(),
-                pool,
-                entry.on_error,
-            )),
-            Err(e) => errors.push(format!("{at}.config"), e),
+            let identity = runtime.identity(
+                &entry.filter,
+                &module.module.sha256,
+                module.callouts.clone(),
+            );
+            match InstancePool::new(
+                runtime.engine(),
+                runtime.watchdog().clone(),
+                module.module.clone(),
+                identity,
+                config.to_string(),
+                module.limits,
+                runtime.instance_counts(),
+            ) {
+                Ok(pool) => chain.push(ChainEntry::new(
+                    entry.filter.as_str().into(),
+                    pool,
+                    entry.on_error,
+                )),
+                Err(e) => errors.push(format!("{at}.config"), e),
+            }
+        }
+        FilterChain::new(chain)
+    }
+}
+
+/// Refuses callout grants that point at one of the proxy's own listeners
+/// or its admin endpoint (see [`Callouts::points_at`]).
+fn refuse_grants_to_self(config: &Config, errors: &mut Errors) {
+    let own: Vec<SocketAddr> = config
+        .listeners
+        .iter()
+        .map(|l| &l.listen)
+        .chain(config.admin.iter().map(|a| &a.listen))
+        .filter_map(|listen| listen.parse().ok())
+        .collect();
+    for (name, f) in &config.filters {
+        for (k, grant) in f.allow_http.iter().enumerate() {
+            if let Ok(authority) = grant.parse::<Authority>()
+                && Callouts::points_at(&authority, &own)
+            {
+                errors.push(
+                    format!("filters.{name}.allow_http[{k}]"),
+                    format!(
+                        "{grant:?} is one of this proxy's own listeners: a filter may not call the proxy itself"
+                    ),
+                );
+            }
         }
     }
-    FilterChain::new(chain)
 }
 
 fn build_match(m: &MatchConfig, at: &str, errors: &mut Errors) -> RouteMatch {

@@ -12,6 +12,9 @@
 //!   "init_error": "message",
 //!   "metrics": "forge" | "series_per_request",
 //!   "log": "text"
+//!   "pause_ms": 0,
+//!   "retry_ms": 400000,
+//!   "callout": { "url": "http://host:port/path", "host": "other", "times": 3, "timeout_ms": 1000 }
 //! }
 //! ```
 //!
@@ -39,15 +42,27 @@
 //!   `series` set to the request's `x-series` header, a new series per
 //!   value.
 //! - `log`: logs this text (at `warn`) on every request.
+//! - `pause_ms`: `request_headers` answers `continue-after(pause_ms)` every
+//!   time it is called, for ever.
+//! - `retry_ms`: `response_headers` asks for a retry after `retry_ms` every
+//!   time it is called (the filter's phases then include `retry`).
+//! - `callout`: `request_headers` makes `times` callouts to `url`, with the
+//!   `Host` header `host` if given, and sends their outcomes upstream in
+//!   the request header `x-callouts` (`status=200;error=…`).
+//!
+//! `pause_ms`, `retry_ms` and `callout` apply to the requests `when_header`
+//! picks, whatever `phase` says.
 //!
 //! A request it spares gets the request header `x-misbehave: spared`.
 
 mod misbehaviour;
+mod overreach;
 
 use serde::Deserialize;
 use weft_sdk::{Action, Filter, Phases, Request, Response};
 
 use crate::misbehaviour::Misbehaviour;
+use crate::overreach::Callouts;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -61,6 +76,9 @@ struct Config {
     init_error: Option<String>,
     metrics: Option<MetricsMisuse>,
     log: Option<String>,
+    pause_ms: Option<u64>,
+    retry_ms: Option<u64>,
+    callout: Option<Callouts>,
 }
 
 /// How the filter misuses the metrics API.
@@ -89,12 +107,19 @@ struct Misbehave {
     busy_ms: Option<u64>,
     metrics: Option<MetricsMisuse>,
     log: Option<String>,
+    pause_ms: Option<u64>,
+    retry_ms: Option<u64>,
+    callout: Option<Callouts>,
 }
 
 impl Misbehave {
     /// Whether this request is one to misbehave on.
     fn doomed(&self, req: &Request) -> bool {
-        (self.misbehaviour.is_some() || self.busy_ms.is_some())
+        (self.misbehaviour.is_some()
+            || self.busy_ms.is_some()
+            || self.pause_ms.is_some()
+            || self.retry_ms.is_some()
+            || self.callout.is_some())
             && self
                 .when_header
                 .as_deref()
@@ -142,21 +167,27 @@ impl Filter for Misbehave {
             busy_ms: config.busy_ms,
             metrics: config.metrics,
             log: config.log,
+            pause_ms: config.pause_ms,
+            retry_ms: config.retry_ms,
+            callout: config.callout,
         })
     }
 
     fn phases(&self) -> Phases {
-        match self.phase {
+        let phases = match self.phase {
             Phase::RequestHeaders | Phase::Init => Phases::REQUEST_HEADERS,
             Phase::ResponseHeaders => Phases::REQUEST_HEADERS | Phases::RESPONSE_HEADERS,
             Phase::Done => Phases::REQUEST_HEADERS | Phases::DONE,
+        };
+        if self.retry_ms.is_some() {
+            phases | Phases::RESPONSE_HEADERS | Phases::RETRY
+        } else {
+            phases
         }
     }
 
     fn on_request_headers(&mut self, req: &Request) -> Action {
-        if !self.doomed(req) {
-            req.set_header("x-misbehave", "spared");
-        }
+        // Metrics and log misuses apply to every request.
         if let Some(text) = &self.log {
             weft_sdk::log::log(weft_sdk::log::Level::Warn, text);
         }
@@ -172,6 +203,16 @@ impl Filter for Misbehave {
             }
             None => {}
         }
+        if !self.doomed(req) {
+            req.set_header("x-misbehave", "spared");
+            return Action::Continue;
+        }
+        if let Some(callout) = &self.callout {
+            overreach::call_out(callout, req);
+        }
+        if let Some(ms) = self.pause_ms {
+            return overreach::pause_forever(ms);
+        }
         self.maybe_misbehave(Phase::RequestHeaders, req);
         Action::Continue
     }
@@ -180,6 +221,11 @@ impl Filter for Misbehave {
         if self.misbehaviour == Some(Misbehaviour::SetContentLength) && self.doomed(req) {
             resp.set_header("content-length", "5");
             return Action::Continue;
+        }
+        if let Some(ms) = self.retry_ms
+            && self.doomed(req)
+        {
+            return overreach::retry_forever(ms);
         }
         self.maybe_misbehave(Phase::ResponseHeaders, req);
         Action::Continue
@@ -223,6 +269,20 @@ mod tests {
         assert_eq!(filter.misbehaviour, None);
         assert_eq!(filter.busy_ms, Some(300));
         assert_eq!(filter.phases(), Phases::REQUEST_HEADERS | Phases::DONE);
+    }
+
+    #[test]
+    fn pauses_retries_and_callouts_are_configured() {
+        let filter = new(r#"{"retry_ms": 400000}"#).unwrap();
+        assert_eq!(
+            filter.phases(),
+            Phases::REQUEST_HEADERS | Phases::RESPONSE_HEADERS | Phases::RETRY
+        );
+        let filter =
+            new(r#"{"pause_ms": 0, "callout": {"url": "http://a:1/", "host": "b"}}"#).unwrap();
+        assert_eq!(filter.pause_ms, Some(0));
+        assert_eq!(filter.callout.as_ref().unwrap().times, 1);
+        assert_eq!(filter.phases(), Phases::REQUEST_HEADERS);
     }
 
     #[test]

@@ -17,6 +17,14 @@ pub struct Config {
     /// Let requests ask for faults with the `x-weft-fault-*` headers.
     #[serde(default)]
     pub header_trigger: bool,
+    /// The longest delay a request may ask for with `x-weft-fault-delay`;
+    /// longer asks are cut to it.
+    #[serde(default = "default_max_header_delay_ms")]
+    pub max_header_delay_ms: u64,
+}
+
+fn default_max_header_delay_ms() -> u64 {
+    DEFAULT_MAX_HEADER_DELAY_MS
 }
 
 /// `abort`, as written.
@@ -57,6 +65,8 @@ pub struct Settings {
     pub delay: Option<Delay>,
     /// Whether the `x-weft-fault-*` request headers are obeyed.
     pub header_trigger: bool,
+    /// In `1 ms..=MAX_DELAY`: the longest delay a trigger header gets.
+    pub max_header_delay: Duration,
 }
 
 /// A checked `abort`.
@@ -85,6 +95,10 @@ pub const STATUSES: std::ops::RangeInclusive<u16> = 200..=599;
 /// The longest delay: the host pauses a request for at most 5 minutes.
 pub const MAX_DELAY_MS: u64 = 300_000;
 
+/// The default longest delay a request may ask for itself: a client that
+/// holds requests (and their filter instances) asks for this at most.
+pub const DEFAULT_MAX_HEADER_DELAY_MS: u64 = 10_000;
+
 /// The `message` of an abort's body when `abort.body` is not given.
 pub const DEFAULT_MESSAGE: &str = "fault injected by the fault filter";
 
@@ -111,10 +125,13 @@ impl Config {
                 percent: check_percent(delay.percent).map_err(|e| format!("delay.percent: {e}"))?,
             }),
         };
+        let max_header_delay = check_delay(self.max_header_delay_ms)
+            .map_err(|e| format!("max_header_delay_ms: {e}"))?;
         Ok(Settings {
             abort,
             delay,
             header_trigger: self.header_trigger,
+            max_header_delay,
         })
     }
 }
@@ -185,8 +202,11 @@ mod tests {
                     percent: 50.0
                 }),
                 header_trigger: true,
+                max_header_delay: Duration::from_millis(DEFAULT_MAX_HEADER_DELAY_MS),
             }
         );
+        let settings = parse(r#"{"header_trigger": true, "max_header_delay_ms": 250}"#).unwrap();
+        assert_eq!(settings.max_header_delay, Duration::from_millis(250));
     }
 
     #[test]
@@ -247,6 +267,10 @@ mod tests {
             "delay.ms: 300001 ms is longer than the longest delay, 300000 ms (5 minutes)"
         );
         assert!(err(r#"{"delay": {"ms": 5, "percent": 101}}"#).starts_with("delay.percent: 101"));
+        assert_eq!(
+            err(r#"{"header_trigger": true, "max_header_delay_ms": 0}"#),
+            "max_header_delay_ms: a delay must be at least 1 ms"
+        );
     }
 
     #[test]

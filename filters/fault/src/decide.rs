@@ -29,7 +29,8 @@ pub struct Triggers<'a> {
 }
 
 /// Decides the faults of one request. A valid trigger header decides its
-/// fault (`x-weft-fault-delay: 0` means no delay); otherwise the configured
+/// fault (`x-weft-fault-delay: 0` means no delay; a longer delay than
+/// `max_header_delay` is cut to it); otherwise the configured
 /// fault applies with its percentage, drawing from `random` (one number per
 /// configured fault, delay first). Invalid trigger values are ignored and
 /// described in the returned notes.
@@ -47,6 +48,14 @@ pub fn decide(
         .and_then(|value| note_err(&mut notes, ABORT_HEADER, parse_abort(value)));
 
     let delay = match forced_delay {
+        Some(forced) if forced > settings.max_header_delay => {
+            notes.push(format!(
+                "{DELAY_HEADER}: {} ms cut to max_header_delay_ms, {} ms",
+                forced.as_millis(),
+                settings.max_header_delay.as_millis()
+            ));
+            Some(settings.max_header_delay)
+        }
         Some(forced) => (!forced.is_zero()).then_some(forced),
         None => settings
             .delay
@@ -120,6 +129,7 @@ mod tests {
                 percent,
             }),
             header_trigger: true,
+            max_header_delay: Duration::from_millis(1000),
         }
     }
 
@@ -241,6 +251,21 @@ mod tests {
                 delay: None,
                 abort: Some(502)
             }
+        );
+    }
+
+    #[test]
+    fn a_triggered_delay_is_cut_to_the_longest_allowed() {
+        let s = settings(None, None);
+        let triggers = Triggers {
+            abort: None,
+            delay: Some("300000"),
+        };
+        let (decision, notes) = decide(&s, triggers, no_random);
+        assert_eq!(decision.delay, Some(Duration::from_millis(1000)));
+        assert_eq!(
+            notes,
+            ["x-weft-fault-delay: 300000 ms cut to max_header_delay_ms, 1000 ms"]
         );
     }
 

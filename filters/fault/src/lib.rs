@@ -8,13 +8,15 @@
 //! {
 //!   "abort": { "status": 503, "percent": 10.0, "body": "injected outage" },
 //!   "delay": { "ms": 200, "percent": 50.0 },
-//!   "header_trigger": true
+//!   "header_trigger": true,
+//!   "max_header_delay_ms": 10000
 //! }
 //! ```
 //!
 //! A request is first delayed (if chosen), then aborted (if chosen). With
 //! `header_trigger`, `x-weft-fault-delay: <ms>` and `x-weft-fault-abort:
-//! <status>` decide those faults for the request, and are removed before it
+//! <status>` decide those faults for the request (a delay at most
+//! `max_header_delay_ms`, 10 s by default), and are removed before it
 //! goes upstream. An abort answers
 //! `{"error":"fault_injected","message":…,"request_id":…}` with
 //! `x-weft-fault: abort`. See `docs/filters/fault.md`.

@@ -151,18 +151,51 @@ pub struct FilterModuleConfig {
     /// `host:port` authorities the filter may call with `http-call`.
     #[serde(default)]
     pub allow_http: Vec<String>,
+    /// Most instances of one chain entry alive at once; a request that needs
+    /// one more gets 503 `overloaded`.
+    #[serde(default = "default_max_instances")]
+    pub max_instances: usize,
+    /// An idle instance unused this long is dropped (one is always kept).
+    #[serde(default = "default_instance_idle_timeout_ms")]
+    pub instance_idle_timeout_ms: u64,
+    /// Longest total wait on callouts in one phase call.
+    #[serde(default = "default_callout_phase_budget_ms")]
+    pub callout_phase_budget_ms: u64,
+    /// Longest total wait on this filter's callouts in one request.
+    #[serde(default = "default_callout_request_budget_ms")]
+    pub callout_request_budget_ms: u64,
 }
 
 /// Default deadline of one phase call.
 pub const DEFAULT_DEADLINE_MS: u64 = 10;
 /// Default memory cap of one instance.
 pub const DEFAULT_MAX_MEMORY_MIB: u64 = 16;
+/// Default most instances of one chain entry.
+pub const DEFAULT_MAX_INSTANCES: usize = 64;
+/// Default idle time after which an instance is dropped.
+pub const DEFAULT_INSTANCE_IDLE_TIMEOUT_MS: u64 = 60_000;
+/// Default callout wait budget of one phase call.
+pub const DEFAULT_CALLOUT_PHASE_BUDGET_MS: u64 = 2_000;
+/// Default callout wait budget of one request.
+pub const DEFAULT_CALLOUT_REQUEST_BUDGET_MS: u64 = 5_000;
 
 fn default_deadline_ms() -> u64 {
     DEFAULT_DEADLINE_MS
 }
 fn default_max_memory_mib() -> u64 {
     DEFAULT_MAX_MEMORY_MIB
+}
+fn default_max_instances() -> usize {
+    DEFAULT_MAX_INSTANCES
+}
+fn default_instance_idle_timeout_ms() -> u64 {
+    DEFAULT_INSTANCE_IDLE_TIMEOUT_MS
+}
+fn default_callout_phase_budget_ms() -> u64 {
+    DEFAULT_CALLOUT_PHASE_BUDGET_MS
+}
+fn default_callout_request_budget_ms() -> u64 {
+    DEFAULT_CALLOUT_REQUEST_BUDGET_MS
 }
 
 /// `listeners[i]:`

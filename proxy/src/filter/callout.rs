@@ -2,13 +2,17 @@
 //! a filter module is granted (`filters.<name>.allow_http`), `http://` only,
 //! bounded in time and size. The guest sees a blocking call; the calls run
 //! on a runtime of their own while the worker waits, and the wait is not
-//! counted against the phase's deadline.
+//! counted against the phase's deadline but against the filter's callout
+//! budgets (per phase and per request). The `Host` sent is always the
+//! granted authority: a filter cannot pick another virtual host behind it.
 
 use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::header::HOST;
 use http::uri::{Authority, Scheme};
 use http::{HeaderName, HeaderValue, Method, Request, Uri};
 use http_body_util::{BodyExt, Full, Limited};
@@ -43,9 +47,16 @@ impl Callouts {
         }
     }
 
-    /// Performs `request`, blocking this thread until it is answered.
-    pub fn call(&self, request: HttpRequest, filter: &str) -> Result<HttpResponse, String> {
+    /// Performs `request`, blocking this thread until it is answered or
+    /// for `max_wait` at most.
+    pub fn call(
+        &self,
+        request: HttpRequest,
+        filter: &str,
+        max_wait: Duration,
+    ) -> Result<HttpResponse, String> {
         let (req, timeout) = self.prepare(request, filter)?;
+        let timeout = timeout.min(max_wait);
         let fetch = |client: CalloutClient| async move {
             let exchange = async {
                 let resp = client.request(req).await.map_err(|e| format!("{e:#}"))?;
@@ -77,6 +88,30 @@ impl Callouts {
         block_on(&self.client, fetch)
     }
 
+    /// Whether `grant` is one of `addrs` (the proxy's own listeners): the
+    /// same port, and the same IP, or `localhost` or a loopback IP for an
+    /// address on `0.0.0.0`/`::`. Port 0 (a port picked at bind) and host
+    /// names other than `localhost` (not resolved) never match.
+    pub fn points_at(grant: &Authority, addrs: &[SocketAddr]) -> bool {
+        let Some(port) = grant.port_u16() else {
+            return false;
+        };
+        let host = grant.host().trim_start_matches('[').trim_end_matches(']');
+        let ips: Vec<IpAddr> = if host.eq_ignore_ascii_case("localhost") {
+            vec![Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()]
+        } else {
+            host.parse().into_iter().collect()
+        };
+        addrs.iter().any(|addr| {
+            addr.port() == port
+                && port != 0
+                && ips.iter().any(|ip| {
+                    addr.ip() == *ip
+                        || (addr.ip().is_unspecified() && (ip.is_loopback() || ip.is_unspecified()))
+                })
+        })
+    }
+
     fn prepare(
         &self,
         r: HttpRequest,
@@ -93,16 +128,15 @@ impl Callouts {
             .authority()
             .ok_or_else(|| format!("invalid URL {:?}: no host", r.url))?;
         let port = authority.port_u16().unwrap_or(80);
-        let granted = self
-            .allowed
-            .iter()
-            .any(|a| a.host().eq_ignore_ascii_case(authority.host()) && a.port_u16() == Some(port));
-        if !granted {
+        let Some(granted) = self.allowed.iter().find(|a| {
+            a.host().eq_ignore_ascii_case(authority.host()) && a.port_u16() == Some(port)
+        }) else {
             return Err(format!(
                 "{}:{port} is not allowed: add it to filters.{filter}.allow_http",
                 authority.host()
             ));
-        }
+        };
+        let host = HeaderValue::from_str(granted.as_str()).map_err(|e| e.to_string())?;
         let method = Method::from_bytes(r.method.as_bytes())
             .map_err(|_| format!("invalid method {:?}", r.method))?;
         let mut req = Request::builder().method(method).uri(uri);
@@ -111,8 +145,11 @@ impl Callouts {
                 .map_err(|_| format!("invalid header name {name:?}"))?;
             let v = HeaderValue::from_str(value)
                 .map_err(|_| format!("invalid value for header {name:?}"))?;
-            req = req.header(n, v);
+            if n != HOST {
+                req = req.header(n, v);
+            }
         }
+        req = req.header(HOST, host);
         let req = req
             .body(Full::new(Bytes::from(r.body)))
             .map_err(|e| e.to_string())?;
@@ -153,4 +190,26 @@ where
     answered
         .recv()
         .unwrap_or_else(|_| Err("the call panicked".to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn points_at(grant: &str, addrs: &[&str]) -> bool {
+        let addrs: Vec<SocketAddr> = addrs.iter().map(|a| a.parse().unwrap()).collect();
+        Callouts::points_at(&grant.parse().unwrap(), &addrs)
+    }
+
+    #[test]
+    fn a_grant_points_at_a_listener_on_its_ip_or_any_address() {
+        assert!(points_at("127.0.0.1:8080", &["127.0.0.1:8080"]));
+        assert!(points_at("localhost:8080", &["127.0.0.1:8080"]));
+        assert!(points_at("[::1]:8080", &["0.0.0.0:8080", "[::]:9"]));
+        assert!(points_at("127.0.0.2:8080", &["0.0.0.0:8080"]));
+        assert!(!points_at("127.0.0.1:8081", &["127.0.0.1:8080"]));
+        assert!(!points_at("10.0.0.5:8080", &["0.0.0.0:8080"]));
+        assert!(!points_at("auth.internal:8080", &["0.0.0.0:8080"]));
+        assert!(!points_at("127.0.0.1:0", &["127.0.0.1:0"]));
+    }
 }

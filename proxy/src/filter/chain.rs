@@ -118,8 +118,12 @@ pub struct ChainFailure {
     pub failure: FilterFailure,
 }
 
-/// Longest total of `continue-after` pauses in one request.
+/// Longest total of `continue-after` pauses and retry delays in one request.
 pub const MAX_PAUSE: Duration = Duration::from_secs(300);
+/// Most `continue-after` pauses and retries in one request.
+pub const MAX_PAUSES: u32 = 1000;
+/// The shortest pause: `continue-after(0)` waits this long.
+pub const MIN_PAUSE: Duration = Duration::from_millis(1);
 
 /// What the chain decided after a phase.
 pub enum Step {
@@ -150,19 +154,28 @@ enum Slot {
     FailedOpen,
 }
 
+/// One chain entry's part of a request.
+struct EntryRun {
+    slot: Slot,
+    /// Time this entry's callouts waited in this request.
+    callouts_waited: Duration,
+}
+
 /// One request's run through a chain.
 pub struct ChainRun {
     chain: Arc<FilterChain>,
     metrics: Arc<Registry>,
-    slots: Vec<Slot>,
+    slots: Vec<EntryRun>,
     /// How many entries ran their request phases (response phases run over
     /// these, in reverse).
     ran: usize,
     /// Where a paused phase resumes: the next entry (request phases) or the
     /// bound of the entries still to run (response phases).
     resume: Option<(Phase, usize)>,
-    /// Time paused so far.
+    /// Time paused (and waited before retries) so far.
     paused: Duration,
+    /// Pauses and retries so far.
+    pauses: u32,
 }
 
 impl ChainRun {
@@ -172,10 +185,16 @@ impl ChainRun {
         Self {
             chain,
             metrics,
-            slots: (0..n).map(|_| Slot::Free).collect(),
+            slots: (0..n)
+                .map(|_| EntryRun {
+                    slot: Slot::Free,
+                    callouts_waited: Duration::ZERO,
+                })
+                .collect(),
             ran: 0,
             resume: None,
             paused: Duration::ZERO,
+            pauses: 0,
         }
     }
 
@@ -258,49 +277,84 @@ impl ChainRun {
 
     fn call(&mut self, i: usize, exchange: &mut Box<Exchange>, phase: Phase) -> Step {
         let entry = &self.chain.entries[i];
-        if matches!(self.slots[i], Slot::FailedOpen) || !entry.implements(phase) {
+        let run = &mut self.slots[i];
+        if matches!(run.slot, Slot::FailedOpen) || !entry.implements(phase) {
             return Step::Continue;
         }
-        let instance = match std::mem::replace(&mut self.slots[i], Slot::Free) {
+        let instance = match std::mem::replace(&mut run.slot, Slot::Free) {
             Slot::Held(instance) => Ok(instance),
             _ => entry.pool.acquire(),
         };
         let result = instance.and_then(|mut instance| {
-            let action = instance.run(exchange, phase)?;
+            let action = instance.run(exchange, phase, &mut run.callouts_waited)?;
             // A filter that pauses or retries is called again: it keeps its
             // instance (and so its state) for that.
             let again = matches!(action, Action::ContinueAfter(_) | Action::Retry(_));
             if entry.last_phase == Some(phase) && !again {
                 entry.pool.release(instance);
             } else {
-                self.slots[i] = Slot::Held(instance);
+                run.slot = Slot::Held(instance);
             }
             Ok(action)
         });
         let may_retry = entry.pool.phases.contains(Phases::RETRY);
         match result.and_then(|action| to_step(action, phase, may_retry)) {
-            Ok(Step::Pause(pause)) if self.paused + pause > MAX_PAUSE => self.fail(
-                i,
-                phase,
-                FilterFailure::Trap(format!(
-                    "{}: continue-after: the request's pauses would exceed {} s",
-                    phase.name(),
-                    MAX_PAUSE.as_secs()
-                )),
-                exchange,
-            ),
-            Ok(Step::Pause(pause)) => {
-                self.paused += pause;
-                Step::Pause(pause)
-            }
+            Ok(Step::Pause(pause)) => match self.count_pause(pause, phase, "continue-after") {
+                Ok(()) => Step::Pause(pause.max(MIN_PAUSE)),
+                Err(failure) => self.fail(i, phase, failure, exchange),
+            },
+            Ok(Step::Retry(delay)) => match self.count_pause(delay, phase, "retry") {
+                Ok(()) => Step::Retry(delay),
+                Err(failure) => self.fail(i, phase, failure, exchange),
+            },
             Ok(step) => step,
             Err(failure) => self.fail(i, phase, failure, exchange),
         }
     }
 
+    /// Counts a pause or a retry's delay against the request's budget: at
+    /// most [`MAX_PAUSES`] of them, adding up to at most [`MAX_PAUSE`].
+    fn count_pause(
+        &mut self,
+        pause: Duration,
+        phase: Phase,
+        what: &str,
+    ) -> Result<(), FilterFailure> {
+        let pause = pause.max(MIN_PAUSE);
+        let refuse = |limit: String| {
+            Err(FilterFailure::Trap(format!(
+                "{}: {what}: the request's pauses and retries would exceed {limit}",
+                phase.name()
+            )))
+        };
+        if self.pauses >= MAX_PAUSES {
+            return refuse(format!("the limit of {MAX_PAUSES} per request"));
+        }
+        if self.paused + pause > MAX_PAUSE {
+            return refuse(format!("{} s in all", MAX_PAUSE.as_secs()));
+        }
+        self.pauses += 1;
+        self.paused += pause;
+        Ok(())
+    }
+
     fn fail(&mut self, i: usize, phase: Phase, failure: FilterFailure, ex: &Exchange) -> Step {
         let entry = &self.chain.entries[i];
         let kind = match failure {
+            // A limit, not a fault of the filter: never skipped, never
+            // counted as its failure.
+            FilterFailure::Overloaded(_) => {
+                let _ = self.metrics.counter_add(
+                    "weft_filter_overloaded_total",
+                    vec![("filter".into(), entry.name.to_string())],
+                    1,
+                );
+                return Step::Failed(ChainFailure {
+                    filter: entry.name.clone(),
+                    phase,
+                    failure,
+                });
+            }
             FilterFailure::Deadline(_) => "deadline",
             FilterFailure::Memory(_) => "memory",
             FilterFailure::Trap(_) => "trap",
@@ -324,7 +378,7 @@ impl ChainRun {
         );
         match entry.on_error {
             OnError::FailOpen => {
-                self.slots[i] = Slot::FailedOpen;
+                self.slots[i].slot = Slot::FailedOpen;
                 Step::Continue
             }
             OnError::FailClosed => Step::Failed(ChainFailure {
@@ -338,8 +392,8 @@ impl ChainRun {
 
 impl Drop for ChainRun {
     fn drop(&mut self) {
-        for (entry, slot) in self.chain.entries.iter().zip(self.slots.drain(..)) {
-            if let Slot::Held(instance) = slot {
+        for (entry, run) in self.chain.entries.iter().zip(self.slots.drain(..)) {
+            if let Slot::Held(instance) = run.slot {
                 entry.pool.release(instance);
             }
         }

@@ -96,6 +96,9 @@ pub struct CallClock {
     pub started: Instant,
     /// Time spent waiting on callouts.
     pub waited: std::time::Duration,
+    /// How long this call may wait on callouts in all: the least of the
+    /// phase's and what is left of the request's callout budget.
+    pub callout_budget: std::time::Duration,
     /// [`CallSlot::stalled`] when the call started.
     pub stalled_before: std::time::Duration,
     /// Where the deadline watchdog reads when this call's deadline passes.
@@ -257,10 +260,22 @@ impl host::Host for HostState {
         &mut self,
         request: HttpRequest,
     ) -> wasmtime::Result<Result<HttpResponse, String>> {
+        let budget = self.clock.callout_budget.saturating_sub(self.clock.waited);
+        if budget.is_zero() {
+            return Ok(Err(format!(
+                "no callout budget left: the callout waits of this phase or request reached \
+                 their limit (filters.{name}.callout_phase_budget_ms, \
+                 filters.{name}.callout_request_budget_ms)",
+                name = self.identity.name
+            )));
+        }
         // The wait does not count: no deadline runs meanwhile.
         self.clock.slot.disarm();
         let started = Instant::now();
-        let result = self.identity.callouts.call(request, &self.identity.name);
+        let result = self
+            .identity
+            .callouts
+            .call(request, &self.identity.name, budget);
         let now = Instant::now();
         self.clock.waited += now - started;
         self.clock

@@ -3,8 +3,8 @@
 //! its chain entry's pool and gives it back, so requests never pay for
 //! instantiation. An instance that failed is dropped, never returned.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-
 use std::time::{Duration, Instant};
 
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
@@ -16,9 +16,6 @@ use super::exchange::{Exchange, Phase};
 use super::host::{CallClock, FilterIdentity, HostState, MemoryCap};
 use super::module::CompiledModule;
 
-/// Idle instances kept per pool; more are created under load and dropped
-/// when returned to a full pool.
-const MAX_IDLE: usize = 256;
 /// Deadline of `init` (it may parse a large config).
 const INIT_DEADLINE_MS: u64 = 1_000;
 
@@ -37,6 +34,10 @@ pub enum FilterFailure {
     /// No instance could be created.
     #[error("cannot instantiate: {0}")]
     Instantiate(String),
+    /// Every instance the limits allow is in use: the request is refused
+    /// (503), whatever the filter's `on_error` says. Not a filter failure.
+    #[error("{0}")]
+    Overloaded(String),
 }
 
 /// The limits every call of one chain entry runs under.
@@ -46,6 +47,50 @@ pub struct Limits {
     pub deadline_ms: u64,
     /// Memory cap of one instance, in bytes.
     pub memory_bytes: usize,
+    /// Most instances of the pool alive at once (held and idle).
+    pub max_instances: usize,
+    /// An idle instance unused this long is dropped (the pool keeps one).
+    pub idle_timeout: Duration,
+    /// Longest total wait on callouts in one phase call.
+    pub callout_phase_budget: Duration,
+    /// Longest total wait on callouts of one request (this chain entry).
+    pub callout_request_budget: Duration,
+}
+
+/// Live instances: the whole engine's and one pool's. Every instance holds
+/// a [`Lease`] on its pool's counter.
+pub struct InstanceCounts {
+    /// Instances alive in every pool of the process.
+    pub engine: Arc<AtomicUsize>,
+    /// Most instances alive at once for serving requests: the engine's
+    /// limit minus what reloads need to build (see `runtime`).
+    pub serving_cap: usize,
+}
+
+/// What a pool's instances share: its limits and its count of them.
+struct PoolShared {
+    limits: Limits,
+    /// Instances of the pool alive (held by requests or idle).
+    live: AtomicUsize,
+    /// Instances alive in the whole engine.
+    engine_live: Arc<AtomicUsize>,
+}
+
+/// One live instance, counted in its pool and in the engine until dropped.
+/// One pointer: instances move on every acquire and release.
+struct Lease(Arc<PoolShared>);
+
+impl Lease {
+    fn limits(&self) -> &Limits {
+        &self.0.limits
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::Relaxed);
+        self.0.engine_live.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A ready instance: `init` has run with its pool's config.
@@ -56,7 +101,8 @@ pub struct Limits {
 pub struct FilterInstance {
     store: Store<HostState>,
     bindings: Box<HttpFilter>,
-    limits: Limits,
+    /// Dropped last: the instance counts until its store is gone.
+    lease: Lease,
 }
 
 impl FilterInstance {
@@ -65,6 +111,7 @@ impl FilterInstance {
         &mut self,
         exchange: &mut Box<Exchange>,
         phase: Phase,
+        callout_request_left: Duration,
         call: impl FnOnce(&HttpFilter, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, FilterFailure> {
         exchange.phase = phase;
@@ -72,6 +119,11 @@ impl FilterInstance {
         let started = Instant::now();
         data.clock.started = started;
         data.clock.waited = Duration::ZERO;
+        data.clock.callout_budget = self
+            .lease
+            .limits()
+            .callout_phase_budget
+            .min(callout_request_left);
         data.clock.stalled_before = data.clock.slot.stalled();
         data.clock.slot.arm(started, data.clock.deadline);
         std::mem::swap(&mut data.exchange, exchange);
@@ -88,10 +140,10 @@ impl FilterInstance {
 
     fn failure(&self, error: wasmtime::Error) -> FilterFailure {
         if self.store.data().memory.hit {
-            return FilterFailure::Memory((self.limits.memory_bytes >> 20) as u64);
+            return FilterFailure::Memory((self.lease.limits().memory_bytes >> 20) as u64);
         }
         if let Some(Trap::Interrupt) = error.downcast_ref::<Trap>() {
-            return FilterFailure::Deadline(self.limits.deadline_ms);
+            return FilterFailure::Deadline(self.lease.limits().deadline_ms);
         }
         let message = format!("{error:#}");
         // Imports outside the contract (WASI) are linked as traps: say so,
@@ -109,13 +161,21 @@ impl FilterInstance {
         FilterFailure::Trap(message)
     }
 
-    /// Calls the phase, returning what the filter asks for.
+    /// Calls the phase, returning what the filter asks for. `callouts_waited`
+    /// is the request's wait on this entry's callouts so far; the call's wait
+    /// is added to it.
     pub fn run(
         &mut self,
         exchange: &mut Box<Exchange>,
         phase: Phase,
+        callouts_waited: &mut Duration,
     ) -> Result<Action, FilterFailure> {
-        self.call(exchange, phase, |b, store| {
+        let request_left = self
+            .lease
+            .limits()
+            .callout_request_budget
+            .saturating_sub(*callouts_waited);
+        let result = self.call(exchange, phase, request_left, |b, store| {
             let f = b.weft_filter_filter();
             match phase {
                 Phase::RequestHeaders => f.call_on_request_headers(store),
@@ -124,7 +184,14 @@ impl FilterInstance {
                 Phase::ResponseBody => f.call_on_response_body(store),
                 Phase::Done => f.call_on_done(store).map(|()| Action::Continue),
             }
-        })
+        });
+        *callouts_waited += self.store.data().clock.waited;
+        result
+    }
+
+    /// When the instance's last call started.
+    fn last_used(&self) -> Instant {
+        self.store.data().clock.started
     }
 }
 
@@ -135,10 +202,13 @@ pub struct InstancePool {
     module: Arc<CompiledModule>,
     identity: Arc<FilterIdentity>,
     config_json: String,
-    limits: Limits,
     /// The phases the filter implements, as it reported after `init`.
     pub phases: Phases,
+    /// Idle instances, the most recently used last.
     idle: Mutex<Vec<FilterInstance>>,
+    /// The limits and the count of live instances.
+    shared: Arc<PoolShared>,
+    serving_cap: usize,
 }
 
 impl InstancePool {
@@ -151,6 +221,7 @@ impl InstancePool {
         identity: Arc<FilterIdentity>,
         config_json: String,
         limits: Limits,
+        counts: &InstanceCounts,
     ) -> Result<Self, String> {
         let mut pool = Self {
             engine: engine.clone(),
@@ -158,17 +229,51 @@ impl InstancePool {
             module,
             identity,
             config_json,
-            limits,
             phases: Phases::empty(),
             idle: Mutex::new(Vec::new()),
+            shared: Arc::new(PoolShared {
+                limits,
+                live: AtomicUsize::new(0),
+                engine_live: counts.engine.clone(),
+            }),
+            serving_cap: counts.serving_cap,
         };
-        let (first, phases) = pool.instantiate()?;
+        // The first instance may use the engine's reserve for builds.
+        let (first, phases) = pool.instantiate(pool.lease())?;
         pool.phases = phases;
         pool.idle.get_mut().unwrap().push(first);
         Ok(pool)
     }
 
-    fn instantiate(&self) -> Result<(FilterInstance, Phases), String> {
+    /// Counts one more instance, whatever the limits.
+    fn lease(&self) -> Lease {
+        self.shared.live.fetch_add(1, Ordering::Relaxed);
+        self.shared.engine_live.fetch_add(1, Ordering::Relaxed);
+        Lease(self.shared.clone())
+    }
+
+    /// Counts one more instance if the pool's and the engine's serving
+    /// limits allow it.
+    fn try_lease(&self) -> Result<Lease, FilterFailure> {
+        let lease = self.lease();
+        let pool = self.shared.live.load(Ordering::Relaxed);
+        let engine = self.shared.engine_live.load(Ordering::Relaxed);
+        if pool > self.shared.limits.max_instances {
+            return Err(FilterFailure::Overloaded(format!(
+                "all {} instances of filter {:?} are in use (filters.{}.max_instances)",
+                self.shared.limits.max_instances, &*self.identity.name, &*self.identity.name
+            )));
+        }
+        if engine > self.serving_cap {
+            return Err(FilterFailure::Overloaded(format!(
+                "the {} filter instances the proxy serves with are all in use",
+                self.serving_cap
+            )));
+        }
+        Ok(lease)
+    }
+
+    fn instantiate(&self, lease: Lease) -> Result<(FilterInstance, Phases), String> {
         let _ = self.identity.metrics.counter_add(
             "weft_filter_instances_created_total",
             vec![("filter".into(), self.identity.name.to_string())],
@@ -177,7 +282,7 @@ impl InstancePool {
         let slot = self.watchdog.slot();
         let state = HostState {
             memory: MemoryCap {
-                bytes: self.limits.memory_bytes,
+                bytes: self.shared.limits.memory_bytes,
                 hit: false,
             },
             identity: self.identity.clone(),
@@ -186,6 +291,7 @@ impl InstancePool {
                 deadline: Duration::from_millis(INIT_DEADLINE_MS),
                 started: Instant::now(),
                 waited: Duration::ZERO,
+                callout_budget: self.shared.limits.callout_phase_budget,
                 stalled_before: slot.stalled(),
                 slot,
             },
@@ -216,41 +322,60 @@ impl InstancePool {
         let mut instance = FilterInstance {
             store,
             bindings: Box::new(bindings),
-            limits: self.limits,
+            lease,
         };
         let config = self.config_json.as_str();
         let mut scratch = Box::default();
         let init = instance
-            .call(&mut scratch, Phase::RequestHeaders, |b, store| {
-                b.weft_filter_filter().call_init(store, config)
-            })
+            .call(
+                &mut scratch,
+                Phase::RequestHeaders,
+                Duration::MAX,
+                |b, store| b.weft_filter_filter().call_init(store, config),
+            )
             .map_err(|e| format!("init {e}"))?;
         init.map_err(|e| format!("init rejected the config: {e}"))?;
         let phases = instance
-            .call(&mut scratch, Phase::RequestHeaders, |b, store| {
-                b.weft_filter_filter().call_phases(store)
-            })
+            .call(
+                &mut scratch,
+                Phase::RequestHeaders,
+                Duration::MAX,
+                |b, store| b.weft_filter_filter().call_phases(store),
+            )
             .map_err(|e| format!("phases {e}"))?;
-        instance.store.data_mut().clock.deadline = Duration::from_millis(self.limits.deadline_ms);
+        instance.store.data_mut().clock.deadline =
+            Duration::from_millis(self.shared.limits.deadline_ms);
         Ok((instance, phases))
     }
 
-    /// An idle instance, or a new one.
+    /// An idle instance, or a new one if the limits allow it
+    /// ([`FilterFailure::Overloaded`] otherwise).
     pub fn acquire(&self) -> Result<FilterInstance, FilterFailure> {
         if let Some(instance) = self.idle.lock().unwrap().pop() {
             return Ok(instance);
         }
-        self.instantiate()
+        let lease = self.try_lease()?;
+        self.instantiate(lease)
             .map(|(instance, _)| instance)
             .map_err(FilterFailure::Instantiate)
     }
 
-    /// Gives back a healthy instance.
+    /// Gives back a healthy instance, and drops the oldest idle one if it
+    /// went unused for longer than the idle timeout (the pool keeps one).
+    /// The given-back instance's last call start stands for "now": no clock
+    /// is read here.
     pub fn release(&self, instance: FilterInstance) {
+        let now = instance.last_used();
         let mut idle = self.idle.lock().unwrap();
-        if idle.len() < MAX_IDLE {
-            idle.push(instance);
-        }
+        let stale = idle.first().is_some_and(|oldest| {
+            now.saturating_duration_since(oldest.last_used()) > self.shared.limits.idle_timeout
+        });
+        // Rare, and the pool is small: shifting the others down is cheap.
+        let trimmed = stale.then(|| idle.remove(0));
+        idle.push(instance);
+        drop(idle);
+        // Dropped outside the lock.
+        drop(trimmed);
     }
 
     /// The module's hash.

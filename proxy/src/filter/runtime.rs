@@ -4,7 +4,8 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
 use wasmtime::{
@@ -15,20 +16,36 @@ use super::callout::Callouts;
 use super::deadline::DeadlineWatchdog;
 use super::disk_cache::DiskCache;
 use super::host::FilterIdentity;
+use super::instance::InstanceCounts;
 use super::module::{CompiledModule, ModuleCache, ModuleError};
-use super::shared::SharedState;
+use super::shared::{SharedBytes, SharedState};
 use crate::config::ModuleCacheConfig;
 use crate::telemetry::Registry;
 
 /// The largest memory cap a filter may be given, in MiB.
 pub const MAX_MEMORY_MIB: u64 = 256;
+/// Component instances the engine can hold at once (every pool, every
+/// snapshot). Each reserves a 4 GiB memory slot of address space.
+pub const ENGINE_INSTANCES: usize = 1000;
+/// Instances kept back from serving for building snapshots: the first
+/// instance of each chain entry of a reload is created from these, so a
+/// reload builds however busy the pools are. A config has at most this
+/// many chain entries.
+pub const BUILD_RESERVE: usize = 200;
+/// Instances requests may hold at once, in all pools together; a
+/// snapshot's `max_instances` must add up to at most this.
+pub const SERVING_INSTANCES: usize = ENGINE_INSTANCES - BUILD_RESERVE;
 
 /// One per process: compiles, caches and instantiates filters.
 pub struct FilterRuntime {
     engine: Engine,
     watchdog: Arc<DeadlineWatchdog>,
     modules: ModuleCache,
-    shared: Mutex<HashMap<String, Arc<SharedState>>>,
+    /// Shared state by filter name and module hash, alive while some
+    /// snapshot's chain uses it.
+    shared: Mutex<HashMap<(String, String), Weak<SharedState>>>,
+    shared_bytes: Arc<SharedBytes>,
+    instances: InstanceCounts,
     metrics: Arc<Registry>,
     started: Instant,
 }
@@ -38,10 +55,10 @@ impl FilterRuntime {
     pub fn new(metrics: Arc<Registry>) -> wasmtime::Result<Arc<Self>> {
         let mut pooling = PoolingAllocationConfig::default();
         pooling
-            .total_component_instances(1000)
-            .total_core_instances(4000)
-            .total_memories(1000)
-            .total_tables(4000)
+            .total_component_instances(ENGINE_INSTANCES as u32)
+            .total_core_instances(4 * ENGINE_INSTANCES as u32)
+            .total_memories(ENGINE_INSTANCES as u32)
+            .total_tables(4 * ENGINE_INSTANCES as u32)
             .max_memory_size((MAX_MEMORY_MIB << 20) as usize);
         let mut config = Config::new();
         config
@@ -61,6 +78,11 @@ impl FilterRuntime {
             watchdog,
             modules: ModuleCache::new(metrics.clone()),
             shared: Mutex::new(HashMap::new()),
+            shared_bytes: Arc::default(),
+            instances: InstanceCounts {
+                engine: Arc::new(AtomicUsize::new(0)),
+                serving_cap: SERVING_INSTANCES,
+            },
             metrics,
             started: Instant::now(),
         }))
@@ -69,6 +91,11 @@ impl FilterRuntime {
     /// The engine.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The engine's instance counts, for pools.
+    pub fn instance_counts(&self) -> &InstanceCounts {
+        &self.instances
     }
 
     /// The watchdog that enforces call deadlines.
@@ -120,16 +147,29 @@ impl FilterRuntime {
         self.modules.evict_unused();
     }
 
-    /// The identity of filter `name`: its shared state lives as long as the
-    /// process, across reloads.
-    pub fn identity(&self, name: &str, callouts: Arc<Callouts>) -> Arc<FilterIdentity> {
-        let shared = self
-            .shared
-            .lock()
-            .unwrap()
-            .entry(name.to_string())
-            .or_default()
-            .clone();
+    /// The identity of filter `name` running module `sha256`. Its shared
+    /// state lives across reloads that keep both; a name pointed at another
+    /// module starts with empty state (and the old state goes with the last
+    /// snapshot that uses it).
+    pub fn identity(
+        &self,
+        name: &str,
+        sha256: &str,
+        callouts: Arc<Callouts>,
+    ) -> Arc<FilterIdentity> {
+        let shared = {
+            let mut states = self.shared.lock().unwrap();
+            states.retain(|_, state| state.strong_count() > 0);
+            let key = (name.to_string(), sha256.to_string());
+            match states.get(&key).and_then(Weak::upgrade) {
+                Some(state) => state,
+                None => {
+                    let state = Arc::new(SharedState::new(self.shared_bytes.clone()));
+                    states.insert(key, Arc::downgrade(&state));
+                    state
+                }
+            }
+        };
         Arc::new(FilterIdentity {
             name: name.into(),
             shared,
@@ -137,5 +177,37 @@ impl FilterRuntime {
             epoch: self.started,
             callouts,
         })
+    }
+}
+
+/// The instances a snapshot's chain entries may hold: each entry's
+/// `max_instances` must fit, all together, in what the engine serves with,
+/// and the entries' first instances in what it keeps for building.
+#[derive(Default)]
+pub struct InstanceBudget {
+    entries: usize,
+    max_instances: usize,
+}
+
+impl InstanceBudget {
+    /// Counts one chain entry with its `max_instances`; the error says
+    /// which limit it passes.
+    pub fn add(&mut self, max_instances: usize, filter: &str) -> Result<(), String> {
+        self.entries += 1;
+        self.max_instances += max_instances;
+        if self.entries > BUILD_RESERVE {
+            return Err(format!(
+                "more than {BUILD_RESERVE} chain entries in the config (each keeps instances of its own)"
+            ));
+        }
+        if self.max_instances > SERVING_INSTANCES {
+            return Err(format!(
+                "the max_instances of the chain entries up to this one add up to {}, more than \
+                 the {SERVING_INSTANCES} filter instances the proxy serves with: lower \
+                 filters.{filter}.max_instances (or another filter's)",
+                self.max_instances
+            ));
+        }
+        Ok(())
     }
 }

@@ -5,6 +5,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 
 use crate::filter::chain::{ChainFailure, LocalReply};
+use crate::filter::instance::FilterFailure;
 use crate::filter::{ChainRun, Exchange, Phase};
 use crate::http::body::{BufferError, OnDrop};
 use crate::http::{ProxyBody, headers, local};
@@ -52,8 +53,17 @@ impl Outgoing {
         self.body = ProxyBody::full(bytes);
     }
 
-    /// 500 for a fail-closed filter that failed.
+    /// 500 for a fail-closed filter that failed; 503 when a filter had no
+    /// instance to spare (overload, whatever its `on_error`).
     pub fn failure(f: ChainFailure, ex: &Exchange) -> Self {
+        if let FilterFailure::Overloaded(why) = &f.failure {
+            return Self::from_response(local::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                why,
+                &ex.props.request_id,
+            ));
+        }
         let message = format!(
             "filter {:?} failed in {}: {}",
             &*f.filter,
