@@ -14,8 +14,8 @@ use http::{HeaderName, Method};
 
 use crate::config::files::InlineFiles;
 use crate::config::{
-    ChainEntryConfig, ClusterConfig, Config, ConfigError, ConfigErrors, FilterModuleConfig,
-    MatchConfig, PathsConfig,
+    ChainEntryConfig, ClusterConfig, Config, ConfigError, ConfigErrors, DEFAULT_MAX_INSTANCES,
+    FilterModuleConfig, MatchConfig, PathsConfig,
 };
 use crate::filter::callout::Callouts;
 use crate::filter::disk_cache::DiskCache;
@@ -49,6 +49,8 @@ pub struct Snapshot {
 /// A loaded filter module, its limits and its callout grants.
 struct FilterModule {
     module: Arc<CompiledModule>,
+    /// Its limits; `max_instances` is the configured one, or 0 for the
+    /// default share ([`default_max_instances`]).
     limits: Limits,
     callouts: Arc<Callouts>,
 }
@@ -103,6 +105,7 @@ impl Snapshot {
             modules: &modules,
             runtime,
             instances: InstanceBudget::default(),
+            default_max_instances: default_max_instances(config),
         };
         if config.listeners.is_empty() {
             errors.push("listeners", "at least one listener is required");
@@ -269,13 +272,12 @@ fn load_modules(
                 format!("{} is out of range 1..={MAX_MEMORY_MIB}", f.max_memory_mib),
             );
         }
-        if !(1..=SERVING_INSTANCES).contains(&f.max_instances) {
+        if let Some(n) = f.max_instances
+            && !(1..=SERVING_INSTANCES).contains(&n)
+        {
             errors.push(
                 format!("{at}.max_instances"),
-                format!(
-                    "{} is out of range 1..={SERVING_INSTANCES}",
-                    f.max_instances
-                ),
+                format!("{n} is out of range 1..={SERVING_INSTANCES}"),
             );
         }
         for (key, ms) in [
@@ -306,7 +308,7 @@ fn load_modules(
                 let limits = Limits {
                     deadline_ms: f.deadline_ms.max(1),
                     memory_bytes: (f.max_memory_mib.clamp(1, MAX_MEMORY_MIB) << 20) as usize,
-                    max_instances: f.max_instances.clamp(1, SERVING_INSTANCES),
+                    max_instances: f.max_instances.map_or(0, |n| n.clamp(1, SERVING_INSTANCES)),
                     idle_timeout: Duration::from_millis(f.instance_idle_timeout_ms),
                     callout_phase_budget: Duration::from_millis(f.callout_phase_budget_ms),
                     callout_request_budget: Duration::from_millis(f.callout_request_budget_ms),
@@ -334,6 +336,30 @@ struct ChainBuilder<'a> {
     modules: &'a HashMap<String, FilterModule>,
     runtime: &'a FilterRuntime,
     instances: InstanceBudget,
+    /// `max_instances` of the entries whose filter sets none.
+    default_max_instances: usize,
+}
+
+/// The `max_instances` of a chain entry whose filter sets none: an equal
+/// share of the serving instances the configured ones leave, at most
+/// [`DEFAULT_MAX_INSTANCES`] and at least 1, so that a config with many
+/// chain entries builds with the defaults and no entry can take another's
+/// instances.
+fn default_max_instances(config: &Config) -> usize {
+    let (mut defaults, mut configured) = (0usize, 0usize);
+    let entries = config
+        .listeners
+        .iter()
+        .flat_map(|l| &l.routes)
+        .flat_map(|r| &r.filters);
+    for entry in entries {
+        match config.filters.get(&entry.filter).map(|f| f.max_instances) {
+            Some(Some(n)) => configured = configured.saturating_add(n),
+            Some(None) => defaults += 1,
+            None => {}
+        }
+    }
+    (SERVING_INSTANCES.saturating_sub(configured) / defaults.max(1)).clamp(1, DEFAULT_MAX_INSTANCES)
 }
 
 impl ChainBuilder<'_> {
@@ -365,10 +391,11 @@ impl ChainBuilder<'_> {
                     continue;
                 }
             };
-            if let Err(e) = self
-                .instances
-                .add(module.limits.max_instances, &entry.filter)
-            {
+            let mut limits = module.limits;
+            if limits.max_instances == 0 {
+                limits.max_instances = self.default_max_instances;
+            }
+            if let Err(e) = self.instances.add(limits.max_instances, &entry.filter) {
                 errors.push(at, e);
                 continue;
             }
@@ -383,7 +410,7 @@ impl ChainBuilder<'_> {
                 module.module.clone(),
                 identity,
                 config.to_string(),
-                module.limits,
+                limits,
                 runtime.instance_counts(),
             ) {
                 Ok(pool) => chain.push(ChainEntry::new(

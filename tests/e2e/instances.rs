@@ -215,3 +215,26 @@ fn max_instances_that_add_up_past_what_the_proxy_serves_are_refused() {
         "{out}"
     );
 }
+
+#[test]
+fn chain_entries_without_max_instances_share_what_the_configured_ones_leave() {
+    // One entry takes 700; the 40 others, with no max_instances of their
+    // own, share the 100 left (2 each) instead of asking 64 each.
+    let filters = format!(
+        "  fault: {{ path: {} }}\n  big: {{ path: {}, max_instances: 700 }}",
+        wasm("fault"),
+        wasm("fault")
+    );
+    let mut routes = String::from(
+        "      - { name: big, match: { path_prefix: /big/ }, filters: [{ filter: big }], cluster: backend }\n",
+    );
+    for i in 0..40 {
+        routes.push_str(&format!(
+            "      - {{ name: r{i}, match: {{ path_prefix: /r{i}/ }}, filters: [{{ filter: fault }}], cluster: backend }}\n"
+        ));
+    }
+    let yaml = config(&filters, routes.trim_end(), "127.0.0.1:9".parse().unwrap());
+    let (ok, out) = weft_test_harness::process::validate(crate::bin(), &yaml, "weft.yaml", &[]);
+    assert!(ok, "{out}");
+    assert!(out.contains("41 routes"), "{out}");
+}

@@ -152,9 +152,10 @@ pub struct FilterModuleConfig {
     #[serde(default)]
     pub allow_http: Vec<String>,
     /// Most instances of one chain entry alive at once; a request that needs
-    /// one more gets 503 `overloaded`.
-    #[serde(default = "default_max_instances")]
-    pub max_instances: usize,
+    /// one more gets 503 `overloaded`. Absent: an equal share of what the
+    /// configured ones leave, at most [`DEFAULT_MAX_INSTANCES`].
+    #[serde(default)]
+    pub max_instances: Option<usize>,
     /// An idle instance unused this long is dropped (one is always kept).
     #[serde(default = "default_instance_idle_timeout_ms")]
     pub instance_idle_timeout_ms: u64,
@@ -170,7 +171,7 @@ pub struct FilterModuleConfig {
 pub const DEFAULT_DEADLINE_MS: u64 = 10;
 /// Default memory cap of one instance.
 pub const DEFAULT_MAX_MEMORY_MIB: u64 = 16;
-/// Default most instances of one chain entry.
+/// Most instances of one chain entry whose filter sets no `max_instances`.
 pub const DEFAULT_MAX_INSTANCES: usize = 64;
 /// Default idle time after which an instance is dropped.
 pub const DEFAULT_INSTANCE_IDLE_TIMEOUT_MS: u64 = 60_000;
@@ -184,9 +185,6 @@ fn default_deadline_ms() -> u64 {
 }
 fn default_max_memory_mib() -> u64 {
     DEFAULT_MAX_MEMORY_MIB
-}
-fn default_max_instances() -> usize {
-    DEFAULT_MAX_INSTANCES
 }
 fn default_instance_idle_timeout_ms() -> u64 {
     DEFAULT_INSTANCE_IDLE_TIMEOUT_MS

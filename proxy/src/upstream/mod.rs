@@ -170,7 +170,9 @@ impl Cluster {
                 endpoint: endpoint.to_string(),
                 reason,
             },
-            pool::SendError::ClientBody { reason, idle } => UpstreamError::ClientBody { reason, idle },
+            pool::SendError::ClientBody { reason, idle } => {
+                UpstreamError::ClientBody { reason, idle }
+            }
             pool::SendError::Overflow => UpstreamError::Overflow {
                 endpoint: endpoint.to_string(),
                 max: self.max_connections,
