@@ -48,7 +48,9 @@ impl Reloader {
         })
         .await
         .unwrap_or_else(|e| Err(ConfigError::new("", format!("build panicked: {e}")).into()))?;
-        check_listeners_unchanged(&self.proxy.snapshot.load(), &built)?;
+        let serving = self.proxy.snapshot.load();
+        check_listeners_unchanged(&serving, &built)?;
+        warn_of_settings_read_at_start(&serving.config, &built.config);
         self.proxy.snapshot.store(Arc::new(built));
         self.runtime.evict_unused();
         Ok(self.version.fetch_add(1, Ordering::Relaxed) + 1)
@@ -146,4 +148,21 @@ fn check_listeners_unchanged(old: &Snapshot, new: &Snapshot) -> Result<(), Confi
         format!("changing listeners needs a restart (serving {old_l:?}, config has {new_l:?})"),
     )
     .into())
+}
+
+/// The sections read once at start keep their values across reloads: says
+/// so when a reload changes one, so the change is not thought applied.
+fn warn_of_settings_read_at_start(serving: &config::Config, new: &config::Config) {
+    for (section, changed) in [
+        ("limits", serving.limits != new.limits),
+        ("log", serving.log != new.log),
+        ("metrics", serving.metrics != new.metrics),
+    ] {
+        if changed {
+            tracing::warn!(
+                section,
+                "the {section}: section changed; it is read at start, so the proxy keeps the values it started with until it restarts"
+            );
+        }
+    }
 }

@@ -226,11 +226,11 @@ fn chain_entries_without_max_instances_share_what_the_configured_ones_leave() {
         wasm("fault")
     );
     let mut routes = String::from(
-        "      - { name: big, match: { path_prefix: /big/ }, filters: [{ filter: big }], cluster: backend }\n",
+        "      - { name: big, match: { path_prefix: /big/ }, filters: [{ filter: big, config: { header_trigger: true } }], cluster: backend }\n",
     );
     for i in 0..40 {
         routes.push_str(&format!(
-            "      - {{ name: r{i}, match: {{ path_prefix: /r{i}/ }}, filters: [{{ filter: fault }}], cluster: backend }}\n"
+            "      - {{ name: r{i}, match: {{ path_prefix: /r{i}/ }}, filters: [{{ filter: fault, config: {{ header_trigger: true }} }}], cluster: backend }}\n"
         ));
     }
     let yaml = config(&filters, routes.trim_end(), "127.0.0.1:9".parse().unwrap());

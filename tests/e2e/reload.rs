@@ -142,3 +142,24 @@ async fn a_filter_message_cannot_forge_log_lines_or_send_terminal_escapes() {
     let r = get(&format!("{}/x", weft.url("public"))).await;
     assert_eq!(r.header("x-version"), Some("1"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_changes_the_limits_says_they_wait_for_a_restart() {
+    let up = Upstream::start().await;
+    let weft = start(&versioned(0, up.addr));
+    let changed = format!(
+        "{}limits: {{ idle_timeout_ms: 1234 }}\n",
+        versioned(1, up.addr)
+    );
+    let outcome = tokio::task::block_in_place(|| weft.reload(&changed));
+    assert!(outcome.contains("config reloaded"), "{outcome}");
+    assert_eq!(
+        weft.log_count("the limits: section changed; it is read at start"),
+        1,
+        "{}",
+        weft.log_text()
+    );
+    // The rest of the config did reload.
+    let r = get(&format!("{}/x", weft.url("public"))).await;
+    assert_eq!(r.header("x-version"), Some("1"));
+}
