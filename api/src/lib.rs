@@ -17,3 +17,7 @@ pub const CHUNK_SIZE: usize = 1 << 20;
 
 /// The metadata key carrying the bearer token of a write.
 pub const AUTHORIZATION: &str = "authorization";
+
+mod chunks;
+
+pub use chunks::{ModuleAssembler, ModuleFetchError, push_chunks};

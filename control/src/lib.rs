@@ -9,11 +9,12 @@
 //! - [`service`]: the `Control` gRPC service (`ControlService`).
 //! - [`server`]: `serve`, what `weft control` runs.
 
-// pub mod apply;
+pub mod apply;
 pub mod module_check;
-// pub mod proxies;
-// pub mod server;
-// pub mod service;
+pub mod proxies;
+pub mod server;
+pub mod service;
 pub mod store;
+mod subscription;
 
 pub use weft_api::v1 as api;
