@@ -109,6 +109,11 @@ impl ControlPlane {
     /// Serves until `shutdown` completes.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServeError> {
         tracing::info!(addr = %self.local_addr(), "control plane listening");
+        let service = self.service.clone();
+        let shutdown = async move {
+            shutdown.await;
+            service.stop_subscriptions();
+        };
         tonic::transport::Server::builder()
             .add_service(self.service.into_server())
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)

@@ -85,6 +85,9 @@ pub(crate) struct Inner {
     pub(crate) proxies: Proxies,
     groups: Mutex<HashMap<String, watch::Sender<Option<Arc<GroupState>>>>>,
     next_nonce: AtomicU64,
+    /// Set when the server shuts down: subscriptions end so that the
+    /// graceful shutdown does not wait on them.
+    pub(crate) stopping: watch::Sender<bool>,
 }
 
 impl ControlService {
@@ -103,8 +106,15 @@ impl ControlService {
                 proxies: Proxies::default(),
                 groups: Mutex::new(HashMap::new()),
                 next_nonce: AtomicU64::new(0),
+                stopping: watch::channel(false).0,
             }),
         }
+    }
+
+    /// Ends every subscription stream (and refuses new ones): call it when
+    /// the server shuts down, or its graceful shutdown waits for them.
+    pub fn stop_subscriptions(&self) {
+        self.inner.stopping.send_replace(true);
     }
 
     /// The service ready to add to a tonic `Server`.

@@ -69,9 +69,11 @@ pub(crate) async fn run(inner: Arc<Inner>, mut inbound: Streaming<ProxyMessage>,
     let mut tick = tokio::time::interval_at(Instant::now() + interval, interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
-    let mut open = session.offer(current).await;
+    let mut stopping = inner.stopping.subscribe();
+    let mut open = !*stopping.borrow_and_update() && session.offer(current).await;
     while open {
         tokio::select! {
+            _ = stopping.changed() => open = false,
             changed = group.changed() => {
                 let state = group.borrow_and_update().clone();
                 open = changed.is_ok() && session.offer(state).await;

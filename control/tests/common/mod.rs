@@ -115,12 +115,16 @@ impl Running {
         ControlClient::connect(self.url()).await.expect("connects")
     }
 
-    /// Stops it and waits until it has stopped.
+    /// Stops it and waits until it has stopped (open subscriptions must
+    /// not hold the shutdown up).
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.task).await;
+        tokio::time::timeout(Duration::from_secs(10), &mut self.task)
+            .await
+            .expect("the control plane stops within 10 s")
+            .expect("the control plane task ends cleanly");
     }
 }
 
