@@ -28,7 +28,9 @@ pub enum ModuleCheckError {
     #[error("invalid component: {0}")]
     Invalid(String),
     /// The component does not export the filter interface.
-    #[error("not a component of the weft:filter world: it exports {exports:?}, not {FILTER_EXPORT}")]
+    #[error(
+        "not a component of the weft:filter world: it exports {exports:?}, not {FILTER_EXPORT}"
+    )]
     NotAFilter {
         /// What it exports instead.
         exports: Vec<String>,

@@ -51,7 +51,11 @@ pub enum ServeError {
 /// The data directory used when none is given: `$XDG_DATA_HOME/weft/control`,
 /// else `$HOME/.local/share/weft/control`, else `./weft-control`.
 pub fn default_data_dir() -> PathBuf {
-    let from_env = |key: &str| std::env::var_os(key).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let from_env = |key: &str| {
+        std::env::var_os(key)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     if let Some(data) = from_env("XDG_DATA_HOME") {
         return data.join("weft").join("control");
     }

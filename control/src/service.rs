@@ -231,11 +231,8 @@ impl Control for ControlService {
         request: Request<Streaming<PushChunk>>,
     ) -> Result<Response<PushModuleResponse>, Status> {
         self.authorize(request.metadata())?;
-        let bytes_and_name = receive_upload(
-            request.into_inner(),
-            self.inner.options.max_module_bytes,
-        )
-        .await?;
+        let bytes_and_name =
+            receive_upload(request.into_inner(), self.inner.options.max_module_bytes).await?;
         let (name, bytes) = bytes_and_name;
         let store = self.inner.store.clone();
         let served = self.inner.options.contract_versions.clone();
@@ -286,9 +283,10 @@ impl Control for ControlService {
             _ => ConfigFormat::Yaml,
         };
         let inner = self.inner.clone();
-        let outcome = tokio::task::spawn_blocking(move || apply_blocking(&inner, group, config, format))
-            .await
-            .map_err(|e| Status::internal(format!("apply task failed: {e}")))??;
+        let outcome =
+            tokio::task::spawn_blocking(move || apply_blocking(&inner, group, config, format))
+                .await
+                .map_err(|e| Status::internal(format!("apply task failed: {e}")))??;
         match outcome {
             ApplyOutcome::Refused(errors) => Ok(Response::new(refused(errors))),
             ApplyOutcome::Unchanged(version) => Ok(Response::new(ApplyResponse {
@@ -309,10 +307,7 @@ impl Control for ControlService {
         }
     }
 
-    async fn status(
-        &self,
-        _: Request<StatusRequest>,
-    ) -> Result<Response<StatusResponse>, Status> {
+    async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         Ok(Response::new(StatusResponse {
             proxies: self.inner.proxies.statuses(),
         }))
@@ -457,7 +452,9 @@ fn send_chunks(
                 offset,
                 total_size,
             }),
-            Err(e) => Err(Status::internal(format!("cannot read module {sha256}: {e}"))),
+            Err(e) => Err(Status::internal(format!(
+                "cannot read module {sha256}: {e}"
+            ))),
         };
         let failed = item.is_err();
         if tx.blocking_send(item).is_err() || failed {

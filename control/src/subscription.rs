@@ -32,7 +32,8 @@ pub(crate) async fn run(inner: Arc<Inner>, mut inbound: Streaming<ProxyMessage>,
             kind: Some(In::Hello(hello)),
         }))) if !hello.node.is_empty() && !hello.group.is_empty() => hello,
         Ok(Some(Ok(_))) => {
-            let message = "the first message of a subscription must be a Hello with a node and a group";
+            let message =
+                "the first message of a subscription must be a Hello with a node and a group";
             let _ = tx.send(Err(Status::invalid_argument(message))).await;
             return;
         }
@@ -160,7 +161,8 @@ impl Session {
             nonce: nonce.clone(),
             modules: module_hashes(&state),
         });
-        self.send(Out::Snapshot(snapshot_update(&state, nonce))).await
+        self.send(Out::Snapshot(snapshot_update(&state, nonce)))
+            .await
     }
 
     /// Takes in what the proxy reports.
@@ -248,7 +250,11 @@ fn unservable(state: &GroupState, contracts: &[String]) -> Option<String> {
 }
 
 fn module_hashes(state: &GroupState) -> Vec<String> {
-    state.modules.iter().map(|r| r.module.sha256.clone()).collect()
+    state
+        .modules
+        .iter()
+        .map(|r| r.module.sha256.clone())
+        .collect()
 }
 
 fn snapshot_update(state: &GroupState, nonce: String) -> SnapshotUpdate {

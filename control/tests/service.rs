@@ -61,11 +61,20 @@ async fn fetch(client: &mut Client, sha256: &str) -> (Vec<u8>, usize) {
     let mut assembler = ModuleAssembler::new(sha256, 64 << 20);
     let mut chunks = 0;
     while let Some(chunk) = stream.message().await.unwrap() {
-        assert!(chunk.data.len() <= CHUNK_SIZE, "chunk of {} bytes", chunk.data.len());
+        assert!(
+            chunk.data.len() <= CHUNK_SIZE,
+            "chunk of {} bytes",
+            chunk.data.len()
+        );
         assembler.push(&chunk).unwrap();
         chunks += 1;
     }
-    (assembler.finish().expect("whole and hashing to what was asked"), chunks)
+    (
+        assembler
+            .finish()
+            .expect("whole and hashing to what was asked"),
+        chunks,
+    )
 }
 
 async fn statuses(client: &mut Client) -> Vec<ProxyStatus> {
@@ -110,7 +119,10 @@ async fn a_20_mib_module_is_pushed_once_and_fetched_in_chunks_after_a_restart() 
         .into_inner()
         .modules;
     assert_eq!(listed.len(), 1);
-    assert_eq!((listed[0].name.as_str(), listed[0].size), ("big-filter", bytes.len() as u64));
+    assert_eq!(
+        (listed[0].name.as_str(), listed[0].size),
+        ("big-filter", bytes.len() as u64)
+    );
 
     let missing = "0".repeat(64);
     let err = client
@@ -171,8 +183,16 @@ async fn bad_and_cut_off_uploads_are_refused_and_store_nothing() {
     let mut client = plane.client().await;
     let core_module = wasm_encoder::Module::new().finish();
     let cases: [(&str, Vec<u8>, &str); 5] = [
-        ("garbage", b"definitely not wasm".to_vec(), "not a WebAssembly file"),
-        ("core", core_module, "a core WebAssembly module, not a component"),
+        (
+            "garbage",
+            b"definitely not wasm".to_vec(),
+            "not a WebAssembly file",
+        ),
+        (
+            "core",
+            core_module,
+            "a core WebAssembly module, not a component",
+        ),
         (
             "other-world",
             other_world_component(),
@@ -231,7 +251,9 @@ async fn bad_and_cut_off_uploads_are_refused_and_store_nothing() {
     drop(tx);
 
     // A good push still works, and is the only thing stored.
-    let good = push(&mut client, "good", &filter_component()).await.unwrap();
+    let good = push(&mut client, "good", &filter_component())
+        .await
+        .unwrap();
     let listed = client
         .list_modules(ListModulesRequest {})
         .await
@@ -273,7 +295,10 @@ impl Subscriber {
             snapshot_version: serving,
             module_sha256s: Vec::new(),
         };
-        to_plane.send(message(In::Hello(subscriber_hello))).await.unwrap();
+        to_plane
+            .send(message(In::Hello(subscriber_hello)))
+            .await
+            .unwrap();
         let from_plane = client
             .subscribe(ReceiverStream::new(rx))
             .await
@@ -283,7 +308,11 @@ impl Subscriber {
         let heartbeats = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                if beat.send(message(In::Heartbeat(Default::default()))).await.is_err() {
+                if beat
+                    .send(message(In::Heartbeat(Default::default())))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -307,7 +336,12 @@ impl Subscriber {
     async fn next(&mut self) -> Out {
         let next = async {
             loop {
-                let message = self.from_plane.message().await.unwrap().expect("stream open");
+                let message = self
+                    .from_plane
+                    .message()
+                    .await
+                    .unwrap()
+                    .expect("stream open");
                 match message.kind.unwrap() {
                     Out::Heartbeat(_) => {}
                     other => return other,
@@ -347,10 +381,17 @@ async fn subscriptions_get_snapshots_and_their_acks_nacks_and_refusals_show_in_s
     };
     let plane = start_with(dir.path(), options(Some(TOKEN)), Arc::new(validator)).await;
     let mut client = plane.client().await;
-    let module = push(&mut client, "auth", &filter_component()).await.unwrap();
+    let module = push(&mut client, "auth", &filter_component())
+        .await
+        .unwrap();
 
     // Refused applies change nothing and say why, one error a line.
-    let refused = apply(&mut client, "web", "filters:\n  auth: { path: auth.wasm }\n  x: { module: x@4 }\n").await;
+    let refused = apply(
+        &mut client,
+        "web",
+        "filters:\n  auth: { path: auth.wasm }\n  x: { module: x@4 }\n",
+    )
+    .await;
     assert_eq!(refused.version, 0);
     assert_eq!(
         refused.errors,
@@ -359,12 +400,34 @@ async fn subscriptions_get_snapshots_and_their_acks_nacks_and_refusals_show_in_s
             "filters.x.module: no module \"x@4\" in the registry",
         ]
     );
-    let refused = apply(&mut client, "web", "listeners: [ { name: public, listen: '127.0.0.1:80' } ]").await;
+    let refused = apply(
+        &mut client,
+        "web",
+        "listeners: [ { name: public, listen: '127.0.0.1:80' } ]",
+    )
+    .await;
     assert_eq!(refused.errors.len(), 1, "{:?}", refused.errors);
-    assert!(refused.errors[0].starts_with("listeners[0].listen: "), "{:?}", refused.errors);
-    let refused = apply(&mut client, "web", &WEB_CONFIG.replace("backend }", "forbidden }")).await;
-    assert_eq!(refused.errors, ["listeners[0].routes[0].cluster: forbidden by the proxy's checks"]);
-    assert!(!apply(&mut client, "web", "filters: [").await.errors.is_empty());
+    assert!(
+        refused.errors[0].starts_with("listeners[0].listen: "),
+        "{:?}",
+        refused.errors
+    );
+    let refused = apply(
+        &mut client,
+        "web",
+        &WEB_CONFIG.replace("backend }", "forbidden }"),
+    )
+    .await;
+    assert_eq!(
+        refused.errors,
+        ["listeners[0].routes[0].cluster: forbidden by the proxy's checks"]
+    );
+    assert!(
+        !apply(&mut client, "web", "filters: [")
+            .await
+            .errors
+            .is_empty()
+    );
 
     let applied = apply(&mut client, "web", WEB_CONFIG).await;
     assert_eq!((applied.version, applied.errors.len()), (1, 0));
@@ -373,65 +436,119 @@ async fn subscriptions_get_snapshots_and_their_acks_nacks_and_refusals_show_in_s
 
     // web-1 takes version 1: fetching, then ACK.
     let mut web1 = Subscriber::connect(&mut client, "web-1", "0.4.0", 0).await;
-    let Out::Snapshot(snapshot) = web1.next().await else { panic!("expected a snapshot") };
+    let Out::Snapshot(snapshot) = web1.next().await else {
+        panic!("expected a snapshot")
+    };
     assert_eq!(snapshot.version, 1);
     assert_eq!(String::from_utf8(snapshot.config).unwrap(), WEB_CONFIG);
     assert_eq!(snapshot.modules.len(), 1);
     assert_eq!(snapshot.modules[0].reference, "auth");
     assert_eq!(snapshot.modules[0].sha256, module.sha256);
-    web1.send(In::Progress(Progress { version: 1, phase: Phase::Fetching as i32 })).await;
+    web1.send(In::Progress(Progress {
+        version: 1,
+        phase: Phase::Fetching as i32,
+    }))
+    .await;
     let pending = eventually("web-1 fetching", || async {
-        status_of(&mut plane.client().await, "web-1").await.filter(|s| s.pending_phase == Phase::Fetching as i32)
+        status_of(&mut plane.client().await, "web-1")
+            .await
+            .filter(|s| s.pending_phase == Phase::Fetching as i32)
     })
     .await;
-    assert_eq!((pending.pending_version, pending.serving_version, pending.connected), (1, 0, true));
+    assert_eq!(
+        (
+            pending.pending_version,
+            pending.serving_version,
+            pending.connected
+        ),
+        (1, 0, true)
+    );
     let (fetched, _) = fetch(&mut client, &snapshot.modules[0].sha256).await;
     assert_eq!(fetched, filter_component());
-    web1.send(In::Ack(Ack { version: 1, nonce: snapshot.nonce })).await;
+    web1.send(In::Ack(Ack {
+        version: 1,
+        nonce: snapshot.nonce,
+    }))
+    .await;
     let served = eventually("web-1 serving 1", || async {
-        status_of(&mut plane.client().await, "web-1").await.filter(|s| s.serving_version == 1)
+        status_of(&mut plane.client().await, "web-1")
+            .await
+            .filter(|s| s.serving_version == 1)
     })
     .await;
     assert_eq!((served.pending_version, served.group.as_str()), (0, "web"));
     assert!(served.last_nack.is_none());
-    let listed = client.list_modules(ListModulesRequest {}).await.unwrap().into_inner();
+    let listed = client
+        .list_modules(ListModulesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(listed.modules[0].running_on, ["web-1"]);
 
     // web-2's init refuses the config: NACK, it keeps version 0.
     let mut web2 = Subscriber::connect(&mut client, "web-2", "0.4.0", 0).await;
-    let Out::Snapshot(snapshot) = web2.next().await else { panic!("expected a snapshot") };
+    let Out::Snapshot(snapshot) = web2.next().await else {
+        panic!("expected a snapshot")
+    };
     let error = "filter auth: init refused its config: missing keys";
-    web2.send(In::Nack(Nack { version_kept: 0, nonce: snapshot.nonce, error: error.into() })).await;
+    web2.send(In::Nack(Nack {
+        version_kept: 0,
+        nonce: snapshot.nonce,
+        error: error.into(),
+    }))
+    .await;
     let nacked = eventually("web-2's NACK", || async {
-        status_of(&mut plane.client().await, "web-2").await.filter(|s| s.last_nack.is_some())
+        status_of(&mut plane.client().await, "web-2")
+            .await
+            .filter(|s| s.last_nack.is_some())
     })
     .await;
     let nack = nacked.last_nack.unwrap();
-    assert_eq!((nack.version, nack.error.as_str(), nack.by_control_plane), (1, error, false));
+    assert_eq!(
+        (nack.version, nack.error.as_str(), nack.by_control_plane),
+        (1, error, false)
+    );
     assert_eq!((nacked.serving_version, nacked.pending_version), (0, 0));
 
     // old-1 serves only contract 0.3.0: refused before any download.
     let mut old = Subscriber::connect(&mut client, "old-1", "0.3.0", 0).await;
-    let Out::Refusal(refusal) = old.next().await else { panic!("expected a refusal") };
+    let Out::Refusal(refusal) = old.next().await else {
+        panic!("expected a refusal")
+    };
     assert_eq!(refusal.version, 1);
     assert!(
-        refusal.error.contains("names auth@1 (weft:filter@0.4.0), but this proxy serves weft:filter@0.3.0"),
+        refusal
+            .error
+            .contains("names auth@1 (weft:filter@0.4.0), but this proxy serves weft:filter@0.3.0"),
         "{}",
         refusal.error
     );
     let refused = eventually("old-1's refusal", || async {
-        status_of(&mut plane.client().await, "old-1").await.filter(|s| s.last_nack.is_some())
+        status_of(&mut plane.client().await, "old-1")
+            .await
+            .filter(|s| s.last_nack.is_some())
     })
     .await;
     assert!(refused.last_nack.unwrap().by_control_plane);
 
     // A new version reaches web-1 only when applied; a proxy already
     // serving the current version is sent nothing.
-    let applied = apply(&mut client, "web", &WEB_CONFIG.replace("all,", "everything,")).await;
+    let applied = apply(
+        &mut client,
+        "web",
+        &WEB_CONFIG.replace("all,", "everything,"),
+    )
+    .await;
     assert_eq!(applied.version, 2);
-    let Out::Snapshot(snapshot) = web1.next().await else { panic!("expected a snapshot") };
+    let Out::Snapshot(snapshot) = web1.next().await else {
+        panic!("expected a snapshot")
+    };
     assert_eq!(snapshot.version, 2);
-    web1.send(In::Ack(Ack { version: 2, nonce: snapshot.nonce })).await;
+    web1.send(In::Ack(Ack {
+        version: 2,
+        nonce: snapshot.nonce,
+    }))
+    .await;
     let mut current = Subscriber::connect(&mut client, "web-3", "0.4.0", 2).await;
     let first = tokio::time::timeout(Duration::from_millis(700), current.next()).await;
     assert!(first.is_err(), "web-3 already serves version 2: {first:?}");
@@ -440,17 +557,24 @@ async fn subscriptions_get_snapshots_and_their_acks_nacks_and_refusals_show_in_s
     drop(web2);
     current.stop_heartbeats();
     let gone = eventually("web-2 gone", || async {
-        status_of(&mut plane.client().await, "web-2").await.filter(|s| !s.connected)
+        status_of(&mut plane.client().await, "web-2")
+            .await
+            .filter(|s| !s.connected)
     })
     .await;
     assert!(gone.gone_since_unix_ms > 0);
     let silent = eventually("web-3 gone after missed heartbeats", || async {
-        status_of(&mut plane.client().await, "web-3").await.filter(|s| !s.connected)
+        status_of(&mut plane.client().await, "web-3")
+            .await
+            .filter(|s| !s.connected)
     })
     .await;
     assert!(silent.gone_since_unix_ms >= silent.last_seen_unix_ms);
     let web1_status = status_of(&mut client, "web-1").await.unwrap();
-    assert!(web1_status.connected && web1_status.serving_version == 2, "{web1_status:?}");
+    assert!(
+        web1_status.connected && web1_status.serving_version == 2,
+        "{web1_status:?}"
+    );
     drop(current);
     plane.stop().await;
 }

@@ -41,7 +41,10 @@ fn module_files(dir: &std::path::Path) -> Vec<String> {
 #[test]
 fn modules_and_groups_round_trip_and_survive_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let (one, two) = (b"\0asm first module".to_vec(), b"\0asm second module".to_vec());
+    let (one, two) = (
+        b"\0asm first module".to_vec(),
+        b"\0asm second module".to_vec(),
+    );
     {
         let store = RedbStore::open(dir.path()).unwrap();
         let first = store.put_module("api-key", &one, "0.4.0").unwrap();
@@ -77,8 +80,18 @@ fn modules_and_groups_round_trip_and_survive_a_reopen() {
         .unwrap();
     assert_eq!(by_hash, newest);
     assert_eq!(read_all(&store, &newest.sha256), two);
-    assert!(store.module(&ModuleSelector::parse("api-key@3")).unwrap().is_none());
-    assert!(store.module(&ModuleSelector::parse("nope")).unwrap().is_none());
+    assert!(
+        store
+            .module(&ModuleSelector::parse("api-key@3"))
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .module(&ModuleSelector::parse("nope"))
+            .unwrap()
+            .is_none()
+    );
     let names: Vec<(String, u32)> = store
         .modules()
         .unwrap()
@@ -87,9 +100,17 @@ fn modules_and_groups_round_trip_and_survive_a_reopen() {
         .collect();
     assert_eq!(
         names,
-        [("api-key".into(), 1), ("api-key".into(), 2), ("copy".into(), 1)]
+        [
+            ("api-key".into(), 1),
+            ("api-key".into(), 2),
+            ("copy".into(), 1)
+        ]
     );
-    assert_eq!(module_files(dir.path()).len(), 2, "one file per distinct bytes");
+    assert_eq!(
+        module_files(dir.path()).len(),
+        2,
+        "one file per distinct bytes"
+    );
     let web = store.group("web").unwrap().unwrap();
     assert_eq!((web.version, web.config.as_str()), (2, "a: 2"));
     assert!(store.group("nobody").unwrap().is_none());
@@ -119,7 +140,11 @@ fn child_writes_then_waits_for_kill() {
     let store = RedbStore::open(dir).unwrap();
     store.put_module("kept", b"\0asm durable", "0.4.0").unwrap();
     store.apply("web", group_state("kept: yes")).unwrap();
-    std::fs::write(dir.join(MODULES_DIR).join(".tmp-unfinished-1"), b"\0asm half").unwrap();
+    std::fs::write(
+        dir.join(MODULES_DIR).join(".tmp-unfinished-1"),
+        b"\0asm half",
+    )
+    .unwrap();
     println!("committed");
     loop {
         std::thread::sleep(std::time::Duration::from_secs(1));
@@ -143,11 +168,22 @@ fn a_kill_9_keeps_what_was_answered_and_leaves_no_temporary_file() {
     assert!(said_committed, "the child process did not commit");
     child.kill().unwrap(); // SIGKILL: no destructor runs, the database is not closed
     child.wait().unwrap();
-    assert!(module_files(dir.path()).iter().any(|f| f.starts_with(".tmp-")));
+    assert!(
+        module_files(dir.path())
+            .iter()
+            .any(|f| f.starts_with(".tmp-"))
+    );
 
     let store = RedbStore::open(dir.path()).expect("opens without repair");
-    let kept = store.module(&ModuleSelector::parse("kept")).unwrap().unwrap();
+    let kept = store
+        .module(&ModuleSelector::parse("kept"))
+        .unwrap()
+        .unwrap();
     assert_eq!(read_all(&store, &kept.sha256), b"\0asm durable");
     assert_eq!(store.group("web").unwrap().unwrap().config, "kept: yes");
-    assert_eq!(module_files(dir.path()), [kept.sha256.clone()], "temporary file removed on open");
+    assert_eq!(
+        module_files(dir.path()),
+        vec![kept.sha256],
+        "temporary file removed on open"
+    );
 }

@@ -183,7 +183,10 @@ impl Store for RedbStore {
         let json = match selector {
             ModuleSelector::Sha256(sha) => {
                 let table = txn.open_table(BY_SHA256).db(db)?;
-                table.get(sha.as_str()).db(db)?.map(|v| v.value().to_string())
+                table
+                    .get(sha.as_str())
+                    .db(db)?
+                    .map(|v| v.value().to_string())
             }
             ModuleSelector::Version(name, version) => {
                 let table = txn.open_table(MODULES).db(db)?;
