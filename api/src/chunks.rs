@@ -142,3 +142,99 @@ impl ModuleAssembler {
         Ok(self.bytes)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BYTES: &[u8] = b"\0asm\x0d\0\x01\0 a component's bytes";
+
+    fn sha256_hex(bytes: &[u8]) -> String {
+        Sha256::digest(bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    fn chunk(offset: usize, data: &[u8], total: usize) -> ModuleChunk {
+        ModuleChunk {
+            data: data.to_vec(),
+            offset: offset as u64,
+            total_size: total as u64,
+        }
+    }
+
+    #[test]
+    fn chunks_put_back_together_give_the_bytes_asked_for() {
+        let mut assembler = ModuleAssembler::new(&sha256_hex(BYTES), 1024);
+        assembler
+            .push(&chunk(0, &BYTES[..10], BYTES.len()))
+            .unwrap();
+        assembler
+            .push(&chunk(10, &BYTES[10..], BYTES.len()))
+            .unwrap();
+        assert_eq!(assembler.finish().unwrap(), BYTES);
+    }
+
+    #[test]
+    fn bytes_that_do_not_hash_to_what_was_asked_are_refused() {
+        let mut tampered = BYTES.to_vec();
+        tampered[12] ^= 1;
+        let mut assembler = ModuleAssembler::new(&sha256_hex(BYTES), 1024);
+        assembler.push(&chunk(0, &tampered, BYTES.len())).unwrap();
+        let err = assembler.finish().unwrap_err();
+        assert!(
+            matches!(err, ModuleFetchError::HashMismatch { .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn gaps_short_streams_and_oversize_are_refused() {
+        let sha = sha256_hex(BYTES);
+        let total = BYTES.len();
+        let mut gap = ModuleAssembler::new(&sha, 1024);
+        gap.push(&chunk(0, &BYTES[..10], total)).unwrap();
+        let err = gap.push(&chunk(11, &BYTES[11..], total)).unwrap_err();
+        assert!(
+            matches!(err, ModuleFetchError::OutOfOrder { expected: 10, .. }),
+            "{err}"
+        );
+
+        let mut short = ModuleAssembler::new(&sha, 1024);
+        short.push(&chunk(0, &BYTES[..10], total)).unwrap();
+        let err = short.finish().unwrap_err();
+        assert!(
+            matches!(err, ModuleFetchError::Truncated { got: 10, .. }),
+            "{err}"
+        );
+
+        let mut capped = ModuleAssembler::new(&sha, 8);
+        let err = capped.push(&chunk(0, &BYTES[..4], total)).unwrap_err();
+        assert!(matches!(err, ModuleFetchError::TooLarge { .. }), "{err}");
+
+        let mut overlong = ModuleAssembler::new(&sha, 1024);
+        let err = overlong.push(&chunk(0, BYTES, total - 1)).unwrap_err();
+        assert!(matches!(err, ModuleFetchError::TooLarge { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_push_is_cut_in_chunks_of_at_most_chunk_size() {
+        let bytes = vec![7u8; 2 * CHUNK_SIZE + 5];
+        let chunks = push_chunks("big", &bytes);
+        assert_eq!(chunks.len(), 3);
+        assert_eq!(
+            (chunks[0].name.as_str(), chunks[0].total_size),
+            ("big", bytes.len() as u64)
+        );
+        assert!(
+            chunks[1..]
+                .iter()
+                .all(|c| c.name.is_empty() && c.total_size == 0)
+        );
+        assert_eq!(
+            chunks.iter().map(|c| c.data.len()).sum::<usize>(),
+            bytes.len()
+        );
+    }
+}

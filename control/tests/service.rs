@@ -429,13 +429,19 @@ async fn subscriptions_get_snapshots_and_their_acks_nacks_and_refusals_show_in_s
             .is_empty()
     );
 
+    // web-1 subscribes before anything is applied to its group, then takes
+    // version 1: fetching, then ACK.
+    let mut web1 = Subscriber::connect(&mut client, "web-1", "0.4.0", 0).await;
+    eventually("web-1 connected", || async {
+        status_of(&mut plane.client().await, "web-1")
+            .await
+            .filter(|s| s.connected)
+    })
+    .await;
     let applied = apply(&mut client, "web", WEB_CONFIG).await;
     assert_eq!((applied.version, applied.errors.len()), (1, 0));
     let same = apply(&mut client, "web", WEB_CONFIG).await;
     assert!(same.unchanged && same.version == 1, "{same:?}");
-
-    // web-1 takes version 1: fetching, then ACK.
-    let mut web1 = Subscriber::connect(&mut client, "web-1", "0.4.0", 0).await;
     let Out::Snapshot(snapshot) = web1.next().await else {
         panic!("expected a snapshot")
     };
