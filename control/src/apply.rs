@@ -4,8 +4,10 @@
 //! An applied configuration has the schema of `weft run --config`, except
 //! that `filters.<name>` names a registry module with `module:` (`api-key`
 //! for the newest version, `api-key@3`, or a sha256) where a local file
-//! has `path:`, and listeners carry no `listen:` address (each proxy binds
-//! its own). The control plane does not link the proxy: it checks what it
+//! has `path:`, listeners carry no `listen:` address (each proxy binds
+//! its own), and there is no `admin:` or `module_cache:` (each proxy's
+//! own, from its local config; the proxy's `control_client::merge_config`
+//! makes the same checks). The control plane does not link the proxy: it checks what it
 //! can here (the file parses, every module exists and serves a contract the
 //! mesh serves) and then asks a [`ConfigValidator`], through which the
 //! `weft` binary plugs in the proxy's own `weft validate` checks so that
@@ -75,6 +77,13 @@ pub fn check_and_resolve(
         ]);
     };
     let mut errors = Vec::new();
+    for key in ["admin", "module_cache"] {
+        if top.contains_key(key) {
+            errors.push(format!(
+                "{key}: belongs to each proxy's local config, not to a group's"
+            ));
+        }
+    }
     if let Some(Value::Array(listeners)) = top.get("listeners") {
         for (i, listener) in listeners.iter().enumerate() {
             if listener.get("listen").is_some() {
