@@ -412,6 +412,20 @@ async fn subscriptions_get_snapshots_and_their_acks_nacks_and_refusals_show_in_s
         "{:?}",
         refused.errors
     );
+    // The proxy's own parts come from its local config only.
+    let refused = apply(
+        &mut client,
+        "web",
+        "admin: { listen: '127.0.0.1:9901' }\nmodule_cache: { enabled: false }\nlisteners: []\n",
+    )
+    .await;
+    assert_eq!(
+        refused.errors,
+        [
+            "admin: belongs to each proxy's local config, not to a group's",
+            "module_cache: belongs to each proxy's local config, not to a group's",
+        ]
+    );
     let refused = apply(
         &mut client,
         "web",

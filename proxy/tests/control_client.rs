@@ -324,6 +324,44 @@ async fn a_refused_snapshot_is_nacked_once_and_a_restarted_control_plane_is_rejo
     plane.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_whose_bytes_do_not_hash_to_its_sha256_is_nacked_and_never_cached() {
+    let data = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let plane = Plane::start("127.0.0.1:0".parse().unwrap(), data.path()).await;
+    let sha256 = plane.push_add_header().await;
+    // The registry's copy rots on disk: same size, its last byte flipped.
+    let stored = data.path().join("modules").join(&sha256);
+    let mut bytes = std::fs::read(&stored).expect("the registry keeps modules/<sha256>");
+    *bytes.last_mut().unwrap() ^= 0xff;
+    std::fs::write(&stored, &bytes).unwrap();
+    let version = plane.apply(&group_config("main")).await;
+
+    let sink = BuildingSink::new();
+    let (stop, client) = run_client(plane.url(), cache.path(), sink.clone());
+    plane
+        .wait_for("web-1", "web-1 to NACK the corrupt module", |p| {
+            p.serving_version == 0
+                && p.last_nack.as_ref().is_some_and(|n| {
+                    n.version == version && n.error.contains("the bytes received hash to")
+                })
+        })
+        .await;
+    assert!(
+        sink.calls().is_empty(),
+        "built from bytes that failed the hash"
+    );
+    let cached = cache.path().join(format!("modules/{sha256}.wasm"));
+    assert!(!cached.exists(), "{} written", cached.display());
+
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(10), client)
+        .await
+        .expect("the client stops")
+        .unwrap();
+    plane.stop().await;
+}
+
 #[test]
 fn merging_binds_listeners_and_names_what_the_proxy_lacks() {
     let local: Config = config::parse(LOCAL, false).unwrap();
@@ -343,6 +381,23 @@ fn merging_binds_listeners_and_names_what_the_proxy_lacks() {
         format: ConfigFormat::Yaml,
         modules: vec![module.clone()],
     };
+
+    let two_local: Config = config::parse(
+        "listeners: [{name: admin-ish, listen: 127.0.0.1:1}, {name: main, listen: 127.0.0.1:0}]",
+        false,
+    )
+    .unwrap();
+    let merged = merge_config(&group(group_config("main")), &two_local).unwrap();
+    let bound: Vec<_> = merged
+        .listeners
+        .iter()
+        .map(|l| (l.name.as_str(), l.listen.as_str(), l.routes.len()))
+        .collect();
+    assert_eq!(
+        bound,
+        [("admin-ish", "127.0.0.1:1", 0), ("main", "127.0.0.1:0", 1)],
+        "the local listeners, in local order, the group's routes on its own"
+    );
 
     let merged = merge_config(&group(group_config("main")), &local).unwrap();
     assert_eq!(merged.listeners[0].listen, "127.0.0.1:0");
