@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -55,11 +56,26 @@ pub struct Client {
     endpoint: Endpoint,
     cache: Cache,
     sink: SharedSink,
+    /// What the proxy serves and refused; updated by the blocking task
+    /// that applies a snapshot, which outlives a stream that ends while it
+    /// runs.
+    taken: Arc<Mutex<Taken>>,
+    /// Held while the sink applies: one snapshot at a time, even across a
+    /// reconnection.
+    applying: Arc<Mutex<()>>,
+}
+
+#[derive(Debug)]
+struct Taken {
     /// The version the proxy serves (0 for none).
     serving: u64,
     /// The last version refused, and why: answered with the same NACK if it
     /// is sent again, never built again.
     nacked: Option<(u64, String)>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A snapshot being taken: fetching, then building in the sink.
@@ -99,8 +115,11 @@ impl Client {
             endpoint,
             cache,
             sink,
-            serving: serving_version,
-            nacked: None,
+            taken: Arc::new(Mutex::new(Taken {
+                serving: serving_version,
+                nacked: None,
+            })),
+            applying: Arc::default(),
         })
     }
 
@@ -144,12 +163,13 @@ impl Client {
         };
         let mut api = Api::new(channel);
         let (tx, rx) = mpsc::channel(16);
+        let hello_version = lock(&self.taken).serving;
         let hello = Hello {
             node: self.options.node.clone(),
             group: self.options.group.clone(),
             weft_version: env!("CARGO_PKG_VERSION").into(),
             contract_versions: vec![CONTRACT_VERSION.into()],
-            snapshot_version: self.serving,
+            snapshot_version: hello_version,
             module_sha256s: self.cache.module_hashes(),
         };
         let _ = tx.try_send(message(Out::Hello(hello)));
@@ -157,7 +177,7 @@ impl Client {
             Ok(response) => response.into_inner(),
             Err(status) => return (false, format!("Subscribe refused: {}", status.message())),
         };
-        tracing::info!(url = %self.options.url, serving = self.serving, "subscribed to the control plane");
+        tracing::info!(url = %self.options.url, serving = hello_version, "subscribed to the control plane");
         let interval = self.options.heartbeat_interval();
         let silence = interval * self.options.missed_heartbeats.max(1);
         let mut tick = tokio::time::interval_at(Instant::now() + interval, interval);
@@ -215,25 +235,36 @@ impl Client {
         tx: &mpsc::Sender<ProxyMessage>,
     ) -> Option<Work> {
         let (version, nonce) = (update.version, update.nonce.clone());
-        if version == self.serving {
-            let _ = tx.send(message(Out::Ack(Ack { version, nonce }))).await;
-            return None;
-        }
-        if let Some((refused, error)) = &self.nacked
-            && *refused == version
-        {
-            tracing::info!(version, "snapshot refused before: NACKed again");
-            let nack = Nack {
-                version_kept: self.serving,
-                nonce,
-                error: error.clone(),
-            };
-            let _ = tx.send(message(Out::Nack(nack))).await;
+        let early = {
+            let taken = lock(&self.taken);
+            if version == taken.serving {
+                Some(Out::Ack(Ack {
+                    version,
+                    nonce: nonce.clone(),
+                }))
+            } else {
+                taken
+                    .nacked
+                    .as_ref()
+                    .filter(|(refused, _)| *refused == version)
+                    .map(|(_, error)| {
+                        tracing::info!(version, "snapshot refused before: NACKed again");
+                        Out::Nack(Nack {
+                            version_kept: taken.serving,
+                            nonce: nonce.clone(),
+                            error: error.clone(),
+                        })
+                    })
+            }
+        };
+        if let Some(answer) = early {
+            let _ = tx.send(message(answer)).await;
             return None;
         }
         tracing::info!(version, modules = update.modules.len(), "new snapshot");
         let (mut api, tx) = (api.clone(), tx.clone());
         let (cache, sink) = (self.cache.clone(), self.sink.clone());
+        let (taken, applying) = (self.taken.clone(), self.applying.clone());
         let group = self.options.group.clone();
         let max_bytes = self.options.max_module_mib.saturating_mul(1 << 20);
         Some(Box::pin(async move {
@@ -251,11 +282,30 @@ impl Client {
                 let _ = tx.send(progress(Phase::Compiling)).await;
                 let snapshot = group_snapshot(group, update, &cache)?;
                 tokio::task::spawn_blocking(move || -> Result<(), String> {
-                    sink.apply(&snapshot)?;
-                    if let Err(e) = cache.save_snapshot(&snapshot) {
-                        tracing::warn!(version, "cannot cache the snapshot: {e}");
+                    let _one_at_a_time = lock(&applying);
+                    {
+                        // Taken in by the task of a stream that ended meanwhile.
+                        let taken = lock(&taken);
+                        if taken.serving == version {
+                            return Ok(());
+                        }
+                        if let Some((refused, error)) = &taken.nacked
+                            && *refused == version
+                        {
+                            return Err(error.clone());
+                        }
                     }
-                    Ok(())
+                    let applied = sink.apply(&snapshot);
+                    match &applied {
+                        Ok(()) => {
+                            if let Err(e) = cache.save_snapshot(&snapshot) {
+                                tracing::warn!(version, "cannot cache the snapshot: {e}");
+                            }
+                            lock(&taken).serving = version;
+                        }
+                        Err(error) => lock(&taken).nacked = Some((version, error.clone())),
+                    }
+                    applied
                 })
                 .await
                 .unwrap_or_else(|e| Err(format!("applying the snapshot panicked: {e}")))
@@ -273,7 +323,7 @@ impl Client {
     /// ACKs or NACKs a snapshot taken in; a failed connection ends the
     /// stream instead (the snapshot is sent again on the next one).
     async fn answer(
-        &mut self,
+        &self,
         outcome: Outcome,
         tx: &mpsc::Sender<ProxyMessage>,
     ) -> Result<(), String> {
@@ -285,18 +335,15 @@ impl Client {
         let answer = match result {
             Ok(()) => {
                 tracing::info!(version, "snapshot applied: ACK");
-                self.serving = version;
                 Out::Ack(Ack { version, nonce })
             }
             Err(FetchFailure::Refused(error)) => {
-                tracing::warn!(
-                    version,
-                    kept = self.serving,
-                    "snapshot refused: NACK: {error}"
-                );
-                self.nacked = Some((version, error.clone()));
+                let mut taken = lock(&self.taken);
+                let kept = taken.serving;
+                tracing::warn!(version, kept, "snapshot refused: NACK: {error}");
+                taken.nacked = Some((version, error.clone()));
                 Out::Nack(Nack {
-                    version_kept: self.serving,
+                    version_kept: kept,
                     nonce,
                     error,
                 })
