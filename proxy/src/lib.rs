@@ -6,11 +6,13 @@
 //! the route's Wasm chain, [`upstream`] sends it on. [`config`] and
 //! [`snapshot`] turn a config file into the immutable state requests read;
 //! [`reload`] swaps that state while traffic flows; [`admin`] serves
-//! readiness and metrics.
+//! readiness and metrics. [`control_client`] takes the configuration from
+//! a control plane (`weft run --control`).
 
 pub mod admin;
 pub mod allocator;
 pub mod config;
+pub mod control_client;
 pub mod filter;
 pub mod http;
 pub mod listener;
