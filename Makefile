@@ -4,9 +4,10 @@
 CARGO ?= cargo
 WASM_TARGET := wasm32-wasip2
 WASM_DIR := target/wasm-filters
-# Every workspace crate but the host-only ones (the proxy, the demo upstream,
-# the test harness, the SDK macros, the bench load generator) is a filter component.
-FILTER_CRATES := --workspace --exclude weft --exclude weft-demo-upstream --exclude weft-test-harness --exclude weft-sdk-macros --exclude weft-loadgen
+# Every workspace crate but the host-only ones (the proxy, the control-plane
+# protocol and library, the demo upstream, the test harness, the SDK macros,
+# the bench load generator) is a filter component.
+FILTER_CRATES := --workspace --exclude weft --exclude weft-api --exclude weft-control --exclude weft-demo-upstream --exclude weft-test-harness --exclude weft-sdk-macros --exclude weft-loadgen
 
 .PHONY: setup build filters quickstart test lint
 
