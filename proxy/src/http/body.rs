@@ -33,6 +33,12 @@ pub fn configure(limits: &LimitsConfig) {
     BUFFERED_LIMIT.store(limits.max_buffered_body_bytes, Ordering::Relaxed);
 }
 
+/// `limits.body_idle_timeout_ms`, read when a body has to wait (the value
+/// is set once at start), so a streamed body does not carry it.
+fn idle_timeout() -> Duration {
+    Duration::from_millis(IDLE_TIMEOUT_MS.load(Ordering::Relaxed))
+}
+
 /// Bytes held by buffered bodies now, across the process.
 pub fn buffered_bytes() -> u64 {
     BUFFERED_HELD.load(Ordering::Relaxed)
@@ -155,7 +161,6 @@ impl Body for ProxyBody {
 /// then); a body whose frames are ready when asked for costs no timer.
 pub struct IdleBounded {
     incoming: Incoming,
-    idle: Duration,
     timer: Option<Pin<Box<Sleep>>>,
     armed: bool,
     ended: Option<Arc<OnceLock<Instant>>>,
@@ -165,7 +170,6 @@ impl IdleBounded {
     fn new(incoming: Incoming) -> Self {
         Self {
             incoming,
-            idle: Duration::from_millis(IDLE_TIMEOUT_MS.load(Ordering::Relaxed)),
             timer: None,
             armed: false,
             ended: None,
@@ -185,7 +189,7 @@ impl IdleBounded {
             }
             Poll::Pending => {
                 if !self.armed {
-                    let deadline = tokio::time::Instant::now() + self.idle;
+                    let deadline = tokio::time::Instant::now() + idle_timeout();
                     match &mut self.timer {
                         Some(timer) => timer.as_mut().reset(deadline),
                         None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
@@ -194,7 +198,7 @@ impl IdleBounded {
                 }
                 let timer = self.timer.as_mut().expect("armed above");
                 match timer.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyIdle(self.idle))))),
+                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyIdle(idle_timeout()))))),
                     Poll::Pending => Poll::Pending,
                 }
             }

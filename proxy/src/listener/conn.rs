@@ -6,10 +6,12 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
+use atomic_waker::AtomicWaker;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::rt::{Read, ReadBufCursor, Write};
@@ -207,27 +209,49 @@ impl Connections {
         let conn = self.builder.serve_connection(io, service);
         let mut conn = std::pin::pin!(conn);
         let mut drain = self.drain.clone();
+        let drain = drain.wait_for(|started| *started);
+        let mut drain = std::pin::pin!(drain);
         let mut draining = false;
         let first_bytes_by = tokio::time::Instant::now() + self.first_bytes;
         let check = tokio::time::sleep(self.first_bytes.min(self.idle_check));
         let mut check = std::pin::pin!(check);
         let mut checking = true;
+        let side = SideWake::new();
         // Requests started when last checked, and checks since one started.
         let mut seen = 0;
         let mut quiet = 0;
         loop {
-            tokio::select! {
-                ended = conn.as_mut() => {
+            // The connection is polled on every wake-up; the drain and the
+            // timer only when they woke the task (they rarely do), so a
+            // request does not pay for polling them on each of its wake-ups.
+            let event = std::future::poll_fn(|cx| {
+                if let Poll::Ready(ended) = conn.as_mut().poll(cx) {
+                    return Poll::Ready(Event::Ended(ended));
+                }
+                let Some(mut side_cx) = side.woken(cx) else {
+                    return Poll::Pending;
+                };
+                if !draining && drain.as_mut().poll(&mut side_cx).is_ready() {
+                    return Poll::Ready(Event::Drain);
+                }
+                if checking && check.as_mut().poll(&mut side_cx).is_ready() {
+                    return Poll::Ready(Event::Check);
+                }
+                Poll::Pending
+            })
+            .await;
+            match event {
+                Event::Ended(ended) => {
                     if let Err(e) = ended {
                         tracing::debug!(peer = %addr, kind = self.kind, "connection ended: {e}");
                     }
                     return;
                 }
-                _ = drain.wait_for(|started| *started), if !draining => {
+                Event::Drain => {
                     draining = true;
                     conn.as_mut().graceful_shutdown();
                 }
-                () = &mut check, if checking => {
+                Event::Check => {
                     let now = tokio::time::Instant::now();
                     let started = activity.started.load(Ordering::Relaxed);
                     if started == 0 {
@@ -235,11 +259,17 @@ impl Connections {
                             tracing::debug!(peer = %addr, kind = self.kind, "no request within the first-bytes timeout: closed");
                             return;
                         }
-                        check.as_mut().reset(first_bytes_by.min(now + self.idle_check));
+                        check
+                            .as_mut()
+                            .reset(first_bytes_by.min(now + self.idle_check));
                         continue;
                     }
                     let busy = activity.in_flight.load(Ordering::Relaxed) > 0;
-                    quiet = if busy || seen != started { 0 } else { quiet + 1 };
+                    quiet = if busy || seen != started {
+                        0
+                    } else {
+                        quiet + 1
+                    };
                     seen = started;
                     if quiet >= IDLE_CHECKS {
                         checking = false;
@@ -249,7 +279,61 @@ impl Connections {
                     }
                 }
             }
+            // A reset timer, or a shutdown begun, is polled again at once.
+            side.wake_by_ref();
         }
+    }
+}
+
+/// What ended a wait of [`Connections::serve`].
+enum Event<E> {
+    /// The connection ended.
+    Ended(Result<(), E>),
+    /// The drain started.
+    Drain,
+    /// The connection's timer fired.
+    Check,
+}
+
+/// The waker of a connection's side futures (its drain and its timer):
+/// it marks them woken, then wakes the connection's task.
+struct SideWake {
+    woken: AtomicBool,
+    task: AtomicWaker,
+    waker: OnceLock<Waker>,
+}
+
+impl SideWake {
+    /// Starts woken, so the side futures are polled (and register) once.
+    fn new() -> Arc<Self> {
+        let side = Arc::new(Self {
+            woken: AtomicBool::new(true),
+            task: AtomicWaker::new(),
+            waker: OnceLock::new(),
+        });
+        let _ = side.waker.set(Waker::from(side.clone()));
+        side
+    }
+
+    /// When a side future woke the task since it was last asked: a context
+    /// to poll the side futures with. Records the task's waker either way.
+    fn woken(&self, cx: &Context<'_>) -> Option<Context<'_>> {
+        self.task.register(cx.waker());
+        if !self.woken.swap(false, Ordering::AcqRel) {
+            return None;
+        }
+        Some(Context::from_waker(self.waker.get().expect("set in new")))
+    }
+}
+
+impl Wake for SideWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
     }
 }
 

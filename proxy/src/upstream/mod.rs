@@ -143,6 +143,8 @@ impl Cluster {
         let mut deadline = std::pin::pin!(deadline);
         let result = loop {
             tokio::select! {
+                // The exchange first: no random pick per poll.
+                biased;
                 result = &mut exchange => break result,
                 () = &mut deadline => {
                     // Still sending the body: the timeout starts when it ends.
