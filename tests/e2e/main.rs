@@ -7,6 +7,7 @@ mod authority;
 mod callout;
 mod callout_limits;
 mod drain;
+mod expect;
 mod fault;
 mod filters;
 mod forwarding;

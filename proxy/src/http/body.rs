@@ -16,6 +16,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::Sleep;
 
+use super::expect::Gated;
 use crate::config::limits::{
     DEFAULT_BODY_IDLE_TIMEOUT_MS, DEFAULT_MAX_BUFFERED_BODY_BYTES, LimitsConfig,
 };
@@ -66,6 +67,9 @@ pub enum ProxyBody {
     /// taken the last frame (before writing the last bytes) or the
     /// connection is gone.
     Guarded(Box<ProxyBody>, Box<dyn OnDrop>),
+    /// A request body held back until the upstream asks for it
+    /// (`Expect: 100-continue`, [`super::expect`]).
+    AwaitingContinue(Box<Gated>),
 }
 
 impl ProxyBody {
@@ -107,6 +111,7 @@ impl ProxyBody {
                 b.ended = Some(end.clone());
                 Some(end)
             }
+            ProxyBody::AwaitingContinue(gated) => gated.body.watch_end(),
             _ => None,
         }
     }
@@ -128,6 +133,7 @@ impl Body for ProxyBody {
                 .map(|f| f.map(|r| r.map_err(Into::into))),
             ProxyBody::IdleBounded(bounded) => bounded.poll_frame(cx),
             ProxyBody::Guarded(inner, _) => Pin::new(inner.as_mut()).poll_frame(cx),
+            ProxyBody::AwaitingContinue(gated) => gated.poll_frame(cx),
         }
     }
 
@@ -138,6 +144,7 @@ impl Body for ProxyBody {
             ProxyBody::Streaming(incoming) => incoming.is_end_stream(),
             ProxyBody::IdleBounded(bounded) => bounded.incoming.is_end_stream(),
             ProxyBody::Guarded(inner, _) => inner.is_end_stream(),
+            ProxyBody::AwaitingContinue(gated) => gated.body.is_end_stream(),
         }
     }
 
@@ -150,6 +157,7 @@ impl Body for ProxyBody {
             ProxyBody::Streaming(incoming) => incoming.size_hint(),
             ProxyBody::IdleBounded(bounded) => bounded.incoming.size_hint(),
             ProxyBody::Guarded(inner, _) => inner.size_hint(),
+            ProxyBody::AwaitingContinue(gated) => gated.body.size_hint(),
         }
     }
 }

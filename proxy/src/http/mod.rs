@@ -1,6 +1,7 @@
 //! HTTP plumbing shared by the listener and the upstream side.
 
 pub mod body;
+pub mod expect;
 pub mod headers;
 pub mod local;
 pub mod target;

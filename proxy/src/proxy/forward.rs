@@ -1,6 +1,7 @@
 //! Step 4: sending the request upstream, and keeping its body when a filter
 //! may ask to send it again.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -9,6 +10,7 @@ use http_body::Body;
 
 use crate::filter::RequestProps;
 use crate::http::body::{BufferError, buffer};
+use crate::http::expect::{self, ContinueGate, Gated, RefuseOnDrop};
 use crate::http::{ProxyBody, headers, local};
 use crate::listener::Peer;
 use crate::route::Route;
@@ -31,12 +33,16 @@ pub async fn forward(
     headers::remove_hop_by_hop(&mut head.headers);
     headers::add_forwarded(&mut head.headers, peer, head.version);
     frame_request_body(&mut head, &body);
+    let mut request = Request::from_parts(head, body);
+    let gate = expect::expects_continue(request.headers())
+        .then(|| await_continue(&mut request))
+        .flatten();
     let endpoint = route.cluster.pick().clone();
-    let sent = route
-        .cluster
-        .send(&endpoint, Request::from_parts(head, body), timeout)
-        .await;
+    let sent = route.cluster.send(&endpoint, request, timeout).await;
     props.upstream_endpoint = Some(endpoint);
+    // A final answer (or a failure) before the upstream asked for the body:
+    // the body is not sent once the answer has been passed on.
+    let refuse = gate.filter(|gate| gate.answered()).map(RefuseOnDrop);
     match sent {
         Ok(response) => {
             props.upstream_failure = None;
@@ -45,7 +51,13 @@ pub async fn forward(
             head.headers.append(header::VIA, headers::via(head.version));
             // The proxy answers with its own version (RFC 9110 §6.2).
             head.version = Version::HTTP_11;
-            Response::from_parts(head, ProxyBody::Streaming(body))
+            let body = match refuse {
+                None => ProxyBody::Streaming(body),
+                Some(refuse) => {
+                    ProxyBody::Guarded(Box::new(ProxyBody::Streaming(body)), Box::new(refuse))
+                }
+            };
+            Response::from_parts(head, body)
         }
         Err(e) => {
             if let UpstreamError::ClientBody { reason, idle } = e {
@@ -73,6 +85,26 @@ pub async fn forward(
             local::error(status, code, &e.to_string(), &props.request_id)
         }
     }
+}
+
+/// Leaves `Expect: 100-continue` to the upstream ([`expect`]): a body still
+/// to come waits behind a gate the upstream's `100` opens; the returned gate
+/// learns of the final answer. A body the proxy already holds whole (a
+/// filter or a resend read it, and hyper told the client 100) goes whole,
+/// without the expectation.
+fn await_continue(request: &mut Request<ProxyBody>) -> Option<Arc<ContinueGate>> {
+    let body = request.body_mut();
+    if matches!(body, ProxyBody::Full(_) | ProxyBody::Empty) || body.is_end_stream() {
+        request.headers_mut().remove(header::EXPECT);
+        return None;
+    }
+    let (gated, gate) = Gated::new(std::mem::replace(body, ProxyBody::Empty));
+    *body = ProxyBody::AwaitingContinue(Box::new(gated));
+    let informed = gate.clone();
+    hyper::ext::on_informational(request, move |response| {
+        informed.informational(response.status());
+    });
+    Some(gate)
 }
 
 /// Frames the request body for the upstream. hyper sends no body at all for

@@ -4,8 +4,9 @@
 //!    and the path (400 if either is bad); match a route (404 if none);
 //! 2. run the chain's `on-request-headers`;
 //! 3. if a filter wants it, buffer the body (bounded) and run `on-request-body`;
-//! 4. send upstream (502 unreachable, 504 timeout), streaming the body — or,
-//!    when a filter may retry, keeping it to send again;
+//! 4. send upstream (502 unreachable, 504 timeout), streaming the body — held
+//!    back until the upstream's `100 Continue` when the client expects one —
+//!    or, when a filter may retry, keeping it to send again;
 //! 5. run `on-response-headers` (where a filter may ask for a retry: back to
 //!    4) and, if wanted, `on-response-body`;
 //! 6. answer; `on-done` runs when the response body is finished.
