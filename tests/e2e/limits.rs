@@ -302,3 +302,39 @@ async fn past_an_endpoints_connection_cap_a_request_waits_then_gets_503() {
     assert_eq!(up.hits(), 1, "a second connection was opened past the cap");
     assert_eq!(busy.await.unwrap().status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_connection_is_closed_after_the_idle_timeout() {
+    let up = Upstream::start().await;
+    let routes = "      - { name: all, cluster: backend }";
+    let weft = start(&with_limits(
+        "",
+        routes,
+        up.addr,
+        "{ idle_timeout_ms: 400 }",
+    ));
+    let stream = TcpStream::connect(weft.addr("public")).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let ended = tokio::spawn(conn);
+    let request = Request::get(format!("{}/x", weft.url("public")))
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    drop(response);
+    let idle_from = Instant::now();
+    // The proxy sends GOAWAY and closes: the client's connection ends.
+    let _ = tokio::time::timeout(Duration::from_secs(10), ended)
+        .await
+        .expect("the idle HTTP/2 connection is still open after 10 s");
+    assert!(
+        idle_from.elapsed() >= Duration::from_millis(400),
+        "closed before the idle timeout"
+    );
+    assert!(sender.is_closed());
+}
