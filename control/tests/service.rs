@@ -246,7 +246,16 @@ async fn bad_and_cut_off_uploads_are_refused_and_store_nothing() {
             .push_module(with_token(ReceiverStream::new(rx), TOKEN))
             .await
     });
-    tokio::time::sleep(Duration::from_millis(100)).await; // let the first chunk go out
+    // Wait until the client stream has taken the first chunk from the
+    // channel (it is on its way), then go away mid-upload.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tx.capacity() < tx.max_capacity() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first chunk was not taken within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     upload.abort();
     drop(tx);
 
