@@ -16,21 +16,12 @@ use crate::{config, start, wasm};
 /// How long one read may wait.
 const READ_LIMIT: Duration = Duration::from_secs(10);
 
-/// Reads from `stream` into `buf` until it holds a whole head (`\r\n\r\n`);
-/// returns the head's length. Panics if the peer closes first.
+/// Reads a whole head into `buf`; returns its length. Panics if the peer
+/// closes first.
 async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> usize {
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            return i + 4;
-        }
-        let n = tokio::time::timeout(READ_LIMIT, stream.read(&mut chunk))
-            .await
-            .expect("bytes within 10 s")
-            .unwrap_or(0);
-        assert!(n > 0, "closed before a whole head: {buf:?}");
-        buf.extend_from_slice(&chunk[..n]);
-    }
+    weft_test_harness::raw::read_head(stream, buf)
+        .await
+        .unwrap_or_else(|| panic!("closed before a whole head: {buf:?}"))
 }
 
 /// The value of header `name` (lower-case) in `head`.

@@ -2,7 +2,7 @@
 //! connection, a GET's body is not lost, the proxy answers with its own HTTP
 //! version, and a client's broken body is the client's error.
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use weft_test_harness::{RawConn, Upstream};
 
 use crate::authority::raw;
@@ -40,12 +40,11 @@ async fn an_http_1_0_upstream_is_answered_as_http_1_1_with_keep_alive() {
         while let Ok((mut stream, _)) = listener.accept().await {
             tokio::spawn(async move {
                 let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
+                if weft_test_harness::raw::read_head(&mut stream, &mut head)
+                    .await
+                    .is_none()
+                {
+                    return;
                 }
                 let _ = stream
                     .write_all(b"HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\n\r\nhello from 1.0")

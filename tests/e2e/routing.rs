@@ -246,7 +246,7 @@ async fn an_upstream_that_drops_the_connection_gives_502() {
 async fn a_keep_alive_connection_the_upstream_closed_is_not_reused() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let upstream = listener.local_addr().unwrap();
@@ -257,12 +257,11 @@ async fn a_keep_alive_connection_the_upstream_closed_is_not_reused() {
             counter.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
                 let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
+                if weft_test_harness::raw::read_head(&mut stream, &mut head)
+                    .await
+                    .is_none()
+                {
+                    return;
                 }
                 // Keep-alive by default in HTTP/1.1; then hang up anyway.
                 let _ = stream

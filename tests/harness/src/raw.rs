@@ -151,3 +151,24 @@ impl RawConn {
         reply
     }
 }
+
+/// Reads from `stream` into `buf` until it holds a whole head (through
+/// `\r\n\r\n`) and returns the head's length; `None` when the peer closes
+/// (or errs) first. Panics when a read waits longer than 10 s. For raw
+/// upstreams and clients in tests.
+pub async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<usize> {
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            return Some(i + 4);
+        }
+        let n = tokio::time::timeout(READ_LIMIT, stream.read(&mut chunk))
+            .await
+            .expect("bytes within 10 s")
+            .unwrap_or(0);
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
