@@ -4,10 +4,10 @@
 CARGO ?= cargo
 WASM_TARGET := wasm32-wasip2
 WASM_DIR := target/wasm-filters
-# Every workspace crate but the host-only ones (the proxy, the control-plane
+# Every workspace crate but the host-only ones (the `weft` binary, the proxy, the control-plane
 # protocol and library, the demo upstream, the test harness, the SDK macros,
 # the bench load generator) is a filter component.
-FILTER_CRATES := --workspace --exclude weft --exclude weft-api --exclude weft-control --exclude weft-demo-upstream --exclude weft-test-harness --exclude weft-sdk-macros --exclude weft-loadgen
+FILTER_CRATES := --workspace --exclude weft --exclude weft-cli --exclude weft-api --exclude weft-control --exclude weft-demo-upstream --exclude weft-test-harness --exclude weft-sdk-macros --exclude weft-loadgen
 
 .PHONY: setup build filters quickstart test lint
 
@@ -17,7 +17,7 @@ setup:
 
 ## build: the proxy and the demo upstream (release).
 build:
-	$(CARGO) build --release -p weft -p weft-demo-upstream
+	$(CARGO) build --release -p weft-cli -p weft-demo-upstream
 
 ## filters: every built-in and example filter, into target/wasm-filters.
 filters: setup

@@ -116,7 +116,7 @@ FILTER_DIR=$ROOT/target/wasm-filters/wasm32-wasip2/filter
 if [ "$BUILD" = 1 ]; then
     have cargo || die "cargo is needed to build weft (or pass --no-build)"
     say "building weft (release) and the filters (cargo skips what is up to date)"
-    pkgs=(-p weft -p weft-loadgen)
+    pkgs=(-p weft-cli -p weft-loadgen)
     [ "$UPSTREAM" = demo ] && pkgs+=(-p weft-demo-upstream)
     (cd "$ROOT" && cargo build --release "${pkgs[@]}")
     if have rustup && ! rustup target list --installed | grep -qx wasm32-wasip2; then

@@ -332,7 +332,10 @@ impl Control for ControlService {
                 pushed_at_unix_ms: m.pushed_at_unix_ms,
             })
             .collect();
-        Ok(Response::new(ListModulesResponse { modules }))
+        Ok(Response::new(ListModulesResponse {
+            modules,
+            contract_versions: self.inner.options.contract_versions.clone(),
+        }))
     }
 }
 

@@ -48,11 +48,7 @@ impl Reloader {
         })
         .await
         .unwrap_or_else(|e| Err(ConfigError::new("", format!("build panicked: {e}")).into()))?;
-        let serving = self.proxy.snapshot.load();
-        check_listeners_unchanged(&serving, &built)?;
-        warn_of_settings_read_at_start(&serving.config, &built.config);
-        self.proxy.snapshot.store(Arc::new(built));
-        self.runtime.evict_unused();
+        swap(&self.proxy, &self.runtime, built)?;
         Ok(self.version.fetch_add(1, Ordering::Relaxed) + 1)
     }
 
@@ -118,6 +114,19 @@ impl Reloader {
         }
         out
     }
+}
+
+/// Swaps `built` in for the snapshot `proxy` serves, as every reload does:
+/// refused when it would change the listeners or the admin API (bound once
+/// at start); a warning for sections read only at start; the modules no
+/// snapshot uses any more are dropped from the runtime's cache.
+pub fn swap(proxy: &Proxy, runtime: &FilterRuntime, built: Snapshot) -> Result<(), ConfigErrors> {
+    let serving = proxy.snapshot.load();
+    check_listeners_unchanged(&serving, &built)?;
+    warn_of_settings_read_at_start(&serving.config, &built.config);
+    proxy.snapshot.store(Arc::new(built));
+    runtime.evict_unused();
+    Ok(())
 }
 
 /// Listeners (and the admin API) are bound once at start: a reload may not

@@ -2,6 +2,8 @@
 //! config. Building compiles and initialises every filter, so whatever is
 //! wrong is found here, off the request path, with the path of the field.
 //! `weft validate`, start-up and reload all run this same build.
+//! [`Snapshot::check`] runs it without any filter code, for the control
+//! plane's checks of a group's configuration.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -65,12 +67,46 @@ impl Errors {
     }
 }
 
+/// How far a build goes with the filters.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FilterSetup {
+    /// Compile each module and `init` each chain entry with its config:
+    /// what serving needs.
+    Init,
+    /// Compile each module, but run no filter code and leave `$file`
+    /// references unread: what can be checked away from the proxies.
+    CompileOnly,
+}
+
 impl Snapshot {
     /// Builds a snapshot, or returns every error found.
     pub fn build(
         config: &Config,
         base_dir: &Path,
         runtime: &FilterRuntime,
+    ) -> Result<Snapshot, ConfigErrors> {
+        Self::build_with(config, base_dir, runtime, FilterSetup::Init)
+    }
+
+    /// Checks `config` as [`Snapshot::build`] does — every field, every
+    /// reference, every module compiled — except what depends on the proxy
+    /// that will serve it: no filter's `init` runs (a filter may read its
+    /// environment) and `{"$file": …}` references in filter configs are
+    /// not read (they name files on each proxy's machine). Those are
+    /// checked by each proxy when it builds the snapshot.
+    pub fn check(
+        config: &Config,
+        base_dir: &Path,
+        runtime: &FilterRuntime,
+    ) -> Result<(), ConfigErrors> {
+        Self::build_with(config, base_dir, runtime, FilterSetup::CompileOnly).map(drop)
+    }
+
+    fn build_with(
+        config: &Config,
+        base_dir: &Path,
+        runtime: &FilterRuntime,
+        setup: FilterSetup,
     ) -> Result<Snapshot, ConfigErrors> {
         let mut errors = Errors::default();
         if let Some(admin) = &config.admin
@@ -104,6 +140,7 @@ impl Snapshot {
             defined: &config.filters,
             modules: &modules,
             runtime,
+            setup,
             instances: InstanceBudget::default(),
             default_max_instances: default_max_instances(config),
         };
@@ -335,6 +372,7 @@ struct ChainBuilder<'a> {
     defined: &'a BTreeMap<String, FilterModuleConfig>,
     modules: &'a HashMap<String, FilterModule>,
     runtime: &'a FilterRuntime,
+    setup: FilterSetup,
     instances: InstanceBudget,
     /// `max_instances` of the entries whose filter sets none.
     default_max_instances: usize,
@@ -384,13 +422,6 @@ impl ChainBuilder<'_> {
                 }
                 continue;
             };
-            let config = match files.inline(&entry.config, &format!("{at}.config")) {
-                Ok(config) => config,
-                Err(file_errors) => {
-                    errors.0.extend(file_errors);
-                    continue;
-                }
-            };
             let mut limits = module.limits;
             if limits.max_instances == 0 {
                 limits.max_instances = self.default_max_instances;
@@ -399,6 +430,16 @@ impl ChainBuilder<'_> {
                 errors.push(at, e);
                 continue;
             }
+            if self.setup == FilterSetup::CompileOnly {
+                continue;
+            }
+            let config = match files.inline(&entry.config, &format!("{at}.config")) {
+                Ok(config) => config,
+                Err(file_errors) => {
+                    errors.0.extend(file_errors);
+                    continue;
+                }
+            };
             let identity = runtime.identity(
                 &entry.filter,
                 &module.module.sha256,

@@ -27,7 +27,38 @@ use crate::config::{Config, ConfigError, ConfigErrors};
 /// paths in the cache, bound to the addresses of `local`. Errors name the
 /// path of the field, prefixed by `group config v<N>` or `local config`.
 pub fn merge_config(group: &GroupSnapshot, local: &Config) -> Result<Config, ConfigErrors> {
-    let at = format!("group config v{}", group.version);
+    merge_at(group, local, &format!("group config v{}: ", group.version))
+}
+
+/// A group's configuration as a `Config` of its own, for checking it where
+/// no proxy's local configuration is at hand (the control plane, before
+/// applying it): each of its listeners gets a placeholder address and each
+/// `module:` the `path` of that module's file. Errors name the field's path
+/// as `weft validate` does.
+pub fn group_config_alone(group: &GroupSnapshot) -> Result<Config, ConfigErrors> {
+    let parsed: Option<Value> = match group.format {
+        ConfigFormat::Yaml => serde_yaml::from_str(&group.config).ok(),
+        ConfigFormat::Json => serde_json::from_str(&group.config).ok(),
+    };
+    let names: Vec<Value> = parsed
+        .as_ref()
+        .and_then(|v| v.get("listeners"))
+        .and_then(Value::as_array)
+        .map(|ls| {
+            ls.iter()
+                .filter_map(|l| l.get("name").and_then(Value::as_str))
+                .map(|name| serde_json::json!({"name": name, "listen": "127.0.0.1:0"}))
+                .collect()
+        })
+        .unwrap_or_default();
+    let local: Config = serde_json::from_value(serde_json::json!({ "listeners": names }))
+        .map_err(|e| ConfigError::new("listeners", e.to_string()))?;
+    merge_at(group, &local, "")
+}
+
+/// [`merge_config`], each error's path prefixed by `at`.
+fn merge_at(group: &GroupSnapshot, local: &Config, at: &str) -> Result<Config, ConfigErrors> {
+    let whole = at.trim_end_matches(": ");
     let mut errors = local_errors(local);
     let parsed: Result<Value, String> = match group.format {
         ConfigFormat::Yaml => serde_yaml::from_str(&group.config).map_err(|e| e.to_string()),
@@ -36,29 +67,29 @@ pub fn merge_config(group: &GroupSnapshot, local: &Config) -> Result<Config, Con
     let mut value = match parsed {
         Ok(Value::Object(map)) => map,
         Ok(_) => {
-            errors.push(ConfigError::new(at, "must be a mapping"));
+            errors.push(ConfigError::new(whole, "must be a mapping"));
             return Err(ConfigErrors(errors));
         }
         Err(e) => {
-            errors.push(ConfigError::new(at, e));
+            errors.push(ConfigError::new(whole, e));
             return Err(ConfigErrors(errors));
         }
     };
     for key in ["admin", "module_cache"] {
         if value.contains_key(key) {
             errors.push(ConfigError::new(
-                format!("{at}: {key}"),
+                format!("{at}{key}"),
                 "belongs to each proxy's local config, not to a group's",
             ));
         }
     }
-    bind_listeners(&mut value, local, &at, &mut errors);
-    point_filters_at_cache(&mut value, group, &at, &mut errors);
+    bind_listeners(&mut value, local, at, &mut errors);
+    point_filters_at_cache(&mut value, group, at, &mut errors);
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
     let mut config: Config = serde_path_to_error::deserialize(Value::Object(value))
-        .map_err(|e| ConfigError::new(format!("{at}: {}", e.path()), e.into_inner().to_string()))?;
+        .map_err(|e| ConfigError::new(format!("{at}{}", e.path()), e.into_inner().to_string()))?;
     config.admin = local.admin.clone();
     config.module_cache = local.module_cache.clone();
     Ok(config)
@@ -100,7 +131,7 @@ fn bind_listeners(
     };
     let mut by_name: Map<String, Value> = Map::new();
     for (i, listener) in std::mem::take(group).into_iter().enumerate() {
-        let path = format!("{at}: listeners[{i}]");
+        let path = format!("{at}listeners[{i}]");
         let Value::Object(listener) = listener else {
             errors.push(ConfigError::new(path, "must be a mapping"));
             continue;
@@ -156,7 +187,7 @@ fn point_filters_at_cache(
         return;
     };
     for (name, filter) in filters.iter_mut() {
-        let path = format!("{at}: filters.{name}");
+        let path = format!("{at}filters.{name}");
         let Value::Object(filter) = filter else {
             continue;
         };

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{ConfigError, ConfigErrors};
 
 pub use cache::{CachedModule, load_cached};
-pub use merge::merge_config;
+pub use merge::{group_config_alone, merge_config};
 pub use session::{Client, ClientError};
 
 /// Default interval between heartbeats on the stream (the control plane's

@@ -1,15 +1,24 @@
-//! The `weft` command.
+//! `weft run`: serve traffic, with the configuration of a local file or of
+//! a control plane (`--control`, in [`from_control`]).
+//!
+//! Either way the first snapshot is built before anything binds; the
+//! listeners and the admin API are bound once, the worker threads start,
+//! and this thread runs the control side: the admin API, the source of new
+//! snapshots (SIGHUP and `--watch` for a file, the control-plane client
+//! otherwise) and the signals that stop the proxy.
 
-use std::path::{Path, PathBuf};
+mod from_control;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
-use clap::{Parser, Subcommand};
+use clap::Args;
 
-use weft::config::{self, ConfigErrors};
+use weft::config;
 use weft::filter::FilterRuntime;
 use weft::listener::{Connections, Drain};
 use weft::proxy::Proxy;
@@ -17,127 +26,89 @@ use weft::reload::Reloader;
 use weft::snapshot::Snapshot;
 use weft::telemetry::{MetricLimits, Registry};
 
-/// Weft: a WebAssembly-extensible L7 proxy.
-#[derive(Parser)]
-#[command(version, about)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
+use crate::validate::print_errors;
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The config file (YAML, or JSON when it ends in .json). Under
+    /// `--control`: the proxy's own part only (listeners' names and
+    /// addresses, admin API, module cache, limits, log, metrics).
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Reload when the config file or a filter module changes.
+    #[arg(long, conflicts_with = "control")]
+    watch: bool,
+    /// Log filter (e.g. `info`, `weft=debug`); overrides WEFT_LOG.
+    #[arg(long)]
+    log_level: Option<String>,
+    /// Worker threads serving traffic [default: the cores weft may run on].
+    #[arg(long, env = "WEFT_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    workers: Option<u16>,
+    /// Take routes, filters and clusters from this control plane, e.g.
+    /// `http://127.0.0.1:7070`.
+    #[arg(long, requires_all = ["node", "group"])]
+    control: Option<String>,
+    /// This proxy's node name, unique in the mesh (with `--control`).
+    #[arg(long, requires = "control")]
+    node: Option<String>,
+    /// The group whose configuration this proxy serves (with `--control`).
+    #[arg(long, requires = "control")]
+    group: Option<String>,
+    /// Where the modules and the last good snapshot from the control plane
+    /// are kept [default: $XDG_CACHE_HOME/weft/control/<node>, else
+    /// ~/.cache/weft/control/<node>].
+    #[arg(long, requires = "control")]
+    cache: Option<PathBuf>,
 }
 
-#[derive(Subcommand)]
-enum Command {
-    /// Serve traffic with a config file.
-    Run {
-        /// The config file (YAML, or JSON when it ends in .json).
-        #[arg(long, short)]
-        config: PathBuf,
-        /// Reload when the config file or a filter module changes.
-        #[arg(long)]
-        watch: bool,
-        /// Log filter (e.g. `info`, `weft=debug`); overrides WEFT_LOG.
-        #[arg(long)]
-        log_level: Option<String>,
-        /// Worker threads serving traffic [default: the cores weft may run on].
-        #[arg(long, env = "WEFT_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
-        workers: Option<u16>,
-    },
-    /// Check a config file, its filter modules and their configs.
-    Validate {
-        /// The config file.
-        #[arg(long, short)]
-        config: PathBuf,
-    },
-}
-
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Validate { config } => validate(&config),
-        Command::Run {
-            config,
-            watch,
-            log_level,
-            workers,
-        } => {
-            weft::logging::init(log_level.as_deref());
-            let workers = workers.map_or_else(weft::worker::default_count, usize::from);
-            let result = run(config, watch, workers);
-            weft::logging::flush();
-            match result {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("weft: {e:#}");
-                    ExitCode::from(1)
-                }
-            }
-        }
-    }
-}
-
-/// Builds the snapshot without serving. Prints one line per error.
-fn validate(path: &Path) -> ExitCode {
-    let result = (|| {
-        let loaded = config::load(path)?;
-        let runtime = FilterRuntime::new(Arc::new(Registry::default())).map_err(|e| {
-            config::ConfigError::new("", format!("cannot start the filter runtime: {e}"))
-        })?;
-        Snapshot::build(&loaded.config, &loaded.base_dir, &runtime)
-    })();
+pub fn main(args: RunArgs) -> ExitCode {
+    weft::logging::init(args.log_level.as_deref());
+    let workers = args
+        .workers
+        .map_or_else(weft::worker::default_count, usize::from);
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+        .and_then(|runtime| runtime.block_on(serve(args, workers)));
+    weft::logging::flush();
     match result {
-        Ok(snapshot) => {
-            let routes: usize = snapshot
-                .listeners
-                .iter()
-                .map(|l| l.routes.routes().len())
-                .sum();
-            println!(
-                "{}: ok ({} listeners, {} routes, {} filters)",
-                path.display(),
-                snapshot.listeners.len(),
-                routes,
-                snapshot.config.filters.len()
-            );
-            ExitCode::SUCCESS
-        }
-        Err(errors) => {
-            print_errors(&errors);
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("weft: {e:#}");
             ExitCode::from(1)
         }
     }
 }
 
-fn print_errors(errors: &ConfigErrors) {
-    weft::logging::flush();
-    for e in &errors.0 {
-        eprintln!("{e}");
-    }
-}
-
-/// Serves with `workers` worker threads; this thread runs the control side:
-/// the admin API, reloads and signals.
-fn run(config_path: PathBuf, watch: bool, workers: usize) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(serve(config_path, watch, workers))
-}
-
-async fn serve(config_path: PathBuf, watch: bool, workers: usize) -> anyhow::Result<()> {
+/// Serves with `workers` worker threads until SIGTERM or SIGINT, then
+/// drains.
+async fn serve(args: RunArgs, workers: usize) -> anyhow::Result<()> {
     let metrics = Arc::new(Registry::default());
     let filters = FilterRuntime::new(metrics.clone())
         .map_err(|e| anyhow::anyhow!("cannot start the filter runtime: {e}"))?;
-    let snapshot = config::load(&config_path)
-        .and_then(|loaded| Snapshot::build(&loaded.config, &loaded.base_dir, &filters))
-        .map_err(|errors| {
-            print_errors(&errors);
-            anyhow::anyhow!(
-                "{}: invalid config ({} errors)",
-                config_path.display(),
-                errors.0.len()
-            )
-        })?;
+    let control = match &args.control {
+        None => None,
+        Some(url) => {
+            let Some(control) = from_control::start(&args, url, filters.clone()).await? else {
+                return Ok(()); // stopped before the first snapshot
+            };
+            Some(control)
+        }
+    };
+    let snapshot = match &control {
+        Some(control) => control.take_first()?,
+        None => config::load(&args.config)
+            .and_then(|loaded| Snapshot::build(&loaded.config, &loaded.base_dir, &filters))
+            .map_err(|errors| {
+                print_errors(&errors);
+                anyhow::anyhow!(
+                    "{}: invalid config ({} errors)",
+                    args.config.display(),
+                    errors.0.len()
+                )
+            })?,
+    };
     weft::logging::set_limits(&snapshot.config.log);
     metrics.set_limits(MetricLimits {
         max_series_per_family: snapshot.config.metrics.max_series_per_family,
@@ -189,16 +160,21 @@ async fn serve(config_path: PathBuf, watch: bool, workers: usize) -> anyhow::Res
     }
     // A serving process fills the disk cache of compiled modules (`weft
     // validate` only reads it): the modules built so far are written off the
-    // async workers, later ones as reloads compile them.
+    // async workers, later ones as snapshots compile them.
     let writer = filters.clone();
     tokio::task::spawn_blocking(move || {
         writer.allow_module_cache_writes();
         writer.release_freed_memory();
     });
-    let reloader = Arc::new(Reloader::new(config_path, proxy, filters));
-    tokio::spawn(reloader.clone().on_sighup());
-    if watch {
-        tokio::spawn(reloader.watch(Duration::from_millis(500)));
+    match control {
+        Some(control) => control.serving(proxy),
+        None => {
+            let reloader = Arc::new(Reloader::new(args.config, proxy, filters));
+            tokio::spawn(reloader.clone().on_sighup());
+            if args.watch {
+                tokio::spawn(reloader.watch(Duration::from_millis(500)));
+            }
+        }
     }
     shutdown_signal().await;
     drain_connections(&drain, &connections, limits.drain_timeout()).await;
@@ -257,7 +233,8 @@ fn raise_fd_limit() {
     }
 }
 
-async fn shutdown_signal() {
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("can listen for SIGTERM");
     tokio::select! {
