@@ -102,7 +102,8 @@ pub async fn start(
         .connect_timeout(FIRST_CONNECT_TIMEOUT);
     if let Err(e) = endpoint.connect().await {
         bail!(
-            "the control plane at {url} cannot be reached ({e}) and the cache {} holds no snapshot to start from: start `weft control`, or check --control",
+            "the control plane at {url} cannot be reached ({}) and the cache {} holds no snapshot to start from: start `weft control`, or check --control",
+            weft::control_client::error_chain(&e),
             cache_dir.display()
         );
     }

@@ -31,7 +31,7 @@ use crate::config::{ConfigError, ConfigErrors};
 
 pub use cache::{CachedModule, load_cached};
 pub use merge::{group_config_alone, merge_config};
-pub use session::{Client, ClientError};
+pub use session::{Client, ClientError, error_chain};
 
 /// Default interval between heartbeats on the stream (the control plane's
 /// own default): 5 s.

@@ -74,6 +74,24 @@ struct Taken {
     nacked: Option<(u64, String)>,
 }
 
+/// An error with its sources, `a: b: c`: tonic's transport error says only
+/// "transport error" by itself.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut last = text.clone();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let part = e.to_string();
+        if part != last {
+            text.push_str(": ");
+            text.push_str(&part);
+            last = part;
+        }
+        source = e.source();
+    }
+    text
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -159,7 +177,7 @@ impl Client {
     async fn subscribe(&mut self) -> (bool, String) {
         let channel = match self.endpoint.connect().await {
             Ok(channel) => channel,
-            Err(e) => return (false, format!("cannot connect: {e}")),
+            Err(e) => return (false, format!("cannot connect: {}", error_chain(&e))),
         };
         let mut api = Api::new(channel);
         let (tx, rx) = mpsc::channel(16);
