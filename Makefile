@@ -9,7 +9,7 @@ WASM_DIR := target/wasm-filters
 # the bench load generator) is a filter component.
 FILTER_CRATES := --workspace --exclude weft --exclude weft-cli --exclude weft-api --exclude weft-control --exclude weft-demo-upstream --exclude weft-test-harness --exclude weft-sdk-macros --exclude weft-loadgen
 
-.PHONY: setup build filters quickstart test lint
+.PHONY: setup build filters quickstart mesh test lint
 
 ## setup: install the Wasm target filters are built for.
 setup:
@@ -26,6 +26,10 @@ filters: setup
 ## quickstart: set up, build, and run weft in front of the demo upstream.
 quickstart: setup build filters
 	./examples/quickstart/run.sh
+
+## mesh: a control plane and two proxies of one group (examples/mesh).
+mesh: setup build filters
+	./examples/mesh/run.sh
 
 ## test: the whole test suite (unit and end-to-end).
 test: setup
