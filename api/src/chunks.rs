@@ -132,7 +132,7 @@ impl ModuleAssembler {
             });
         }
         let digest = self.hasher.finalize();
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        let hex = crate::hex(&digest);
         if hex != self.sha256 {
             return Err(ModuleFetchError::HashMismatch {
                 sha256: self.sha256,
@@ -149,12 +149,7 @@ mod tests {
 
     const BYTES: &[u8] = b"\0asm\x0d\0\x01\0 a component's bytes";
 
-    fn sha256_hex(bytes: &[u8]) -> String {
-        Sha256::digest(bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    }
+    use crate::sha256_hex;
 
     fn chunk(offset: usize, data: &[u8], total: usize) -> ModuleChunk {
         ModuleChunk {

@@ -136,7 +136,7 @@ impl ControlService {
             .ok()
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
-        if constant_time_eq(presented.as_bytes(), token.as_bytes()) {
+        if weft_api::token_matches(presented, token) {
             Ok(())
         } else {
             Err(Status::permission_denied(
@@ -482,8 +482,4 @@ fn store_status(e: StoreError) -> Status {
         StoreError::Invalid(message) => Status::invalid_argument(message),
         e => Status::internal(e.to_string()),
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use crate::config::{self, ConfigError, ConfigErrors};
 use crate::filter::FilterRuntime;
 use crate::proxy::Proxy;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Origin, Snapshot, Source};
 
 /// Rebuilds and swaps snapshots from the config file.
 pub struct Reloader {
@@ -48,8 +48,56 @@ impl Reloader {
         })
         .await
         .unwrap_or_else(|e| Err(ConfigError::new("", format!("build panicked: {e}")).into()))?;
+        let source = Source::File {
+            path: self.path.display().to_string(),
+        };
+        self.swap_next(built, source)
+    }
+
+    /// Replaces filter `name`'s module by the component at `module` in the
+    /// serving config, builds that snapshot and swaps it in, as a reload
+    /// does; returns its version. The file is not changed: the next reload
+    /// from it serves the file's module again.
+    pub async fn replace_module(
+        &self,
+        name: &str,
+        module: PathBuf,
+        sha256: &str,
+    ) -> Result<u64, ConfigErrors> {
+        let _one_at_a_time = self.lock.lock().await;
+        let mut config = self.proxy.snapshot.load().config.clone();
+        let Some(filter) = config.filters.get_mut(name) else {
+            return Err(ConfigError::new(format!("filters.{name}"), "no such filter").into());
+        };
+        filter.path = module;
+        let base_dir = self
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        let runtime = self.runtime.clone();
+        let built = tokio::task::spawn_blocking(move || {
+            let built = Snapshot::build(&config, &base_dir, &runtime);
+            runtime.release_freed_memory();
+            built
+        })
+        .await
+        .unwrap_or_else(|e| Err(ConfigError::new("", format!("build panicked: {e}")).into()))?;
+        let source = Source::AdminUpload {
+            path: self.path.display().to_string(),
+            filter: name.to_string(),
+            sha256: sha256.to_string(),
+        };
+        self.swap_next(built, source)
+    }
+
+    /// Swaps `built` in as the next version (the caller holds `lock`).
+    fn swap_next(&self, mut built: Snapshot, source: Source) -> Result<u64, ConfigErrors> {
+        let version = self.version.load(Ordering::Relaxed) + 1;
+        built.origin = Origin::new(version, source);
         swap(&self.proxy, &self.runtime, built)?;
-        Ok(self.version.fetch_add(1, Ordering::Relaxed) + 1)
+        self.version.store(version, Ordering::Relaxed);
+        Ok(version)
     }
 
     /// Reloads and logs the outcome.

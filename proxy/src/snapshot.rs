@@ -46,6 +46,65 @@ pub struct Snapshot {
     pub listeners: Vec<ListenerSnapshot>,
     /// The config it was built from.
     pub config: Config,
+    /// Where that config came from (set by whoever swaps it in).
+    pub origin: Origin,
+}
+
+/// Where a snapshot's config came from, and when it was built: what the
+/// admin API's `/config` reports.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Origin {
+    /// 1 for the first snapshot of the process, then one more per swap;
+    /// under a control plane, the group's version.
+    pub version: u64,
+    /// What supplied the config.
+    pub source: Source,
+    /// When the snapshot was built, Unix milliseconds.
+    pub built_at_unix_ms: u64,
+}
+
+/// What supplied a snapshot's config.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Source {
+    /// Built and not served (`weft validate`, a check).
+    Unserved,
+    /// A config file.
+    File {
+        /// Its path.
+        path: String,
+    },
+    /// A group's configuration from a control plane.
+    ControlPlane {
+        /// The control plane.
+        url: String,
+        /// The group.
+        group: String,
+    },
+    /// A config file, with one filter's module replaced through the admin
+    /// API (`PUT /filters/{name}`).
+    AdminUpload {
+        /// The config file.
+        path: String,
+        /// The filter whose module was replaced.
+        filter: String,
+        /// Hex sha256 of the uploaded module.
+        sha256: String,
+    },
+}
+
+impl Origin {
+    /// Version `version` from `source`, built now.
+    pub fn new(version: u64, source: Source) -> Self {
+        let built_at_unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Self {
+            version,
+            source,
+            built_at_unix_ms,
+        }
+    }
 }
 
 /// A loaded filter module, its limits and its callout grants.
@@ -222,6 +281,7 @@ impl Snapshot {
             Ok(Snapshot {
                 listeners,
                 config: config.clone(),
+                origin: Origin::new(0, Source::Unserved),
             })
         } else {
             Err(ConfigErrors(errors.0))

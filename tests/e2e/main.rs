@@ -2,6 +2,7 @@
 //! loopback, real filter components built from `filters/` and `examples/`.
 
 mod admin;
+mod admin_api;
 mod api_key;
 mod authority;
 mod callout;

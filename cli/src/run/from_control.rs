@@ -18,7 +18,7 @@ use weft::config::{self, ConfigErrors, LoadedConfig};
 use weft::control_client::{Client, ClientOptions, GroupSnapshot, SnapshotSink, load_cached};
 use weft::filter::FilterRuntime;
 use weft::proxy::Proxy;
-use weft::snapshot::Snapshot;
+use weft::snapshot::{Origin, Snapshot, Source};
 
 use super::RunArgs;
 use crate::validate::print_errors;
@@ -31,7 +31,7 @@ const FIRST_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// serving.
 pub struct FromControl {
     sink: Arc<ControlSink>,
-    first: Mutex<Option<Snapshot>>,
+    first: Option<Snapshot>,
     /// Answers the client's first `apply` once the proxy serves.
     first_served: Option<blocking::Sender<()>>,
     /// Not started yet when the first snapshot came from the cache.
@@ -64,6 +64,7 @@ pub async fn start(
         anyhow::anyhow!("invalid control-plane settings")
     })?;
     let sink = Arc::new(ControlSink {
+        url: url.to_string(),
         local,
         runtime,
         state: Mutex::new(State::Waiting(None)),
@@ -92,7 +93,7 @@ pub async fn start(
         );
         return Ok(Some(FromControl {
             sink,
-            first: Mutex::new(Some(snapshot)),
+            first: Some(snapshot),
             first_served: None,
             client: Some(client),
         }));
@@ -120,7 +121,7 @@ pub async fn start(
             let (snapshot, served) = first.context("the control-plane client stopped")?;
             Ok(Some(FromControl {
                 sink,
-                first: Mutex::new(Some(snapshot)),
+                first: Some(snapshot),
                 first_served: Some(served),
                 client: None,
             }))
@@ -131,10 +132,15 @@ pub async fn start(
 
 impl FromControl {
     /// The snapshot to start serving.
-    pub fn take_first(&self) -> anyhow::Result<Snapshot> {
-        lock(&self.first)
+    pub fn take_first(&mut self) -> anyhow::Result<Snapshot> {
+        self.first
             .take()
             .context("the first snapshot was taken already")
+    }
+
+    /// The control plane's URL.
+    pub fn url(&self) -> &str {
+        &self.sink.url
     }
 
     /// The proxy serves: from now on each snapshot is swapped into `proxy`.
@@ -170,6 +176,7 @@ enum State {
 
 /// Builds each group snapshot with the local config, off the request path.
 struct ControlSink {
+    url: String,
     local: LoadedConfig,
     runtime: Arc<FilterRuntime>,
     state: Mutex<State>,
@@ -181,7 +188,13 @@ impl ControlSink {
             .map_err(|errors| one_line(&errors))?;
         let built = Snapshot::build(&merged, &self.local.base_dir, &self.runtime);
         self.runtime.release_freed_memory();
-        built.map_err(|errors| one_line(&errors))
+        let mut built = built.map_err(|errors| one_line(&errors))?;
+        let source = Source::ControlPlane {
+            url: self.url.clone(),
+            group: group.group.clone(),
+        };
+        built.origin = Origin::new(group.version, source);
+        Ok(built)
     }
 }
 

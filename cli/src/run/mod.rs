@@ -7,6 +7,7 @@
 //! snapshots (SIGHUP and `--watch` for a file, the control-plane client
 //! otherwise) and the signals that stop the proxy.
 
+mod admin;
 mod from_control;
 
 use std::path::PathBuf;
@@ -18,12 +19,13 @@ use anyhow::Context;
 use arc_swap::ArcSwap;
 use clap::Args;
 
+use weft::admin::{AdminApi, ConfigSource, TrafficDrain};
 use weft::config;
 use weft::filter::FilterRuntime;
 use weft::listener::{Connections, Drain};
 use weft::proxy::Proxy;
 use weft::reload::Reloader;
-use weft::snapshot::Snapshot;
+use weft::snapshot::{Origin, Snapshot, Source};
 use weft::telemetry::{MetricLimits, Registry};
 
 use crate::validate::print_errors;
@@ -87,7 +89,7 @@ async fn serve(args: RunArgs, workers: usize) -> anyhow::Result<()> {
     let metrics = Arc::new(Registry::default());
     let filters = FilterRuntime::new(metrics.clone())
         .map_err(|e| anyhow::anyhow!("cannot start the filter runtime: {e}"))?;
-    let control = match &args.control {
+    let mut control = match &args.control {
         None => None,
         Some(url) => {
             let Some(control) = from_control::start(&args, url, filters.clone()).await? else {
@@ -96,18 +98,23 @@ async fn serve(args: RunArgs, workers: usize) -> anyhow::Result<()> {
             Some(control)
         }
     };
-    let snapshot = match &control {
+    let snapshot = match &mut control {
         Some(control) => control.take_first()?,
-        None => config::load(&args.config)
-            .and_then(|loaded| Snapshot::build(&loaded.config, &loaded.base_dir, &filters))
-            .map_err(|errors| {
-                print_errors(&errors);
-                anyhow::anyhow!(
-                    "{}: invalid config ({} errors)",
-                    args.config.display(),
-                    errors.0.len()
-                )
-            })?,
+        None => {
+            let mut snapshot = config::load(&args.config)
+                .and_then(|loaded| Snapshot::build(&loaded.config, &loaded.base_dir, &filters))
+                .map_err(|errors| {
+                    print_errors(&errors);
+                    anyhow::anyhow!(
+                        "{}: invalid config ({} errors)",
+                        args.config.display(),
+                        errors.0.len()
+                    )
+                })?;
+            let path = args.config.display().to_string();
+            snapshot.origin = Origin::new(1, Source::File { path });
+            snapshot
+        }
     };
     weft::logging::set_limits(&snapshot.config.log);
     metrics.set_limits(MetricLimits {
@@ -120,7 +127,10 @@ async fn serve(args: RunArgs, workers: usize) -> anyhow::Result<()> {
         .iter()
         .map(|l| (l.name.clone(), l.addr))
         .collect();
-    let admin = snapshot.config.admin.as_ref().map(|a| a.listen.clone());
+    let admin = match &snapshot.config.admin {
+        Some(admin) => Some(admin::bind(admin).await?),
+        None => None,
+    };
     let limits = snapshot.config.limits.clone();
     weft::http::body::configure(&limits);
     raise_fd_limit();
@@ -139,25 +149,12 @@ async fn serve(args: RunArgs, workers: usize) -> anyhow::Result<()> {
             sockets[w].push(socket);
         }
     }
-    let drain = Drain::default();
-    let mut connections = weft::worker::start(sockets, &proxy, &limits, &drain)
+    // Traffic and the admin API drain apart: `POST /drain` stops traffic
+    // while the admin API answers; SIGTERM starts both.
+    let traffic_drain = Arc::new(Drain::default());
+    let admin_drain = Drain::default();
+    let traffic = weft::worker::start(sockets, &proxy, &limits, &traffic_drain)
         .context("cannot start the worker threads")?;
-    if let Some(listen) = admin {
-        let addr: std::net::SocketAddr = listen.parse().context("admin.listen")?;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("admin API: cannot bind {addr}"))?;
-        tracing::info!(addr = %listener.local_addr()?, "admin API listening");
-        let conns = Arc::new(Connections::new(
-            &limits,
-            limits.admin_max_connections,
-            &drain,
-            "admin",
-            proxy.metrics.clone(),
-        ));
-        connections.push(conns.clone());
-        tokio::spawn(weft::admin::serve(listener, proxy.clone(), conns));
-    }
     // A serving process fills the disk cache of compiled modules (`weft
     // validate` only reads it): the modules built so far are written off the
     // async workers, later ones as snapshots compile them.
@@ -166,18 +163,48 @@ async fn serve(args: RunArgs, workers: usize) -> anyhow::Result<()> {
         writer.allow_module_cache_writes();
         writer.release_freed_memory();
     });
-    match control {
-        Some(control) => control.serving(proxy),
+    let source = match control {
+        Some(control) => {
+            let url = control.url().to_string();
+            control.serving(proxy.clone());
+            ConfigSource::ControlPlane { url }
+        }
         None => {
-            let reloader = Arc::new(Reloader::new(args.config, proxy, filters));
+            let reloader = Arc::new(Reloader::new(args.config, proxy.clone(), filters.clone()));
             tokio::spawn(reloader.clone().on_sighup());
             if args.watch {
-                tokio::spawn(reloader.watch(Duration::from_millis(500)));
+                tokio::spawn(reloader.clone().watch(Duration::from_millis(500)));
             }
+            ConfigSource::File(reloader)
         }
+    };
+    let mut connections = traffic.clone();
+    if let Some(admin) = admin {
+        let api = AdminApi {
+            proxy: proxy.clone(),
+            runtime: filters,
+            source,
+            traffic: TrafficDrain {
+                drain: traffic_drain.clone(),
+                connections: traffic,
+                timeout: limits.drain_timeout(),
+            },
+            token: admin.token,
+            loopback: admin.listener.local_addr()?.ip().is_loopback(),
+        };
+        let conns = Arc::new(Connections::new(
+            &limits,
+            limits.admin_max_connections,
+            &admin_drain,
+            "admin",
+            proxy.metrics.clone(),
+        ));
+        connections.push(conns.clone());
+        tokio::spawn(weft::admin::serve(admin.listener, Arc::new(api), conns));
     }
     shutdown_signal().await;
-    drain_connections(&drain, &connections, limits.drain_timeout()).await;
+    admin_drain.start();
+    drain_connections(&traffic_drain, &connections, limits.drain_timeout()).await;
     Ok(())
 }
 

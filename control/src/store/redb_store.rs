@@ -19,7 +19,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use sha2::{Digest, Sha256};
 
 use super::{
     GroupState, ModuleBytes, ModuleRecord, ModuleSelector, PutModule, Store, StoreError,
@@ -123,7 +122,7 @@ impl Store for RedbStore {
         contract_version: &str,
     ) -> Result<PutModule, StoreError> {
         check_module_name(name).map_err(StoreError::Invalid)?;
-        let sha256 = hex(&Sha256::digest(bytes));
+        let sha256 = weft_api::sha256_hex(bytes);
         self.write_module_file(&sha256, bytes)?;
         let db = self.db_path.as_str();
         // One write transaction at a time: the version number is decided
@@ -300,13 +299,4 @@ impl<T, E: Into<redb::Error>> DbResult<T> for Result<T, E> {
             message: e.into().to_string(),
         })
     }
-}
-
-/// Lower-case hex of `bytes`.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }

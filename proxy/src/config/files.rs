@@ -2,6 +2,8 @@
 //! file's content when it loads the config, so secrets and key sets can
 //! live in files of their own (filters have no filesystem). A file that
 //! parses as JSON is inlined as that value, any other file as a string.
+//! `{"$secret": value}` is replaced by `value`: it only marks the value as
+//! a secret, for the admin API's redaction (`admin::redact`).
 //!
 //! Paths are relative to the config file, and confined to its directory:
 //! the path is resolved (symlinks and `..` included) before it is checked,
@@ -20,6 +22,9 @@ use super::{ConfigError, InlineFilesConfig};
 
 /// The key that marks a file reference.
 pub const FILE_KEY: &str = "$file";
+/// The key that marks a secret: `{"$secret": value}` is handed to the
+/// filter as `value`, and the admin API's `/config` shows it redacted.
+pub const SECRET_KEY: &str = "$secret";
 
 /// Where `$file` references may point, and how large a file may be.
 #[derive(Debug)]
@@ -69,6 +74,11 @@ impl InlineFiles {
                     Ok(text) => *value = serde_json::from_str(&text).unwrap_or(Value::String(text)),
                     Err(why) => errors.push(ConfigError::new(at, why)),
                 }
+            }
+            Value::Object(map) if map.len() == 1 && map.contains_key(SECRET_KEY) => {
+                let mut secret = map.remove(SECRET_KEY).unwrap_or_default();
+                self.inline_into(&mut secret, &format!("{at}.{SECRET_KEY}"), errors);
+                *value = secret;
             }
             Value::Object(map) => {
                 for (key, item) in map.iter_mut() {

@@ -6,14 +6,13 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// The admin endpoint (served by a later version; accepted now so
-    /// configs stay forward-compatible).
+    /// The admin API.
     #[serde(default)]
     pub admin: Option<AdminConfig>,
     /// Filter modules this proxy knows, by name.
@@ -43,7 +42,7 @@ pub struct Config {
 }
 
 /// `log:` the proxy's log output (read at start; a reload keeps them).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// Longest log line; a longer one is cut and marked.
@@ -70,7 +69,7 @@ impl Default for LogConfig {
 }
 
 /// `metrics:` bounds on the series filters make (read at start).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
     /// Series one filter may make in one of its families.
@@ -92,7 +91,7 @@ impl Default for MetricsConfig {
 }
 
 /// `inline_files:` bounds on files inlined into filter configs.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct InlineFilesConfig {
     /// Largest file a `$file` reference may name.
@@ -111,7 +110,7 @@ impl Default for InlineFilesConfig {
 }
 
 /// `module_cache:` the on-disk cache of compiled filter modules.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ModuleCacheConfig {
     /// `false` compiles every module at every start and writes nothing.
@@ -129,15 +128,20 @@ fn default_true() -> bool {
 }
 
 /// `admin:`
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// Address of the admin API.
     pub listen: String,
+    /// A file holding the bearer token of the admin API's writes (its
+    /// first line); else `WEFT_ADMIN_TOKEN`. Without one the admin API
+    /// takes no writes, and it may listen on loopback only.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
 }
 
 /// `filters.<name>:` one Wasm component and the limits its calls run under.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FilterModuleConfig {
     /// Path of the `.wasm` component, relative to the config file.
@@ -197,7 +201,7 @@ fn default_callout_request_budget_ms() -> u64 {
 }
 
 /// `listeners[i]:`
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerConfig {
     /// Unique name, used in logs and request properties.
@@ -215,7 +219,7 @@ pub struct ListenerConfig {
 /// `listeners[i].paths:` path normalisation. Dot-segments are always
 /// removed and escapes of unreserved characters always decoded; these are
 /// the choices that can break an application.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct PathsConfig {
     /// Merge runs of slashes (`//a` is `/a`).
@@ -246,7 +250,7 @@ impl Default for PathsConfig {
 
 /// `paths.escaped_slashes:` what an encoded slash or backslash (`%2F`,
 /// `%5C`) in a path does.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum EscapedSlashes {
     /// Passed on as sent, part of its segment.
@@ -264,7 +268,7 @@ impl Default for EscapedSlashes {
 }
 
 /// `listeners[i].routes[j]:`
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Unique name within the listener.
@@ -298,7 +302,7 @@ fn default_max_body_bytes() -> u64 {
 }
 
 /// `match:` every condition given must hold.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct MatchConfig {
     /// Exact host (`api.example.com`) or suffix wildcard (`*.example.com`).
@@ -315,7 +319,7 @@ pub struct MatchConfig {
 }
 
 /// `match.headers[k]:` one header condition: `exact`, `prefix` or `present`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct HeaderMatchConfig {
     /// Header name (any case).
@@ -329,7 +333,7 @@ pub struct HeaderMatchConfig {
 }
 
 /// `filters[k]:` one entry of a route's chain.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ChainEntryConfig {
     /// Name of a module under the top-level `filters:`.
@@ -344,7 +348,7 @@ pub struct ChainEntryConfig {
 
 /// What happens to a request when its filter traps, overruns its deadline or
 /// memory cap.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum OnError {
     /// Answer 500.
@@ -355,7 +359,7 @@ pub enum OnError {
 }
 
 /// `clusters.<name>:`
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
     /// `host:port` endpoints, used in turn.

@@ -6,7 +6,6 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
-use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
@@ -108,7 +107,7 @@ impl ModuleCache {
         disk: Option<&Arc<DiskCache>>,
     ) -> Result<Arc<CompiledModule>, ModuleError> {
         let bytes = std::fs::read(path).map_err(ModuleError::Read)?;
-        let sha256 = hex(&Sha256::digest(&bytes));
+        let sha256 = weft_api::sha256_hex(&bytes);
         if let Some(found) = self.modules.lock().unwrap().get(&sha256) {
             return Ok(found.clone());
         }
@@ -253,14 +252,6 @@ fn check_version(name: &str) -> Result<(), ModuleError> {
             found: found.to_string(),
         })
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }
 
 #[cfg(test)]

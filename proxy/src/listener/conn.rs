@@ -56,6 +56,11 @@ impl Drain {
         self.started.send_replace(true);
     }
 
+    /// Whether the drain has started.
+    pub fn started(&self) -> bool {
+        *self.started.borrow()
+    }
+
     fn watch(&self) -> watch::Receiver<bool> {
         self.started.subscribe()
     }

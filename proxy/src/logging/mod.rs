@@ -38,6 +38,10 @@ mod buffer;
 mod clock;
 
 static BUFFER: OnceLock<LogBuffer> = OnceLock::new();
+/// Replaces the subscriber's filter.
+type SetFilter = Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>;
+/// Set by [`init`], used by [`set_level`].
+static SET_FILTER: OnceLock<SetFilter> = OnceLock::new();
 /// The buffer once its writer thread runs and the subscriber writes to it:
 /// only then may [`filter_line`] write there directly.
 static BUFFERED: OnceLock<&'static LogBuffer> = OnceLock::new();
@@ -54,26 +58,48 @@ pub fn init(level: Option<&str>) {
         .with_env_filter(filter)
         .with_timer(LogClock)
         .with_ansi(terminal);
+    macro_rules! install {
+        ($builder:expr) => {{
+            let builder = $builder.with_filter_reloading();
+            let handle = builder.reload_handle();
+            let _ = SET_FILTER.set(Box::new(move |filter| {
+                handle.reload(filter).map_err(|e| e.to_string())
+            }));
+            builder.init();
+        }};
+    }
     if terminal {
-        builder.with_writer(io::stderr).init();
+        install!(builder.with_writer(io::stderr));
         return;
     }
     let buffer = BUFFER.get_or_init(LogBuffer::new);
     if let Err(e) = buffer.start_writer() {
         eprintln!("weft: cannot start the log writer thread ({e}); logging unbuffered");
-        builder.with_writer(io::stderr).init();
+        install!(builder.with_writer(io::stderr));
         return;
     }
-    builder
-        .with_ansi_sanitization(false)
-        .with_writer(buffer)
-        .init();
+    install!(builder.with_ansi_sanitization(false).with_writer(buffer));
     let _ = BUFFERED.set(buffer);
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         flush();
         previous(info);
     }));
+}
+
+/// Replaces the log filter while the proxy runs (`PUT /log-level`): `spec`
+/// is a `WEFT_LOG`-style filter such as `debug` or `info,weft::filter=trace`.
+/// Returns the filter now in force.
+pub fn set_level(spec: &str) -> Result<String, String> {
+    let filter = EnvFilter::builder()
+        .parse(spec)
+        .map_err(|e| format!("{spec:?} is not a log filter: {e}"))?;
+    let shown = filter.to_string();
+    let set = SET_FILTER
+        .get()
+        .ok_or("logging is not set up in this process")?;
+    set(filter)?;
+    Ok(shown)
 }
 
 /// Applies `log:` from the config: the line cap and the buffer's.

@@ -443,7 +443,7 @@ fn compat_key(engine: &Engine) -> String {
     engine.precompile_compatibility_hash().hash(&mut h);
     env!("CARGO_PKG_VERSION").hash(&mut h);
     let digest = h.0.finalize();
-    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    weft_api::hex(&digest[..8])
 }
 
 #[cfg(test)]

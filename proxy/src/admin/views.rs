@@ -1,0 +1,177 @@
+//! The admin API's reads: what the serving snapshot holds, as JSON.
+
+use http::{Response, StatusCode};
+use serde_json::{Value, json};
+
+use super::redact::redact;
+use super::{AdminApi, error, json};
+use crate::filter::module::CONTRACT_VERSION;
+use crate::http::ProxyBody;
+
+/// `GET /ready`: 200 while serving, 503 once the traffic drain started.
+pub fn ready(api: &AdminApi) -> Response<ProxyBody> {
+    if api.traffic.drain.started() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "the proxy is draining: it accepts no new connections",
+        );
+    }
+    super::text(StatusCode::OK, "text/plain", "ready\n".into())
+}
+
+/// `GET /config`: the serving snapshot's config, its version and origin,
+/// every filter config's secrets redacted.
+pub fn config(api: &AdminApi) -> Response<ProxyBody> {
+    let snapshot = api.proxy.snapshot.load();
+    let mut config = match serde_json::to_value(&snapshot.config) {
+        Ok(config) => config,
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                &format!("cannot show the config: {e}"),
+            );
+        }
+    };
+    for listener in config["listeners"].as_array_mut().into_iter().flatten() {
+        for route in listener["routes"].as_array_mut().into_iter().flatten() {
+            for entry in route["filters"].as_array_mut().into_iter().flatten() {
+                redact(&mut entry["config"]);
+            }
+        }
+    }
+    json(
+        StatusCode::OK,
+        &json!({
+            "version": snapshot.origin.version,
+            "source": snapshot.origin.source,
+            "built_at_unix_ms": snapshot.origin.built_at_unix_ms,
+            "config": config,
+        }),
+    )
+}
+
+/// `GET /routes`: each listener's routes in match order, with their chains.
+pub fn routes(api: &AdminApi) -> Response<ProxyBody> {
+    let snapshot = api.proxy.snapshot.load();
+    let listeners: Vec<Value> = snapshot
+        .config
+        .listeners
+        .iter()
+        .map(|l| {
+            let routes: Vec<Value> = l
+                .routes
+                .iter()
+                .map(|r| {
+                    let chain: Vec<Value> = r
+                        .filters
+                        .iter()
+                        .map(|e| json!({ "filter": e.filter, "on_error": e.on_error }))
+                        .collect();
+                    json!({
+                        "name": r.name,
+                        "match": r.matcher,
+                        "cluster": r.cluster,
+                        "timeout_ms": r.timeout_ms,
+                        "max_body_bytes": r.max_body_bytes,
+                        "filters": chain,
+                    })
+                })
+                .collect();
+            json!({ "name": l.name, "listen": l.listen, "routes": routes })
+        })
+        .collect();
+    json(
+        StatusCode::OK,
+        &json!({ "version": snapshot.origin.version, "listeners": listeners }),
+    )
+}
+
+/// `GET /clusters`: each cluster's endpoints and settings.
+pub fn clusters(api: &AdminApi) -> Response<ProxyBody> {
+    let snapshot = api.proxy.snapshot.load();
+    let clusters: Vec<Value> = snapshot
+        .config
+        .clusters
+        .iter()
+        .map(|(name, c)| {
+            let endpoints: Vec<Value> = c
+                .endpoints
+                .iter()
+                .map(|e| json!({ "address": e }))
+                .collect();
+            json!({
+                "name": name,
+                "endpoints": endpoints,
+                "connect_timeout_ms": c.connect_timeout_ms,
+                "max_connections_per_worker": c.max_connections_per_worker,
+            })
+        })
+        .collect();
+    json(
+        StatusCode::OK,
+        &json!({ "version": snapshot.origin.version, "clusters": clusters }),
+    )
+}
+
+/// The failure kinds `weft_filter_failures_total` counts.
+const FAILURE_KINDS: &[&str] = &["trap", "deadline", "memory", "instantiate"];
+
+/// `GET /filters`: each filter module: where it came from, its sha256 and
+/// contract, the chain entries that run it, its limits, and its counts.
+pub fn filters(api: &AdminApi) -> Response<ProxyBody> {
+    let snapshot = api.proxy.snapshot.load();
+    let metrics = &api.proxy.metrics;
+    let filters: Vec<Value> = snapshot
+        .config
+        .filters
+        .iter()
+        .map(|(name, f)| {
+            let mut sha256 = None;
+            let mut entries = Vec::new();
+            for listener in &snapshot.listeners {
+                for route in listener.routes.routes() {
+                    for entry in route.chain.entries.iter().filter(|e| *e.name == **name) {
+                        sha256.get_or_insert_with(|| entry.pool.sha256().to_string());
+                        entries.push(json!({ "listener": &*listener.name, "route": &*route.name }));
+                    }
+                }
+            }
+            let count = |metric: &str, extra: Option<(&str, &str)>| {
+                let mut labels = vec![("filter", name.as_str())];
+                labels.extend(extra);
+                metrics.counter_value(metric, &labels).unwrap_or(0)
+            };
+            let failures: serde_json::Map<String, Value> = FAILURE_KINDS
+                .iter()
+                .map(|kind| {
+                    let n = count("weft_filter_failures_total", Some(("kind", kind)));
+                    (kind.to_string(), json!(n))
+                })
+                .collect();
+            json!({
+                "name": name,
+                "path": f.path,
+                "sha256": sha256,
+                "contract_version": CONTRACT_VERSION,
+                "loaded_at_unix_ms": snapshot.origin.built_at_unix_ms,
+                "chain_entries": entries,
+                "deadline_ms": f.deadline_ms,
+                "max_memory_mib": f.max_memory_mib,
+                "max_instances": f.max_instances,
+                "failures": failures,
+                "overloaded": count("weft_filter_overloaded_total", None),
+                "instances_created": count("weft_filter_instances_created_total", None),
+            })
+        })
+        .collect();
+    json(
+        StatusCode::OK,
+        &json!({
+            "version": snapshot.origin.version,
+            "source": snapshot.origin.source,
+            "filters": filters,
+        }),
+    )
+}
