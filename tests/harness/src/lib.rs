@@ -3,6 +3,7 @@
 //! filter components built from `filters/` and `examples/`.
 
 pub mod client;
+pub mod components;
 pub mod filters;
 pub mod jwt;
 pub mod process;
