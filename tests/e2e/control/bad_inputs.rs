@@ -12,10 +12,6 @@ use weft_test_harness::process::validate;
 
 use super::*;
 
-fn add_header() -> Vec<u8> {
-    std::fs::read(weft_test_harness::component("add_header")).expect("add_header.wasm")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_pushes_say_why_and_store_nothing() {
     let cp = control(&["--max-module-mib", "1"]);

@@ -9,10 +9,6 @@ use weft_test_harness::components::{filter_component, padded, sha256_hex};
 
 use super::*;
 
-fn add_header() -> Vec<u8> {
-    std::fs::read(weft_test_harness::component("add_header")).expect("add_header.wasm")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxies_outlive_a_killed_control_plane_and_reconnect_to_its_restart() {
     let up = Upstream::start().await;

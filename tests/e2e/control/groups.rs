@@ -7,10 +7,6 @@ use weft_test_harness::components::{filter_component_of_contract, sha256_hex};
 
 use super::*;
 
-fn add_header() -> Vec<u8> {
-    std::fs::read(weft_test_harness::component("add_header")).expect("add_header.wasm")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_refusal_leaves_the_web_group_serving() {
     let up = Upstream::start().await;

@@ -30,6 +30,11 @@ const LOCAL: &str = "listeners:\n  - name: public\n    listen: 127.0.0.1:0\n";
 /// The response header the add-header filter sets in every group config.
 const TAG: &str = "x-tag";
 
+/// The add-header example filter's component.
+fn add_header() -> Vec<u8> {
+    std::fs::read(weft_test_harness::component("add_header")).expect("add_header.wasm")
+}
+
 /// Starts `weft control` on a fresh data directory with `args`.
 fn control(args: &[&str]) -> Control {
     let data = temp_dir("control-data");

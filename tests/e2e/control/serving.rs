@@ -13,11 +13,6 @@ use weft_test_harness::{Upstream, client};
 
 use super::*;
 
-/// The add-header example filter's component.
-fn add_header() -> Vec<u8> {
-    std::fs::read(weft_test_harness::component("add_header")).expect("add_header.wasm")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushed_versions_and_a_20_mib_module_reach_every_proxy() {
     let up = Upstream::start().await;
@@ -99,9 +94,27 @@ fn traffic(
                     reasons.push(format!("{url}: {reason}"));
                 }
             }
+            // Paced (about a thousand requests a second per task), so that
+            // the traffic does not take the cores the rollouts need.
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
         (sent, reasons)
     })
+}
+
+/// [`group_config`] with a filter deadline of 1 s instead of 10 ms: the
+/// deadline counts wall time while a call runs, so on a machine with more
+/// runnable threads than cores a call preempted for over 10 ms fails
+/// closed (500 `filter_failed`) whatever the control plane does; that is
+/// not what this test is about.
+fn patient_config(module: &str, value: &str, upstream: std::net::SocketAddr) -> String {
+    let config = group_config(module, value, upstream);
+    let plain = format!("tag: {{ module: \"{module}\" }}");
+    assert!(config.contains(&plain), "{config}");
+    config.replace(
+        &plain,
+        &format!("tag: {{ module: \"{module}\", deadline_ms: 1000 }}"),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -110,7 +123,7 @@ async fn twenty_rollouts_under_traffic_fail_no_request() {
     let cp = control(&[]);
     let code = add_header();
     pushed(&cp, "tag", &code);
-    applied(&cp, "web", &group_config("tag@1", "r0", up.addr), 1, 0);
+    applied(&cp, "web", &patient_config("tag@1", "r0", up.addr), 1, 0);
     let web: Vec<Weft> = ["web-1", "web-2", "web-3"]
         .iter()
         .map(|node| serving(launch(&cp, node, "web")))
@@ -127,7 +140,7 @@ async fn twenty_rollouts_under_traffic_fail_no_request() {
         let value = format!("r{round}");
         let (reference, _) = pushed(&cp, "tag", &padded(&code, code.len() + 64, &value));
         assert_eq!(reference, format!("tag@{}", round + 1));
-        let config = group_config(&reference, &value, up.addr);
+        let config = patient_config(&reference, &value, up.addr);
         applied(&cp, "web", &config, round + 1, 3);
     }
     stop.store(true, Ordering::Relaxed);

@@ -8,10 +8,6 @@ use weft_test_harness::process::temp_dir;
 
 use super::*;
 
-fn add_header() -> Vec<u8> {
-    std::fs::read(weft_test_harness::component("add_header")).expect("add_header.wasm")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_need_the_token_and_reads_do_not() {
     let token_file = file("token", b"s3cret-token\n");
