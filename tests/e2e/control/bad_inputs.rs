@@ -84,6 +84,7 @@ async fn a_push_cut_off_mid_upload_stores_nothing() {
         assert!(Instant::now() < deadline, "the upload never started");
         std::thread::sleep(Duration::from_millis(1));
     };
+    std::fs::remove_file(&path).expect("remove the module file");
     eprintln!("killed with {at_kill} KiB of {} received", size >> 10);
     assert!(
         at_kill < (size as u64 >> 10) * 3 / 4,

@@ -92,6 +92,7 @@ async fn a_control_plane_killed_mid_push_reopens_its_store_clean() {
         assert!(Instant::now() < deadline, "the upload never started");
         std::thread::sleep(Duration::from_millis(1));
     };
+    std::fs::remove_file(&path).expect("remove the module file");
     eprintln!("killed with {at_kill} KiB of {} received", size >> 10);
     assert!(
         at_kill < (size as u64 >> 10) * 3 / 4,

@@ -43,9 +43,12 @@ fn control(args: &[&str]) -> Control {
 
 /// A proxy of `group` under `cp` with a fresh cache directory, started
 /// without waiting for its listeners (they are bound once it serves its
-/// first snapshot): see [`serving`].
+/// first snapshot): see [`serving`]. The cache lies in the control plane's
+/// data directory (which the store does not look into but `modules/` and
+/// its own files) so that it is removed with it.
 fn launch(cp: &Control, node: &str, group: &str) -> Weft {
-    let cache = temp_dir(&format!("cache-{node}"));
+    let cache = cp.data.join("proxy-caches").join(node);
+    std::fs::create_dir_all(&cache).expect("create cache dir");
     let cache = cache.display().to_string();
     let url = cp.url();
     let args = [
@@ -106,7 +109,9 @@ fn weft(cp: &Control, args: &[&str]) -> Output {
 /// `weft push FILE --name NAME` of `bytes`.
 fn push(cp: &Control, name: &str, bytes: &[u8]) -> Output {
     let path = file(&format!("{name}.wasm"), bytes);
-    weft(cp, &["push", &path.display().to_string(), "--name", name])
+    let out = weft(cp, &["push", &path.display().to_string(), "--name", name]);
+    let _ = std::fs::remove_file(path);
+    out
 }
 
 /// Pushes `bytes` as `name` and asserts it was stored as a new version;
@@ -131,13 +136,15 @@ fn pushed(cp: &Control, name: &str, bytes: &[u8]) -> (String, String) {
 
 /// `weft apply -f FILE --group GROUP [--wait 30]` of `config`.
 fn apply(cp: &Control, group: &str, config: &str, wait: bool) -> Output {
-    let path = file("group.yaml", config.as_bytes());
-    let path = path.display().to_string();
+    let file = file("group.yaml", config.as_bytes());
+    let path = file.display().to_string();
     let mut args = vec!["apply", "-f", &path, "--group", group];
     if wait {
         args.extend(["--wait", "30"]);
     }
-    weft(cp, &args)
+    let out = weft(cp, &args);
+    let _ = std::fs::remove_file(file);
+    out
 }
 
 /// Applies `config` to `group` and asserts that it made version

@@ -19,7 +19,8 @@ const CLIENT_ENV: [&str; 3] = ["WEFT_CONTROL", "WEFT_TOKEN", "WEFT_LOG"];
 /// How long a command may run before the test gives up on it.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// A running `weft control`; killed on drop.
+/// A running `weft control`; killed on drop, and its data directory
+/// removed then (modules of tens of MiB must not pile up in the temp dir).
 pub struct Control {
     child: Child,
     bin: String,
@@ -164,6 +165,7 @@ impl Control {
 impl Drop for Control {
     fn drop(&mut self) {
         self.kill9();
+        let _ = std::fs::remove_dir_all(&self.data);
     }
 }
 
