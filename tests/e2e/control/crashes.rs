@@ -28,6 +28,7 @@ async fn proxies_outlive_a_killed_control_plane_and_reconnect_to_its_restart() {
     all_tagged(&web.iter().collect::<Vec<_>>(), "two").await;
     // Restarted while the control plane is away: it serves from its cache.
     tokio::task::block_in_place(|| web[1].restart());
+    assert_eq!(web[1].log_count("starting from the cached snapshot"), 1);
     all_tagged(&web.iter().collect::<Vec<_>>(), "two").await;
 
     tokio::task::block_in_place(|| cp.restart());

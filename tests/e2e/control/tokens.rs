@@ -61,7 +61,8 @@ fn a_control_plane_off_loopback_without_a_token_does_not_start() {
     );
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(
-        out.stderr.contains("token"),
+        out.stderr
+            .contains("refusing to listen on 0.0.0.0:0 without a token"),
         "the message says why: {out:?}"
     );
 }
