@@ -15,6 +15,7 @@ use weft::filter::module::CONTRACT_VERSION;
 use weft::snapshot::Snapshot;
 use weft::telemetry::Registry;
 use weft_control::apply::{ApplyCheck, ConfigValidator};
+use weft_control::module_check::contract_served;
 use weft_control::server::{ControlPlane, DEFAULT_LISTEN, default_data_dir};
 use weft_control::service::ServiceOptions;
 use weft_control::store;
@@ -97,6 +98,12 @@ fn run(args: ControlArgs) -> anyhow::Result<()> {
 /// [`Snapshot::check`], with the same messages. No filter code runs on the
 /// control plane: each proxy `init`s the filters when it builds the
 /// snapshot, and a refusal there is its NACK.
+///
+/// A module built for a contract this weft does not serve (the mesh may
+/// serve several, `--contract-version`) cannot be loaded here: the error
+/// of loading it is dropped. The proxies that serve its contract check it
+/// when they build the snapshot; the others get a refusal from the control
+/// plane before they download it.
 struct ProxyChecks {
     /// Where the modules a check compiles are written.
     dir: PathBuf,
@@ -126,11 +133,15 @@ impl ProxyChecks {
             .clone()
             .map_err(|e| vec![e])?;
         let mut modules = Vec::new();
+        let mut unloadable = Vec::new();
         for resolved in check.modules {
             let record = &resolved.module;
             let path = self
                 .module_file(check.store, &record.sha256)
                 .map_err(|e| vec![format!("module {}@{}: {e}", record.name, record.version)])?;
+            if !contract_served(&record.contract_version, &[CONTRACT_VERSION.to_string()]) {
+                unloadable.push(path.display().to_string());
+            }
             modules.push(CachedModule {
                 reference: resolved.reference.clone(),
                 name: record.name.clone(),
@@ -155,7 +166,21 @@ impl ProxyChecks {
             errors.0.iter().map(ToString::to_string).collect::<Vec<_>>()
         };
         let config = group_config_alone(&group).map_err(lines)?;
-        Snapshot::check(&config, &self.dir, &runtime).map_err(lines)
+        Snapshot::check(&config, &self.dir, &runtime).or_else(|errors| {
+            // `filters.<name>.path: <file>: …` of a module of another contract.
+            let of_unloadable = |e: &weft::config::ConfigError| {
+                e.path.ends_with(".path")
+                    && unloadable
+                        .iter()
+                        .any(|file| e.message.starts_with(file.as_str()))
+            };
+            let kept: Vec<_> = errors.0.into_iter().filter(|e| !of_unloadable(e)).collect();
+            if kept.is_empty() {
+                Ok(())
+            } else {
+                Err(lines(weft::config::ConfigErrors(kept)))
+            }
+        })
     }
 
     /// A file holding the module's bytes, written from the store once.

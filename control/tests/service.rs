@@ -21,6 +21,9 @@ use weft_api::v1::{
 use weft_api::{CHUNK_SIZE, ModuleAssembler, push_chunks};
 use weft_control::apply::ApplyCheck;
 use weft_control::server::{ControlPlane, ServeError};
+use weft_test_harness::components::{
+    filter_component, filter_component_of_contract, other_world_component, padded,
+};
 
 type Client = ControlClient<tonic::transport::Channel>;
 const TOKEN: &str = "s3cret-token";

@@ -7,6 +7,7 @@ mod api_key;
 mod authority;
 mod callout;
 mod callout_limits;
+mod control;
 mod drain;
 mod expect;
 mod fault;

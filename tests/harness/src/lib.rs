@@ -3,6 +3,8 @@
 //! filter components built from `filters/` and `examples/`.
 
 pub mod client;
+pub mod components;
+pub mod control;
 pub mod filters;
 pub mod jwt;
 pub mod process;
@@ -10,6 +12,7 @@ pub mod raw;
 pub mod upstream;
 
 pub use client::{Reply, client, get, raw_status, send};
+pub use control::Control;
 pub use filters::component;
 pub use process::Weft;
 pub use raw::{RawConn, RawReply};

@@ -29,14 +29,66 @@ pub struct Weft {
     child: Child,
     /// The config file it runs on.
     pub config_path: PathBuf,
-    log: Arc<Mutex<Vec<String>>>,
-    log_gate: Arc<LogGate>,
+    bin: String,
+    args: Vec<String>,
+    log: Log,
     listeners: HashMap<String, SocketAddr>,
+}
+
+/// The stderr of a child process, read line by line on a thread of its own
+/// (each line echoed to the test's stderr with a tag) into a shared log.
+pub(crate) struct Log {
+    lines: Arc<Mutex<Vec<String>>>,
+    gate: Arc<LogGate>,
+}
+
+impl Log {
+    /// Starts reading `child`'s piped stderr.
+    pub(crate) fn read(child: &mut Child, tag: &'static str) -> Log {
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("stderr piped");
+        let sink = lines.clone();
+        let gate = Arc::new(LogGate::default());
+        let open = gate.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[{tag}] {line}");
+                sink.lock().unwrap().push(line);
+                open.wait_open();
+            }
+        });
+        Log { lines, gate }
+    }
+
+    pub(crate) fn lines(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        self.lines.lock().unwrap()
+    }
+
+    pub(crate) fn text(&self) -> String {
+        self.lines().join("\n")
+    }
+
+    pub(crate) fn count(&self, needle: &str) -> usize {
+        self.lines().iter().filter(|l| l.contains(needle)).count()
+    }
+
+    /// Waits up to 30 s until at least `n` lines contain `needle`.
+    pub(crate) fn wait_for(&self, needle: &str, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.count(needle) < n {
+            assert!(
+                Instant::now() < deadline,
+                "no {n}x {needle:?} in log:\n{}",
+                self.text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }
 
 /// Whether the thread that reads weft's stderr may go on reading.
 #[derive(Default)]
-struct LogGate {
+pub(crate) struct LogGate {
     paused: Mutex<bool>,
     resumed: Condvar,
 }
@@ -75,16 +127,42 @@ impl Weft {
         args: &[&str],
         files: &[(&str, &[u8])],
     ) -> Weft {
+        let mut weft = Self::launch_with_files(bin, config, args, files);
+        weft.wait_listening();
+        weft
+    }
+
+    /// Starts `bin run` like [`Weft::start_with`] without waiting for its
+    /// listeners (see [`Weft::wait_listening`]): under `--control` with no
+    /// cache they are bound only once the first snapshot is served.
+    pub fn launch_with(bin: &str, config: &str, args: &[&str]) -> Weft {
+        Self::launch_with_files(bin, config, args, &[])
+    }
+
+    fn launch_with_files(bin: &str, config: &str, args: &[&str], files: &[(&str, &[u8])]) -> Weft {
         let dir = temp_dir("weft");
         for (name, bytes) in files {
             std::fs::write(dir.join(name), bytes).expect("write file");
         }
         let config_path = dir.join("weft.yaml");
         std::fs::write(&config_path, config).expect("write config");
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let (child, log) = Self::spawn(bin, &config_path, &args);
+        Weft {
+            child,
+            config_path,
+            bin: bin.to_string(),
+            args,
+            log,
+            listeners: HashMap::new(),
+        }
+    }
+
+    fn spawn(bin: &str, config_path: &Path, args: &[String]) -> (Child, Log) {
         let mut child = Command::new(bin)
             .arg("run")
             .arg("--config")
-            .arg(&config_path)
+            .arg(config_path)
             .args(args)
             .env("WEFT_LOG", "info")
             .stdin(Stdio::null())
@@ -92,43 +170,56 @@ impl Weft {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn weft");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().expect("stderr piped");
-        let sink = log.clone();
-        let log_gate = Arc::new(LogGate::default());
-        let gate = log_gate.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("[weft] {line}");
-                sink.lock().unwrap().push(line);
-                gate.wait_open();
-            }
-        });
+        let log = Log::read(&mut child, "weft");
+        (child, log)
+    }
+
+    /// Waits up to 60 s until every listener of the config file is bound.
+    pub fn wait_listening(&mut self) {
+        let config = std::fs::read_to_string(&self.config_path).expect("read config");
         let expected = config.matches("listen:").count();
-        let mut weft = Weft {
-            child,
-            config_path,
-            log,
-            log_gate,
-            listeners: HashMap::new(),
-        };
         let deadline = Instant::now() + Duration::from_secs(60);
-        while weft.listeners.len() < expected {
-            if let Ok(Some(status)) = weft.child.try_wait() {
+        while self.listeners.len() < expected {
+            if let Ok(Some(status)) = self.child.try_wait() {
                 panic!(
                     "weft exited with {status} before listening:\n{}",
-                    weft.log_text()
+                    self.log_text()
                 );
             }
             assert!(
                 Instant::now() < deadline,
                 "weft did not listen in time:\n{}",
-                weft.log_text()
+                self.log_text()
             );
-            weft.listeners = parse_listeners(&weft.log.lock().unwrap());
+            self.listeners = parse_listeners(&self.log.lines());
             std::thread::sleep(Duration::from_millis(20));
         }
-        weft
+    }
+
+    /// The argument given after `flag` (e.g. `--cache`), if any.
+    pub fn arg_after(&self, flag: &str) -> Option<&str> {
+        let at = self.args.iter().position(|a| a == flag)?;
+        self.args.get(at + 1).map(String::as_str)
+    }
+
+    /// Kills the process with SIGKILL and reaps it: no drain, no goodbye.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Kills the process (SIGKILL) if it runs, starts it again with the
+    /// same config file and arguments (so the same `--cache`) and waits
+    /// for its listeners: their addresses are new ones when the config
+    /// binds port 0.
+    pub fn restart(&mut self) {
+        self.resume_log_reading();
+        self.kill9();
+        let (child, log) = Self::spawn(&self.bin, &self.config_path, &self.args);
+        self.child = child;
+        self.log = log;
+        self.listeners.clear();
+        self.wait_listening();
     }
 
     /// The bound address of listener `name` (`admin` for the admin API).
@@ -147,40 +238,27 @@ impl Weft {
     /// Stops reading weft's stderr (after the line being read): once the
     /// pipe is full, weft's writes to stderr block.
     pub fn pause_log_reading(&self) {
-        self.log_gate.set(true);
+        self.log.gate.set(true);
     }
 
     /// Reads weft's stderr again.
     pub fn resume_log_reading(&self) {
-        self.log_gate.set(false);
+        self.log.gate.set(false);
     }
 
     /// Everything logged so far.
     pub fn log_text(&self) -> String {
-        self.log.lock().unwrap().join("\n")
+        self.log.text()
     }
 
     /// How many log lines contain `needle`.
     pub fn log_count(&self, needle: &str) -> usize {
-        self.log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| l.contains(needle))
-            .count()
+        self.log.count(needle)
     }
 
     /// Waits until at least `n` log lines contain `needle`.
     pub fn wait_for_log(&self, needle: &str, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.log_count(needle) < n {
-            assert!(
-                Instant::now() < deadline,
-                "no {n}x {needle:?} in log:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        self.log.wait_for(needle, n)
     }
 
     /// Rewrites the config file and sends SIGHUP; waits until the reload
@@ -196,7 +274,7 @@ impl Weft {
         self.signal("HUP");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let lines = self.log.lock().unwrap();
+            let lines = self.log.lines();
             let outcome: Vec<&String> = lines.iter().filter(|l| is_outcome(l)).collect();
             if outcome.len() > before {
                 return outcome[before].clone();
@@ -221,12 +299,7 @@ impl Weft {
     }
 
     fn outcomes(&self) -> usize {
-        self.log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| is_outcome(l))
-            .count()
+        self.log.lines().iter().filter(|l| is_outcome(l)).count()
     }
 
     /// The process id.
@@ -236,13 +309,8 @@ impl Weft {
 
     /// A field of `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`).
     pub fn proc_status_kib(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .expect("read proc status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {field} in /proc status"))
+        proc_status_kib(self.pid(), field)
+            .unwrap_or_else(|| panic!("no {field} in /proc status of {}", self.pid()))
     }
 
     /// Whether the process is still running.
@@ -264,6 +332,16 @@ impl Weft {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// A field of `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`); `None` once
+/// the process is gone.
+pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// A reload outcome: first line of either kind.
@@ -288,7 +366,7 @@ fn parse_listeners(lines: &[String]) -> HashMap<String, SocketAddr> {
         .collect()
 }
 
-fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+pub(crate) fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     let rest = &line[line.find(key)? + key.len()..];
     Some(rest.split_whitespace().next()?.trim_matches('"'))
 }
