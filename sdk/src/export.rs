@@ -17,10 +17,16 @@ pub type Slot<F> = LocalKey<RefCell<Option<F>>>;
 /// previous instance, if any, stays.
 pub fn init<F: Filter>(slot: &'static Slot<F>, config: String) -> Result<(), String> {
     panic_hook::install();
-    let config = config::parse::<F::Config>(&config)?;
-    let filter = F::new(config)?;
+    let filter = build::<F>(&config)?;
     slot.with(|slot| *slot.borrow_mut() = Some(filter));
     Ok(())
+}
+
+/// What `init` does with the config: parses it into `F::Config` and builds
+/// the filter. [`testing`](crate::testing) builds filters with it too.
+pub(crate) fn build<F: Filter>(config: &str) -> Result<F, String> {
+    let config = config::parse::<F::Config>(config)?;
+    F::new(config)
 }
 
 /// `phases`.

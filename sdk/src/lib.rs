@@ -107,6 +107,7 @@ mod panic_hook;
 mod random;
 mod request;
 mod response;
+mod sys;
 
 pub mod header;
 pub mod http;
@@ -115,6 +116,9 @@ pub mod metrics;
 pub mod property;
 pub mod shared;
 pub mod time;
+
+#[cfg(all(feature = "testing", not(target_arch = "wasm32")))]
+pub mod testing;
 
 /// What the export glue refers to; not part of the API.
 #[doc(hidden)]
