@@ -17,16 +17,10 @@ pub type Slot<F> = LocalKey<RefCell<Option<F>>>;
 /// previous instance, if any, stays.
 pub fn init<F: Filter>(slot: &'static Slot<F>, config: String) -> Result<(), String> {
     panic_hook::install();
-    let filter = build::<F>(&config)?;
+    let config = config::parse::<F::Config>(&config)?;
+    let filter = F::new(config)?;
     slot.with(|slot| *slot.borrow_mut() = Some(filter));
     Ok(())
-}
-
-/// What `init` does with the config: parses it into `F::Config` and builds
-/// the filter. [`testing`](crate::testing) builds filters with it too.
-pub(crate) fn build<F: Filter>(config: &str) -> Result<F, String> {
-    let config = config::parse::<F::Config>(config)?;
-    F::new(config)
 }
 
 /// `phases`.
@@ -75,6 +69,14 @@ fn with_filter<F: Filter, R>(slot: &'static Slot<F>, call: impl FnOnce(&mut F) -
 fn not_initialised() -> ! {
     panic_hook::install();
     panic!("filter not initialised: the proxy called a phase before a successful `init`")
+}
+
+/// What `init` does with the config: parses it into `F::Config` and builds
+/// the filter. [`testing`](crate::testing) builds filters with it.
+#[cfg(all(feature = "testing", not(target_arch = "wasm32")))]
+pub(crate) fn build<F: Filter>(config: &str) -> Result<F, String> {
+    let config = config::parse::<F::Config>(config)?;
+    F::new(config)
 }
 
 /// Exports `$filter` (a type implementing [`Filter`](crate::Filter)) as the

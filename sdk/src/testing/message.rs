@@ -178,7 +178,9 @@ impl TestRequest {
             panic!("weft_sdk::testing: invalid method {method:?}");
         }
         if !path.starts_with('/') || path.parse::<http::uri::PathAndQuery>().is_err() {
-            panic!("weft_sdk::testing: invalid path {path:?} (it starts with '/')");
+            panic!(
+                "weft_sdk::testing: invalid path {path:?}: not a request target starting with '/'"
+            );
         }
         let mut request = TestRequest {
             message: Message {
