@@ -96,6 +96,13 @@
 //! macros), [`time`], [`random_u64`], [`metrics`], [`shared`] state,
 //! request [`property`] values and outbound [`http`] calls. A panic is logged through [`log`] at error
 //! level, then the call traps; the proxy answers that request with an error.
+//!
+//! # Testing
+//!
+//! With feature `testing` (enable it in `[dev-dependencies]` only), the
+//! `weft_sdk::testing` module runs a filter's phases natively in `cargo
+//! test`, against an in-memory host: see its documentation and
+//! `docs/filter-guide.md`.
 
 #![warn(missing_docs)]
 
