@@ -71,6 +71,14 @@ fn not_initialised() -> ! {
     panic!("filter not initialised: the proxy called a phase before a successful `init`")
 }
 
+/// What `init` does with the config: parses it into `F::Config` and builds
+/// the filter. [`testing`](crate::testing) builds filters with it.
+#[cfg(all(feature = "testing", not(target_arch = "wasm32")))]
+pub(crate) fn build<F: Filter>(config: &str) -> Result<F, String> {
+    let config = config::parse::<F::Config>(config)?;
+    F::new(config)
+}
+
 /// Exports `$filter` (a type implementing [`Filter`](crate::Filter)) as the
 /// component's filter. `#[weft_sdk::filter]` invokes it.
 #[doc(hidden)]

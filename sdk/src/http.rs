@@ -16,7 +16,7 @@
 //! }
 //! ```
 
-use crate::bindings::weft::filter::host;
+use crate::sys::host;
 
 /// A callout request.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -96,6 +96,13 @@
 //! macros), [`time`], [`random_u64`], [`metrics`], [`shared`] state,
 //! request [`property`] values and outbound [`http`] calls. A panic is logged through [`log`] at error
 //! level, then the call traps; the proxy answers that request with an error.
+//!
+//! # Testing
+//!
+//! With feature `testing` (enable it in `[dev-dependencies]` only), the
+//! `weft_sdk::testing` module runs a filter's phases natively in `cargo
+//! test`, against an in-memory host: see its documentation and
+//! `docs/filter-guide.md`.
 
 #![warn(missing_docs)]
 
@@ -107,6 +114,7 @@ mod panic_hook;
 mod random;
 mod request;
 mod response;
+mod sys;
 
 pub mod header;
 pub mod http;
@@ -115,6 +123,9 @@ pub mod metrics;
 pub mod property;
 pub mod shared;
 pub mod time;
+
+#[cfg(all(feature = "testing", not(target_arch = "wasm32")))]
+pub mod testing;
 
 /// What the export glue refers to; not part of the API.
 #[doc(hidden)]

@@ -16,7 +16,7 @@
 //! # }
 //! ```
 
-use crate::bindings::weft::filter::host;
+use crate::sys::host;
 
 /// Adds `value` to counter `name`.
 pub fn counter_add(name: &str, labels: &[(&str, &str)], value: u64) {

@@ -1,7 +1,7 @@
 //! Properties of the current request that are not in its headers: its id,
 //! route, peer and so on.
 
-use crate::bindings::weft::filter::host;
+use crate::sys::host;
 
 /// The property `name` of the current request; `None` for unknown names and
 /// absent values. The shortcuts in this module cover the known names.

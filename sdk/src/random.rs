@@ -2,7 +2,7 @@
 
 use std::cell::Cell;
 
-use crate::bindings::weft::filter::host;
+use crate::sys::host;
 
 thread_local! {
     /// The generator's state; 0 until seeded from the proxy.
@@ -28,8 +28,16 @@ pub fn random_u64() -> u64 {
     })
 }
 
+/// Puts `state` in place of the generator's state and returns the one it
+/// replaces: natively every test filter shares the thread, so
+/// [`testing`](crate::testing) gives each instance its own generator.
+#[cfg(all(feature = "testing", not(target_arch = "wasm32")))]
+pub(crate) fn swap_state(state: u64) -> u64 {
+    STATE.with(|s| s.replace(state))
+}
+
 /// SplitMix64's output function (Steele, Lea and Flood, 2014).
-fn split_mix(state: u64) -> u64 {
+pub(crate) fn split_mix(state: u64) -> u64 {
     let mut z = state;
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::bindings::weft::filter::request as wit;
+use crate::sys::request as wit;
 
 /// The request being proxied.
 ///

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::bindings::weft::filter::response as wit;
+use crate::sys::response as wit;
 
 /// The response being returned to the client: from the upstream, from a
 /// filter's [`Action::Respond`](crate::Action::Respond), or an error the proxy

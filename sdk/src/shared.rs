@@ -30,7 +30,7 @@
 
 use std::fmt;
 
-use crate::bindings::weft::filter::host;
+use crate::sys::host;
 
 /// A stored value and its version.
 #[derive(Debug, Clone, PartialEq, Eq)]

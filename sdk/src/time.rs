@@ -1,6 +1,6 @@
 //! Clocks, from the proxy (the standard library's clocks trap in a filter).
 
-use crate::bindings::weft::filter::host;
+use crate::sys::host;
 
 /// Wall-clock time: nanoseconds since the Unix epoch.
 pub fn now_unix_nanos() -> u64 {

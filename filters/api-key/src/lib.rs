@@ -35,6 +35,9 @@ mod config;
 mod keys;
 mod query;
 
+#[cfg(test)]
+mod phase_tests;
+
 use weft_sdk::log::{self, Level};
 use weft_sdk::{Action, Filter, LocalResponse, Request, metrics, random_u64};
 

@@ -24,6 +24,9 @@
 mod config;
 mod decide;
 
+#[cfg(test)]
+mod phase_tests;
+
 use weft_sdk::{Action, Filter, LocalResponse, Request, metrics, property};
 
 use crate::config::{Config, DEFAULT_MESSAGE, Settings};

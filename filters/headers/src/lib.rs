@@ -30,6 +30,9 @@ mod config;
 mod ops;
 mod template;
 
+#[cfg(test)]
+mod phase_tests;
+
 use weft_sdk::{Action, Filter, Phases, Request, Response, property, time};
 
 use crate::config::Config;

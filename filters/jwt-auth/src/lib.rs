@@ -46,6 +46,9 @@ mod remote;
 mod testkeys;
 mod verify;
 
+#[cfg(test)]
+mod phase_tests;
+
 use weft_sdk::log::{self, Level};
 use weft_sdk::{Action, Filter, LocalResponse, Request, metrics, time};
 

@@ -34,6 +34,9 @@ mod limiter;
 mod reclaim;
 mod store;
 
+#[cfg(test)]
+mod phase_tests;
+
 use weft_sdk::log::{self, Level};
 use weft_sdk::shared::{self, SharedError};
 use weft_sdk::{Action, Filter, LocalResponse, Phases, Request, Response, metrics, property};

@@ -35,6 +35,9 @@ mod budget;
 mod config;
 mod decide;
 
+#[cfg(test)]
+mod phase_tests;
+
 use std::time::Duration;
 
 use weft_sdk::{Action, Filter, Phases, Request, Response, metrics, property, shared, time};

@@ -37,6 +37,9 @@ mod config;
 mod record;
 mod trace;
 
+#[cfg(test)]
+mod phase_tests;
+
 use weft_sdk::log::{self, Level};
 use weft_sdk::property::PropertySet;
 use weft_sdk::{Action, Filter, Phases, Request, Response, metrics, random_u64};
