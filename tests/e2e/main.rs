@@ -9,6 +9,8 @@ mod callout_limits;
 mod drain;
 mod expect;
 mod fault;
+mod filter_new;
+mod filter_test;
 mod filters;
 mod forwarding;
 mod framing;
@@ -31,6 +33,7 @@ mod retry;
 mod routing;
 mod shared_state;
 mod telemetry;
+mod traps;
 mod validate;
 mod workers;
 
