@@ -36,8 +36,13 @@ fn filter_new(args: &[&str]) -> (i32, String) {
 
 /// Cargo in `dir` with `args`, with none of the outer build's settings and
 /// the shared target directory. Panics with cargo's output on failure.
+///
+/// At the lowest CPU priority (`nice -n 19`): the builds must not starve
+/// the e2e tests that run beside them and measure time (deadlines).
 fn cargo(dir: &Path, args: &[&str]) {
-    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    let mut cmd = Command::new("nice");
+    cmd.args(["-n", "19"])
+        .arg(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.current_dir(dir).args(args);
     for (name, _) in std::env::vars_os() {
         let Some(name) = name.to_str() else { continue };
