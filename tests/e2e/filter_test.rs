@@ -98,6 +98,48 @@ fn built_in_filters_pass_and_fail_cases_by_what_they_do() {
     assert_eq!(lines[4], "2 passed, 2 failed");
 }
 
+/// The upstream answers per attempt: a retrying filter's second attempt is
+/// seen, and counted.
+#[test]
+fn a_retry_is_an_attempt_of_its_own() {
+    let dir = temp_dir("filter-test-retry");
+    let config = dir.join("retry.yaml");
+    std::fs::write(
+        &config,
+        "max_attempts: 3\nretry_on: [gateway-error]\nbackoff: { base_ms: 1, max_ms: 2 }\nbudget: null\n",
+    )
+    .unwrap();
+    let cases = dir.join("cases.yaml");
+    std::fs::write(
+        &cases,
+        r#"cases:
+  - name: a 503 then a 200
+    request: { path: /r }
+    upstream: [{ status: 503 }, { status: 200, body: second }]
+    expect: { attempts: 2, status: 200, body: second }
+  - name: no retry on success
+    request: { path: /r }
+    upstream: { status: 200 }
+    expect: { attempts: 1 }
+  - name: a wrong count
+    request: { path: /r }
+    upstream: [{ status: 502 }, { status: 502 }, { status: 502 }]
+    expect: { attempts: 2 }
+"#,
+    )
+    .unwrap();
+    let (code, stdout, output) = filter_test(&wasm("retry"), Some(&config), &cases);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], "ok  a 503 then a 200", "{stdout}\n{stderr}");
+    assert_eq!(lines[1], "ok  no retry on success", "{stdout}");
+    assert_eq!(
+        lines[2], "FAIL a wrong count: expected upstream attempts 2, got 3",
+        "{stdout}"
+    );
+}
+
 #[test]
 fn a_case_file_with_a_typo_is_refused_before_anything_runs() {
     let dir = temp_dir("filter-test-typo");

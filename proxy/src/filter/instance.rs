@@ -387,7 +387,10 @@ impl InstancePool {
                 Duration::MAX,
                 |b, store| b.weft_filter_filter().call_init(store, config),
             )
-            .map_err(|e| format!("init {e}"))?;
+            .map_err(|e| match e.backtrace() {
+                Some(backtrace) => format!("init {e}; backtrace: {backtrace}"),
+                None => format!("init {e}"),
+            })?;
         init.map_err(|e| format!("init rejected the config: {e}"))?;
         let phases = instance
             .call(
