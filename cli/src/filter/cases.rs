@@ -158,7 +158,8 @@ pub struct Expect {
     /// How many times the request was sent upstream (retries count).
     pub attempts: Option<usize>,
     /// `true`: a filter failed (the 500 `filter_failed`); text: it failed
-    /// and its report (message and backtrace) contains this text.
+    /// and its report (message and backtrace) contains this text. Absent
+    /// or `false`: a filter failure fails the case.
     pub failure: Option<FailureExpect>,
 }
 
@@ -195,19 +196,16 @@ pub fn check(expect: &Expect, got: &Outcome) -> Result<(), String> {
     let differ =
         |what: &str, want: String, have: String| Err(format!("expected {what} {want}, got {have}"));
     match &expect.failure {
+        // Absent is `false`: a failure the case does not expect fails it.
         Some(FailureExpect::Flag(false)) | None => {
-            if let (Some(report), Some(status)) = (&got.failure, expect.status)
-                && status != got.status
-            {
-                return Err(format!(
-                    "expected status {status}, got {} because the filter failed: {report}",
-                    got.status
-                ));
-            }
-            if matches!(expect.failure, Some(FailureExpect::Flag(false)))
-                && let Some(report) = &got.failure
-            {
-                return Err(format!("expected no failure, got {report}"));
+            if let Some(report) = &got.failure {
+                return Err(match expect.status {
+                    Some(status) if status != got.status => format!(
+                        "expected status {status}, got {} because the filter failed: {report}",
+                        got.status
+                    ),
+                    _ => format!("expected no filter failure, got {report}"),
+                });
             }
         }
         Some(FailureExpect::Flag(true)) if got.failure.is_none() => {
@@ -415,6 +413,10 @@ mod tests {
         assert_eq!(
             check(&expect("status: 200"), &got).unwrap_err(),
             "expected status 200, got 500 because the filter failed: trapped: boom; #0 my::helper"
+        );
+        assert_eq!(
+            check(&expect("{}"), &got).unwrap_err(),
+            "expected no filter failure, got trapped: boom; #0 my::helper"
         );
         assert_eq!(
             check(&expect("failure: true"), &outcome(200)).unwrap_err(),
