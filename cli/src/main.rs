@@ -1,9 +1,11 @@
 //! The `weft` command: the proxy (`run`, `validate`), the control plane
 //! (`control`) and the operator's commands that talk to it (`push`,
-//! `apply`, `status`, `modules`).
+//! `apply`, `status`, `modules`), and the filter author's (`filter new`,
+//! `filter test`).
 
 mod apply;
 mod control_plane;
+mod filter;
 mod push;
 mod remote;
 mod run;
@@ -47,6 +49,11 @@ enum Command {
     /// List the registry's modules, their versions and the proxies that
     /// run them.
     Modules(status::ModulesArgs),
+    /// Write and test filters: `weft filter new`, `weft filter test`.
+    Filter {
+        #[command(subcommand)]
+        command: filter::FilterCommand,
+    },
 }
 
 /// How to reach the control plane, for the commands that talk to it.
@@ -89,5 +96,6 @@ fn main() -> ExitCode {
         Command::Apply(args) => remote::main(apply::run(args)),
         Command::Status(args) => remote::main(status::status(args)),
         Command::Modules(args) => remote::main(status::modules(args)),
+        Command::Filter { command } => filter::main(command),
     }
 }

@@ -241,7 +241,8 @@ impl Snapshot {
                     );
                 }
                 let matcher = build_match(&r.matcher, &format!("{at}.match"), &mut errors);
-                let chain = chains.build(&r.filters, &format!("{at}.filters"), &mut errors);
+                let mut chain = chains.build(&r.filters, &format!("{at}.filters"), &mut errors);
+                chain.error_details = r.error_details;
                 let cluster = match clusters.get(&r.cluster) {
                     Some(c) => c.clone(),
                     None => {

@@ -11,6 +11,8 @@ mod control;
 mod drain;
 mod expect;
 mod fault;
+mod filter_new;
+mod filter_test;
 mod filters;
 mod forwarding;
 mod framing;
@@ -33,6 +35,7 @@ mod retry;
 mod routing;
 mod shared_state;
 mod telemetry;
+mod traps;
 mod validate;
 mod workers;
 

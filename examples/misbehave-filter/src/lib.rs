@@ -3,7 +3,7 @@
 //!
 //! ```json
 //! {
-//!   "do": "trap" | "loop" | "grow" | "panic" | "misuse" |
+//!   "do": "trap" | "loop" | "grow" | "panic" | "panic_deep" | "misuse" |
 //!         "unknown_property_set" | "hoard_property_sets" |
 //!         "set_content_length",
 //!   "phase": "request_headers" | "response_headers" | "done" | "init",
@@ -20,7 +20,8 @@
 //!
 //! - `do`: what goes wrong. `trap` executes `unreachable`; `loop` spins
 //!   forever; `grow` allocates and touches 1 MiB chunks until memory runs
-//!   out; `panic` panics; `misuse` calls `response.status` where there is
+//!   out; `panic` panics; `panic_deep` panics in a helper three calls
+//!   deep (`nested::parse_the_doomed_header`); `misuse` calls `response.status` where there is
 //!   no response; `unknown_property_set` reads a property set it never
 //!   registered; `hoard_property_sets` registers sets until refused;
 //!   `set_content_length` (with `phase: response_headers`) sets the

@@ -15,6 +15,9 @@ pub enum Misbehaviour {
     Grow,
     /// Panics.
     Panic,
+    /// Panics three calls deep, in `nested::parse_the_doomed_header`: for
+    /// the trap report's backtrace to name.
+    PanicDeep,
     /// Calls `response.status` where there is no response (a request
     /// phase, or `init`): what only a filter using the contract directly,
     /// not the SDK's types, can do.
@@ -37,6 +40,7 @@ impl Misbehaviour {
             Misbehaviour::Loop => "loop",
             Misbehaviour::Grow => "grow",
             Misbehaviour::Panic => "panic",
+            Misbehaviour::PanicDeep => "panic_deep",
             Misbehaviour::Misuse => "misuse",
             Misbehaviour::UnknownPropertySet => "unknown_property_set",
             Misbehaviour::HoardPropertySets => "hoard_property_sets",
@@ -51,6 +55,7 @@ impl Misbehaviour {
             Misbehaviour::Loop => spin(),
             Misbehaviour::Grow => grow(),
             Misbehaviour::Panic => panic!("misbehave-filter: asked to panic"),
+            Misbehaviour::PanicDeep => nested::handle_the_request(3),
             Misbehaviour::Misuse => {
                 let status = weft_sdk::bindings::weft::filter::response::status();
                 // The host traps: this is not reached.
@@ -125,5 +130,24 @@ fn grow() -> ! {
             *byte = 1;
         }
         chunks.push(std::hint::black_box(chunk));
+    }
+}
+
+/// Calls that end in a panic a few frames down, kept apart (never inlined)
+/// so that each is a function of its own in the component.
+mod nested {
+    #[inline(never)]
+    pub fn handle_the_request(depth: u32) -> ! {
+        check_the_headers(std::hint::black_box(depth))
+    }
+
+    #[inline(never)]
+    fn check_the_headers(depth: u32) -> ! {
+        parse_the_doomed_header(std::hint::black_box(depth))
+    }
+
+    #[inline(never)]
+    fn parse_the_doomed_header(depth: u32) -> ! {
+        panic!("misbehave-filter: panicked {depth} calls deep")
     }
 }

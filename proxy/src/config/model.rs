@@ -287,6 +287,10 @@ pub struct RouteConfig {
     /// Largest body buffered for a filter's body phase (413 above it).
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: u64,
+    /// Whether the 500 of a fail-closed filter's failure carries its
+    /// details: the trap message and the filter's Wasm backtrace.
+    #[serde(default)]
+    pub error_details: bool,
 }
 
 /// Default route timeout.

@@ -71,6 +71,9 @@ pub struct FilterChain {
     /// The entries.
     pub entries: Vec<ChainEntry>,
     phases: Phases,
+    /// Whether a fail-closed failure's 500 carries its details (the trap
+    /// and its backtrace): the route's `error_details`.
+    pub error_details: bool,
 }
 
 impl FilterChain {
@@ -79,7 +82,11 @@ impl FilterChain {
         let phases = entries
             .iter()
             .fold(Phases::empty(), |all, e| all | e.pool.phases);
-        Self { entries, phases }
+        Self {
+            entries,
+            phases,
+            error_details: false,
+        }
     }
 
     /// Whether some filter implements `phase`: the proxy skips a phase (and
@@ -116,6 +123,9 @@ pub struct ChainFailure {
     pub phase: Phase,
     /// What happened.
     pub failure: FilterFailure,
+    /// Whether the 500 may carry the failure's details (the route's
+    /// `error_details`).
+    pub details: bool,
 }
 
 /// Longest total of `continue-after` pauses and retry delays in one request.
@@ -322,7 +332,7 @@ impl ChainRun {
     ) -> Result<(), FilterFailure> {
         let pause = pause.max(MIN_PAUSE);
         let refuse = |limit: String| {
-            Err(FilterFailure::Trap(format!(
+            Err(FilterFailure::trap(format!(
                 "{}: {what}: the request's pauses and retries would exceed {limit}",
                 phase.name()
             )))
@@ -353,11 +363,12 @@ impl ChainRun {
                     filter: entry.name.clone(),
                     phase,
                     failure,
+                    details: self.chain.error_details,
                 });
             }
             FilterFailure::Deadline(_) => "deadline",
             FilterFailure::Memory(_) => "memory",
-            FilterFailure::Trap(_) => "trap",
+            FilterFailure::Trap { .. } => "trap",
             FilterFailure::Instantiate(_) => "instantiate",
         };
         let _ = self.metrics.counter_add(
@@ -368,14 +379,25 @@ impl ChainRun {
             ],
             1,
         );
-        tracing::warn!(
-            filter = &*entry.name,
-            route = &*ex.props.route,
-            request_id = ex.props.request_id,
-            phase = phase.name(),
-            on_error = ?entry.on_error,
-            "filter failed: {failure}"
-        );
+        match failure.backtrace() {
+            Some(backtrace) => tracing::warn!(
+                filter = &*entry.name,
+                route = &*ex.props.route,
+                request_id = ex.props.request_id,
+                phase = phase.name(),
+                on_error = ?entry.on_error,
+                %backtrace,
+                "filter failed: {failure}"
+            ),
+            None => tracing::warn!(
+                filter = &*entry.name,
+                route = &*ex.props.route,
+                request_id = ex.props.request_id,
+                phase = phase.name(),
+                on_error = ?entry.on_error,
+                "filter failed: {failure}"
+            ),
+        }
         match entry.on_error {
             OnError::FailOpen => {
                 self.slots[i].slot = Slot::FailedOpen;
@@ -385,6 +407,7 @@ impl ChainRun {
                 filter: entry.name.clone(),
                 phase,
                 failure,
+                details: self.chain.error_details,
             }),
         }
     }
@@ -401,7 +424,7 @@ impl Drop for ChainRun {
 }
 
 fn to_step(action: Action, phase: Phase, may_retry: bool) -> Result<Step, FilterFailure> {
-    let refuse = |what: &str| Err(FilterFailure::Trap(format!("{}: {what}", phase.name())));
+    let refuse = |what: &str| Err(FilterFailure::trap(format!("{}: {what}", phase.name())));
     match action {
         Action::Continue => Ok(Step::Continue),
         Action::Respond(reply) => local_reply(reply, phase).map(Step::Respond),
@@ -418,7 +441,7 @@ fn to_step(action: Action, phase: Phase, may_retry: bool) -> Result<Step, Filter
 }
 
 fn local_reply(reply: LocalResponse, phase: Phase) -> Result<LocalReply, FilterFailure> {
-    let invalid = |what: String| FilterFailure::Trap(format!("{}: respond: {what}", phase.name()));
+    let invalid = |what: String| FilterFailure::trap(format!("{}: respond: {what}", phase.name()));
     let status = StatusCode::from_u16(reply.status)
         .map_err(|_| invalid(format!("invalid status {}", reply.status)))?;
     let mut head = http::Response::new(()).into_parts().0;

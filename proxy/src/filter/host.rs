@@ -81,7 +81,14 @@ pub struct HostState {
     pub clock: CallClock,
     /// The property sets the guest registered, by id.
     pub property_sets: Vec<Box<[String]>>,
+    /// The panic message weft-sdk's panic hook logged (`filter panicked
+    /// at …`), cut at [`MAX_PANIC_MESSAGE`]: the trap that follows reports
+    /// it. Never cleared: a panic traps, and a trapped instance is dropped.
+    pub panic: Option<String>,
 }
+
+/// Longest panic message kept for a trap report.
+pub const MAX_PANIC_MESSAGE: usize = 1024;
 
 /// How many property sets one instance may register.
 const MAX_PROPERTY_SETS: usize = 64;
@@ -138,8 +145,20 @@ fn tracing_level(level: LogLevel) -> tracing::Level {
     }
 }
 
+/// `message` cut at `max` bytes, on a character boundary.
+fn cut_message(message: &str, max: usize) -> String {
+    let mut end = message.len().min(max);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    message[..end].to_string()
+}
+
 impl host::Host for HostState {
     fn log(&mut self, level: LogLevel, message: String) -> wasmtime::Result<()> {
+        if matches!(level, LogLevel::Error) && message.starts_with("filter panicked") {
+            self.panic = Some(cut_message(&message, MAX_PANIC_MESSAGE));
+        }
         if self.log_enabled(level)? {
             crate::logging::filter_line(
                 tracing_level(level),

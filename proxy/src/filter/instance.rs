@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
+use super::backtrace::Backtrace;
 use super::bindings::HttpFilter;
 use super::bindings::weft::filter::types::{Action, Phases};
 use super::deadline::DeadlineWatchdog;
@@ -28,9 +29,16 @@ pub enum FilterFailure {
     /// The instance tried to grow its memory past the cap.
     #[error("memory cap of {0} MiB exceeded")]
     Memory(u64),
-    /// The guest trapped (panic, unreachable, invalid host call, …).
-    #[error("trapped: {0}")]
-    Trap(String),
+    /// The guest trapped (panic, unreachable, invalid host call, …), or
+    /// asked for what the proxy refuses. `backtrace`: the guest's frames,
+    /// when it trapped in Wasm code.
+    #[error("trapped: {message}")]
+    Trap {
+        /// What happened.
+        message: String,
+        /// Where, innermost frame first (bounded; see [`Backtrace`]).
+        backtrace: Option<Box<Backtrace>>,
+    },
     /// No instance could be created.
     #[error("cannot instantiate: {0}")]
     Instantiate(String),
@@ -145,7 +153,13 @@ impl FilterInstance {
         if let Some(Trap::Interrupt) = error.downcast_ref::<Trap>() {
             return FilterFailure::Deadline(self.lease.limits().deadline_ms);
         }
-        let message = format!("{error:#}");
+        let backtrace = Backtrace::of(&error).map(Box::new);
+        let mut message = trap_message(&error);
+        // A panic traps on `unreachable` once weft-sdk's hook has logged
+        // it: the logged message says more.
+        if let Some(panic) = &self.store.data().panic {
+            message = format!("{panic} ({message})");
+        }
         // Imports outside the contract (WASI) are linked as traps: say so,
         // rather than leave "unknown import" to be puzzled over. A std guest
         // reaches them when it writes to stderr, e.g. on allocation failure.
@@ -154,11 +168,14 @@ impl FilterInstance {
             .nth(1)
             .and_then(|rest| rest.split_whitespace().next())
         {
-            return FilterFailure::Trap(format!(
-                "called {import}, which filters are not given (only weft:filter imports are; a std guest calls it to write to stderr, e.g. when an allocation fails)"
-            ));
+            return FilterFailure::Trap {
+                message: format!(
+                    "called {import}, which filters are not given (only weft:filter imports are; a std guest calls it to write to stderr, e.g. when an allocation fails)"
+                ),
+                backtrace,
+            };
         }
-        FilterFailure::Trap(message)
+        FilterFailure::Trap { message, backtrace }
     }
 
     /// Calls the phase, returning what the filter asks for. `callouts_waited`
@@ -192,6 +209,42 @@ impl FilterInstance {
     /// When the instance's last call started.
     fn last_used(&self) -> Instant {
         self.store.data().clock.started
+    }
+}
+
+/// The error's messages, outermost first, without the backtrace wasmtime
+/// attaches as one of them (that one is reported apart, bounded).
+fn trap_message(error: &wasmtime::Error) -> String {
+    let mut message = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        // The context layer holding the backtrace (wasmtime's Display).
+        if text.starts_with("error while executing at wasm backtrace") {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&text);
+    }
+    message
+}
+
+impl FilterFailure {
+    /// A trap with no backtrace: what the proxy refuses of a filter.
+    pub fn trap(message: String) -> Self {
+        FilterFailure::Trap {
+            message,
+            backtrace: None,
+        }
+    }
+
+    /// The guest's frames, when it trapped in Wasm code.
+    pub fn backtrace(&self) -> Option<&Backtrace> {
+        match self {
+            FilterFailure::Trap { backtrace, .. } => backtrace.as_deref(),
+            _ => None,
+        }
     }
 }
 
@@ -296,6 +349,7 @@ impl InstancePool {
                 slot,
             },
             property_sets: Vec::new(),
+            panic: None,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.memory);
@@ -333,7 +387,10 @@ impl InstancePool {
                 Duration::MAX,
                 |b, store| b.weft_filter_filter().call_init(store, config),
             )
-            .map_err(|e| format!("init {e}"))?;
+            .map_err(|e| match e.backtrace() {
+                Some(backtrace) => format!("init {e}; backtrace: {backtrace}"),
+                None => format!("init {e}"),
+            })?;
         init.map_err(|e| format!("init rejected the config: {e}"))?;
         let phases = instance
             .call(

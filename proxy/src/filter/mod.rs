@@ -10,6 +10,7 @@
 //!   the request and response they act on.
 
 pub mod accessors;
+pub mod backtrace;
 pub mod callout;
 pub mod chain;
 pub mod deadline;

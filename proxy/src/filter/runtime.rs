@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ProfilingStrategy,
+    WasmBacktraceDetails,
 };
 
 use super::callout::Callouts;
@@ -64,6 +65,15 @@ impl FilterRuntime {
         config
             .epoch_interruption(true)
             .concurrency_support(false)
+            // Captured on traps only. A panic's frames in the guest's std
+            // come first: room for them and the filter's own (a report
+            // keeps 16 of those, see `backtrace`).
+            .wasm_backtrace_max_frames(std::num::NonZeroUsize::new(48))
+            // File and line in trap reports when a module carries DWARF
+            // (docs/architecture.md, "Trap reports": no measurable compile
+            // time, ~1.7 MiB more memory for a 1 MB debug build, nothing
+            // for a module without DWARF).
+            .wasm_backtrace_details(WasmBacktraceDetails::Enable)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
         // `WEFT_WASM_PROFILER=perfmap` writes /tmp/perf-PID.map so `perf`
         // names the filters' compiled functions (bench/README.md).

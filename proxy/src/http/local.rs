@@ -17,6 +17,27 @@ pub fn error(
         "message": message,
         "request_id": request_id,
     });
+    json_response(status, body)
+}
+
+/// [`error`] with a `details` member (a route's `error_details`).
+pub fn error_with_details(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    request_id: &str,
+    details: serde_json::Value,
+) -> Response<ProxyBody> {
+    let body = serde_json::json!({
+        "error": code,
+        "message": message,
+        "request_id": request_id,
+        "details": details,
+    });
+    json_response(status, body)
+}
+
+fn json_response(status: StatusCode, body: serde_json::Value) -> Response<ProxyBody> {
     let bytes = Bytes::from(body.to_string());
     let mut resp = Response::new(ProxyBody::full(bytes.clone()));
     *resp.status_mut() = status;

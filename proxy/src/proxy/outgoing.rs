@@ -70,11 +70,37 @@ impl Outgoing {
             f.phase.name(),
             f.failure
         );
-        Self::from_response(local::error(
+        if !f.details {
+            return Self::from_response(local::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "filter_failed",
+                &message,
+                &ex.props.request_id,
+            ));
+        }
+        let (kind, cause) = match &f.failure {
+            FilterFailure::Trap { message, .. } => ("trap", message.clone()),
+            FilterFailure::Deadline(_) => ("deadline", f.failure.to_string()),
+            FilterFailure::Memory(_) => ("memory", f.failure.to_string()),
+            FilterFailure::Instantiate(_) => ("instantiate", f.failure.to_string()),
+            FilterFailure::Overloaded(_) => ("overloaded", f.failure.to_string()),
+        };
+        let backtrace = f.failure.backtrace();
+        let details = serde_json::json!({
+            "filter": &*f.filter,
+            "phase": f.phase.name(),
+            "kind": kind,
+            "message": cause,
+            "backtrace": backtrace.map(|b| b.frames.as_slice()).unwrap_or_default(),
+            "frames_skipped": backtrace.map_or(0, |b| b.skipped),
+            "frames_omitted": backtrace.map_or(0, |b| b.omitted),
+        });
+        Self::from_response(local::error_with_details(
             StatusCode::INTERNAL_SERVER_ERROR,
             "filter_failed",
             &message,
             &ex.props.request_id,
+            details,
         ))
     }
 
