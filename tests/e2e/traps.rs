@@ -117,3 +117,25 @@ fn weft_filter_test_prints_the_trap_report_of_a_failing_case() {
     assert_eq!(lines[4], format!("      #0 {HELPER}"), "{stdout}");
     assert_eq!(lines.last(), Some(&"2 passed, 1 failed"), "{stdout}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_with_debug_info_reports_file_and_line() {
+    let up = Upstream::start().await;
+    let debug = std::path::Path::new(weft_test_harness::filters::WASM_DEBUG_DIR)
+        .join("misbehave_filter.wasm");
+    let filters = format!(
+        "  misbehave: {{ path: {}, deadline_ms: 5000 }}",
+        debug.display()
+    );
+    let routes = "      - { name: details, error_details: true, filters: [{ filter: misbehave, config: { do: panic_deep } }], cluster: backend }";
+    let weft = start(&config(&filters, routes, up.addr));
+    let r = get(&format!("{}/x", weft.url("public"))).await;
+    assert_eq!(r.status, 500);
+    let body = r.json();
+    let top = body["details"]["backtrace"][0].as_str().unwrap_or_default();
+    assert!(top.starts_with(HELPER), "{body}");
+    assert!(
+        top.contains("misbehaviour.rs:"),
+        "the top frame names its file and line: {body}"
+    );
+}

@@ -8,6 +8,8 @@ use std::process::Command;
 
 const TARGET: &str = "wasm32-wasip2";
 const PROFILE: &str = "filter";
+/// The profile of the one filter built with its debug info.
+const DEBUG_PROFILE: &str = "filter-debug";
 const PACKAGES: [&str; 11] = [
     "add-header-filter",
     "weft-filter-api-key",
@@ -72,6 +74,32 @@ fn main() {
 
     let wasm_dir = target_dir.join(TARGET).join(PROFILE);
     println!("cargo:rustc-env=WEFT_WASM_DIR={}", wasm_dir.display());
+
+    // One filter with its debug info: trap reports with file and line.
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut debug = Command::new(cargo);
+    debug
+        .current_dir(&workspace)
+        .args(["build", "--target", TARGET, "--profile", DEBUG_PROFILE])
+        .args(["-p", "misbehave-filter"])
+        .arg("--target-dir")
+        .arg(&target_dir);
+    clear_build_script_env(&mut debug);
+    let output = debug
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run cargo to build the debug filter: {err}"));
+    if !output.status.success() {
+        panic!(
+            "building misbehave-filter with debug info failed ({}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let debug_dir = target_dir.join(TARGET).join(DEBUG_PROFILE);
+    println!(
+        "cargo:rustc-env=WEFT_WASM_DEBUG_DIR={}",
+        debug_dir.display()
+    );
 }
 
 /// Fails with instructions when the `wasm32-wasip2` standard library is

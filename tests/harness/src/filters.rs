@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 /// The directory holding the built `.wasm` components.
 pub const WASM_DIR: &str = env!("WEFT_WASM_DIR");
+/// Where `misbehave_filter.wasm` built with its debug info (DWARF) is.
+pub const WASM_DEBUG_DIR: &str = env!("WEFT_WASM_DEBUG_DIR");
 
 /// The absolute path of the component whose library is named `name`, e.g.
 /// `component("add_header")` for `filters/add-header`, or `api_key`,
