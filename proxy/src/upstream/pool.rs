@@ -121,6 +121,24 @@ pub async fn send(
             },
         }
     }
+    // Boxed: opening or waiting for a connection is rare, and its future
+    // would otherwise make every request's future larger to move around.
+    Box::pin(send_fresh(
+        endpoint,
+        connect_timeout,
+        max_connections,
+        request,
+    ))
+    .await
+}
+
+/// Sends `request` on a connection that is opened or freed for it.
+async fn send_fresh(
+    endpoint: &Authority,
+    connect_timeout: Duration,
+    max_connections: u32,
+    request: Request<ProxyBody>,
+) -> Result<Response<Incoming>, SendError> {
     let mut sender = acquire(endpoint, connect_timeout, max_connections).await?;
     let response = sender
         .send_request(request)
