@@ -10,7 +10,6 @@
 
 mod conn;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -20,7 +19,7 @@ use tokio::net::TcpListener;
 
 use crate::proxy::Proxy;
 
-pub use conn::{Activity, Connections, Drain, WriteBounded};
+pub use conn::{Activity, Connections, Drain, InFlight, WriteBounded};
 
 /// The client at the other end of a connection, its address formatted once
 /// per connection: every request on it adds the IP to `x-forwarded-for`,
@@ -90,13 +89,9 @@ pub async fn serve(
             let proxy = proxy.clone();
             let peer = Arc::new(Peer::new(addr));
             service_fn(move |req| {
-                let in_flight = activity.begin();
-                let handled = proxy.clone().handle(index, peer.clone(), req);
-                async move {
-                    let response: Result<_, Infallible> = handled.await;
-                    drop(in_flight);
-                    response
-                }
+                proxy
+                    .clone()
+                    .handle(index, peer.clone(), req, activity.begin())
             })
         })
         .await;

@@ -94,6 +94,7 @@ async fn sweep_upstream_pool(proxy: Arc<Proxy>) {
             .iter()
             .flat_map(|l| l.routes.routes())
             .flat_map(|r| r.cluster.endpoints())
+            .map(|endpoint| endpoint.as_str())
             .collect();
         crate::upstream::sweep(&live);
     }

@@ -29,7 +29,7 @@ use hyper::body::Incoming;
 use crate::filter::{ChainRun, Exchange, Phase, RequestProps, Step};
 use crate::http::body::{BufferError, buffer};
 use crate::http::{ProxyBody, headers, local, target};
-use crate::listener::Peer;
+use crate::listener::{InFlight, Peer};
 use crate::route::Route;
 use crate::snapshot::Snapshot;
 use crate::telemetry::Registry;
@@ -48,12 +48,14 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Serves one request that arrived on listener number `listener`.
+    /// Serves one request that arrived on listener number `listener`,
+    /// counted in flight on its connection until its handler returns.
     pub async fn handle(
         self: Arc<Self>,
         listener: usize,
         peer: Arc<Peer>,
         request: Request<Incoming>,
+        _in_flight: InFlight,
     ) -> Result<Response<ProxyBody>, Infallible> {
         let started = Instant::now();
         let snapshot = self.snapshot.load_full();
@@ -111,7 +113,8 @@ impl Proxy {
             props,
             ..Default::default()
         });
-        let out = serve_with_chain(&route, &mut run, &mut ex, body, &peer).await;
+        // Boxed, so that a request without filters moves a smaller future.
+        let out = Box::pin(serve_with_chain(&route, &mut run, &mut ex, body, &peer)).await;
         Ok(out.into_response(run, ex).map(ProxyBody::idle_bounded))
     }
 }

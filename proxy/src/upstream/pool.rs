@@ -35,10 +35,12 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// connection the upstream closed while idle fails without sending.
 const STALE_TRIES: usize = 4;
 
-/// Connections by endpoint. The endpoints come from the config, not from
-/// clients, so a fast hash does (SipHash was 0.8% of a plain proxy's CPU:
-/// two lookups per request).
-type Endpoints = HashMap<Authority, Endpoint, foldhash::fast::RandomState>;
+/// Connections by endpoint, keyed by the endpoint as the config spells it.
+/// The endpoints come from the config, not from clients, so a fast hash
+/// does (SipHash was 0.8% of a plain proxy's CPU: two lookups per request),
+/// over the bytes at once: `Authority`'s own `Hash` and `Eq` ignore case
+/// byte by byte, which cost more than the rest of a lookup.
+type Endpoints = HashMap<Box<str>, Endpoint, foldhash::fast::RandomState>;
 
 thread_local! {
     static POOL: RefCell<Endpoints> = RefCell::new(Endpoints::default());
@@ -121,6 +123,24 @@ pub async fn send(
             },
         }
     }
+    // Boxed: opening or waiting for a connection is rare, and its future
+    // would otherwise make every request's future larger to move around.
+    Box::pin(send_fresh(
+        endpoint,
+        connect_timeout,
+        max_connections,
+        request,
+    ))
+    .await
+}
+
+/// Sends `request` on a connection that is opened or freed for it.
+async fn send_fresh(
+    endpoint: &Authority,
+    connect_timeout: Duration,
+    max_connections: u32,
+    request: Request<ProxyBody>,
+) -> Result<Response<Incoming>, SendError> {
     let mut sender = acquire(endpoint, connect_timeout, max_connections).await?;
     let response = sender
         .send_request(request)
@@ -195,7 +215,7 @@ async fn acquire(
 /// the way are dropped.
 fn take_ready(endpoint: &Authority) -> Option<SendRequest<ProxyBody>> {
     POOL.with_borrow_mut(|pool| {
-        let list = &mut pool.get_mut(endpoint)?.pooled;
+        let list = &mut pool.get_mut(endpoint.as_str())?.pooled;
         let now = Instant::now();
         let mut i = 0;
         while i < list.len() {
@@ -214,15 +234,20 @@ fn take_ready(endpoint: &Authority) -> Option<SendRequest<ProxyBody>> {
 
 /// A pooled connection still busy with a response body.
 fn take_busy(endpoint: &Authority) -> Option<SendRequest<ProxyBody>> {
-    POOL.with_borrow_mut(|pool| pool.get_mut(endpoint)?.pooled.pop().map(|c| c.sender))
+    POOL.with_borrow_mut(|pool| {
+        pool.get_mut(endpoint.as_str())?
+            .pooled
+            .pop()
+            .map(|c| c.sender)
+    })
 }
 
 fn shared(endpoint: &Authority) -> Arc<Shared> {
     POOL.with_borrow_mut(|pool| {
-        if let Some(e) = pool.get(endpoint) {
+        if let Some(e) = pool.get(endpoint.as_str()) {
             return e.shared.clone();
         }
-        let e = pool.entry(endpoint.clone()).or_default();
+        let e = pool.entry(endpoint.as_str().into()).or_default();
         e.shared.clone()
     })
 }
@@ -233,9 +258,9 @@ fn give_back(endpoint: &Authority, sender: SendRequest<ProxyBody>) {
         used: Instant::now(),
     };
     POOL.with_borrow_mut(|pool| {
-        let e = match pool.get_mut(endpoint) {
+        let e = match pool.get_mut(endpoint.as_str()) {
             Some(e) => e,
-            None => pool.entry(endpoint.clone()).or_default(),
+            None => pool.entry(endpoint.as_str().into()).or_default(),
         };
         e.pooled.push(pooled);
         e.shared.freed.notify_one();
@@ -243,12 +268,12 @@ fn give_back(endpoint: &Authority, sender: SendRequest<ProxyBody>) {
 }
 
 /// Drops this worker's closed and expired connections, and every pooled
-/// connection to an endpoint not in `live` (dropping the sender closes the
-/// connection once its exchange is done).
-pub fn sweep(live: &HashSet<&Authority>) {
+/// connection to an endpoint not in `live` (as the config spells them;
+/// dropping the sender closes the connection once its exchange is done).
+pub fn sweep(live: &HashSet<&str>) {
     let now = Instant::now();
     POOL.with_borrow_mut(|pool| {
-        pool.retain(|endpoint, _| live.contains(endpoint));
+        pool.retain(|endpoint, _| live.contains(&**endpoint));
         for e in pool.values_mut() {
             e.pooled
                 .retain(|c| !c.sender.is_closed() && now.duration_since(c.used) < IDLE_TIMEOUT);
