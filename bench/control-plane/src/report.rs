@@ -121,7 +121,7 @@ impl Report {
         }
         let _ = writeln!(
             w,
-            "\n### Convergence: `weft push` + `weft apply` → every proxy serves the new version\n"
+            "\n### Convergence: `weft push` + `weft apply` → every proxy serves the new version\n\nTimes from the bench's clock: push start is just before `weft push` starts, apply returned is when the `weft apply` process has exited, a proxy serves at its first answer with the new tag (a negative time: before `weft apply` had exited). The same-module pushes run on the largest mesh after the others: `weft push` answers `unchanged` and only the config changes, so no proxy fetches or compiles anything.\n"
         );
         let _ = writeln!(
             w,
