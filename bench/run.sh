@@ -649,6 +649,11 @@ TP="h1-c$CONNS"
     echo
     echo "</details>"
 } >"$OUT.tmp"
+# The control plane's section belongs to bench/control-plane (weft-cp-bench):
+# keep it as it is.
+if [ -f "$OUT" ] && grep -q '^<!-- control-plane:begin -->$' "$OUT"; then
+    { echo; sed -n '/^<!-- control-plane:begin -->$/,/^<!-- control-plane:end -->$/p' "$OUT"; } >>"$OUT.tmp"
+fi
 mv "$OUT.tmp" "$OUT"
 say "results written to $OUT"
 echo
