@@ -120,10 +120,24 @@ impl ControlPlane {
         };
         tonic::transport::Server::builder()
             .add_service(self.service.into_server())
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
+            .serve_with_incoming_shutdown(incoming(self.listener), shutdown)
             .await?;
         Ok(())
     }
+}
+
+/// The accepted connections, with `TCP_NODELAY`: an answer is one small
+/// write, and Nagle's algorithm held it back until the client's delayed
+/// ACK (about 40 ms per call).
+fn incoming(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    TcpListenerStream::new(listener).map(|accepted| {
+        let stream = accepted?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    })
 }
 
 /// Runs the control plane on `listen` over the store in `data_dir` until

@@ -3,7 +3,7 @@
 //! cache is not used; `weft validate` writes nothing.
 
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -400,4 +400,39 @@ async fn a_directory_that_appears_after_the_start_is_not_read() {
         weft.log_text()
     );
     serves_through_the_filter(&weft).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxies_sharing_the_cache_compile_a_new_module_once() {
+    let up = Upstream::start().await;
+    let dir = temp_dir("module-cache-shared").join("modules");
+    // There before either proxy looks: both use it.
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .recursive(true)
+        .create(&dir)
+        .unwrap();
+    let before = yaml(up.addr, Some(&cache_at(&dir)), false);
+    let (a, b) = (start(&before), start(&before));
+    let (counts_a, counts_b) = (counts(&a).await, counts(&b).await);
+
+    // Both reload at once onto a config naming a module neither has
+    // compiled: one compiles it, the other waits and loads its artifact.
+    let after = yaml(up.addr, Some(&cache_at(&dir)), true);
+    for weft in [&a, &b] {
+        std::fs::write(&weft.config_path, &after).unwrap();
+    }
+    a.signal("HUP");
+    b.signal("HUP");
+    for weft in [&a, &b] {
+        tokio::task::block_in_place(|| weft.wait_for_log("config reloaded", 1));
+    }
+    let (after_a, after_b) = (counts(&a).await, counts(&b).await);
+    let compiled = (after_a.0 - counts_a.0) + (after_b.0 - counts_b.0);
+    let loaded = (after_a.1 - counts_a.1) + (after_b.1 - counts_b.1);
+    assert_eq!(
+        (compiled, loaded),
+        (1, 1),
+        "one proxy compiles the new module, the other loads it"
+    );
 }

@@ -86,9 +86,13 @@ pub async fn run(
         }
         let (mut polls, mut poll_errors) = (0, 0);
         let mut served = Vec::new();
+        let mut last_error = None;
         for (i, p) in polled.into_iter().enumerate() {
             polls += p.requests;
             poll_errors += p.errors;
+            if let Some(e) = &p.last_error {
+                last_error = Some(format!("{}: {e}", mesh.proxies[i].name));
+            }
             let Some(at) = p.served_at else {
                 bail!(
                     "push {tag}: proxy {} ({}) did not serve it within {PUSH_TIMEOUT:?} ({} failed requests, the last: {})",
@@ -122,7 +126,10 @@ pub async fn run(
             sample.all_after_apply_ms,
             sample.all_after_push_ms,
             if poll_errors > 0 {
-                format!(", {poll_errors} failed polls")
+                format!(
+                    ", {poll_errors} failed polls (the last: {})",
+                    last_error.as_deref().unwrap_or("?")
+                )
             } else {
                 String::new()
             }

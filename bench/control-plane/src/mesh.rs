@@ -124,6 +124,15 @@ impl Mesh {
         cache: ModuleCache,
     ) -> anyhow::Result<Mesh> {
         std::fs::create_dir_all(dir.join("modules"))?;
+        if cache == ModuleCache::Shared {
+            // Made before any proxy looks for it: a proxy does not use a
+            // cache directory that appeared after its first look.
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir.join("compiled").join("shared"))?;
+        }
         let data = dir.join("control-data");
         let mut control = Proc::spawn(
             "weft control",

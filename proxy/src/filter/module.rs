@@ -112,7 +112,21 @@ impl ModuleCache {
             return Ok(found.clone());
         }
         check_header(&bytes)?;
-        let cached = disk.and_then(|d| Some((d.load(engine, &sha256)?, d.path(&sha256))));
+        let mut cached = disk.and_then(|d| Some((d.load(engine, &sha256)?, d.path(&sha256))));
+        // Not in the disk cache: when this process writes there, compile
+        // under the machine-wide lock of that module, so that proxies
+        // sharing the cache compile it once; one that waited loads what the
+        // other wrote.
+        let mut _compile_lock = None;
+        if cached.is_none()
+            && let Some(disk) = disk.filter(|_| self.writes.lock().unwrap().allowed)
+        {
+            _compile_lock = disk.compile_lock(&sha256);
+            cached = disk.load(engine, &sha256).map(|c| (c, disk.path(&sha256)));
+            if cached.is_some() {
+                _compile_lock = None; // compiled by another: let the next waiter load too
+            }
+        }
         let (component, compiled) = match cached {
             Some((component, file)) => {
                 let _ = self.metrics.counter_add(CACHE_HITS_TOTAL, vec![], 1);

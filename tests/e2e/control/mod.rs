@@ -6,6 +6,7 @@
 mod bad_inputs;
 mod crashes;
 mod groups;
+mod mesh_example;
 mod serving;
 mod tokens;
 

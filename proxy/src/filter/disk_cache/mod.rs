@@ -36,6 +36,7 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
@@ -60,6 +61,21 @@ pub struct DiskCache {
     /// Set when the directory could not be created or is unsafe: nothing
     /// more is written (the warning was logged once).
     broken: AtomicBool,
+}
+
+/// How long [`DiskCache::compile_lock`] waits for another process compiling
+/// the same module.
+pub const COMPILE_WAIT: Duration = Duration::from_secs(60);
+/// How often it tries the lock meanwhile.
+const COMPILE_POLL: Duration = Duration::from_millis(10);
+
+/// The right to compile one module into a [`DiskCache`]; see
+/// [`DiskCache::compile_lock`]. Lock files stay in the directory (a few
+/// bytes each): removing one while another process waits on it would let
+/// two compile.
+#[derive(Debug)]
+pub struct CompileLock {
+    _file: File,
 }
 
 /// A directory's identity: (device, inode).
@@ -210,23 +226,56 @@ impl DiskCache {
         }
     }
 
+    /// Waits for the right to compile component `sha256` into this cache:
+    /// an exclusive `flock` on `<artifact>.lock`, held by one process of
+    /// the machine at a time and released when the [`CompileLock`] is
+    /// dropped (or its process dies). Proxies that share the cache compile
+    /// a module once: the others wait here, then load the artifact. `None`
+    /// when the cache cannot be written, or after [`COMPILE_WAIT`] (the
+    /// caller then compiles by itself).
+    pub fn compile_lock(&self, sha256: &str) -> Option<CompileLock> {
+        let dir = self.writable_dir()?;
+        let name = format!("{}.lock", self.name(sha256));
+        let file = open_at(dir, &name, libc::O_RDWR | libc::O_CREAT, 0o600).ok()?;
+        let started = Instant::now();
+        loop {
+            // SAFETY: a valid descriptor, owned by `file`.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return Some(CompileLock { _file: file });
+            }
+            let busy = std::io::Error::last_os_error().raw_os_error() == Some(libc::EWOULDBLOCK);
+            if !busy || started.elapsed() >= COMPILE_WAIT {
+                return None;
+            }
+            std::thread::sleep(COMPILE_POLL);
+        }
+    }
+
+    /// The directory this cache writes to, made and checked the first time;
+    /// `None` (logged once) when it cannot be.
+    fn writable_dir(&self) -> Option<&File> {
+        if self.broken.load(Ordering::Relaxed) {
+            return None;
+        }
+        if let Some(dir) = self.writable.get() {
+            return Some(dir);
+        }
+        match self.make_dir() {
+            Ok(dir) => Some(self.writable.get_or_init(|| dir)),
+            Err(why) => {
+                if !self.broken.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(dir = %self.dir.display(), "module cache not used: {why}");
+                }
+                None
+            }
+        }
+    }
+
     /// Writes `component`'s artifact for `sha256`. A failure is a warning:
     /// the proxy keeps serving from the build it has.
     pub fn store(&self, sha256: &str, component: &Component) {
-        if self.broken.load(Ordering::Relaxed) {
+        let Some(dir) = self.writable_dir() else {
             return;
-        }
-        let dir = match self.writable.get() {
-            Some(dir) => dir,
-            None => match self.make_dir() {
-                Ok(dir) => self.writable.get_or_init(|| dir),
-                Err(why) => {
-                    if !self.broken.swap(true, Ordering::Relaxed) {
-                        tracing::warn!(dir = %self.dir.display(), "module cache not used: {why}");
-                    }
-                    return;
-                }
-            },
         };
         let path = self.path(sha256);
         match write_artifact(dir, &self.name(sha256), component) {
