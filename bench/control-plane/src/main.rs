@@ -57,8 +57,9 @@ struct Args {
     /// Milliseconds between two polls of one proxy.
     #[arg(long, default_value_t = 5)]
     poll_ms: u64,
-    /// Where proxies keep compiled modules.
-    #[arg(long, value_enum, default_value_t = ModuleCache::PerProxy)]
+    /// Where proxies keep compiled modules [default: one shared directory,
+    /// as proxies of one user on one machine share the default one].
+    #[arg(long, value_enum, default_value_t = ModuleCache::Shared)]
     module_cache: ModuleCache,
     /// Seconds over which the idle control plane's CPU is read [default: 10].
     #[arg(long)]

@@ -64,7 +64,9 @@ pub enum ModuleCache {
     /// One directory per proxy: every proxy compiles each new module, as
     /// on its own machine.
     PerProxy,
-    /// One directory for all: a proxy may load what another compiled.
+    /// One directory for all, as the default `$XDG_CACHE_HOME/weft/modules`
+    /// is for the proxies of one user on one machine: one proxy compiles
+    /// a new module, the others load it.
     Shared,
 }
 
