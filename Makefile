@@ -6,8 +6,8 @@ WASM_TARGET := wasm32-wasip2
 WASM_DIR := target/wasm-filters
 # Every workspace crate but the host-only ones (the `weft` binary, the proxy, the control-plane
 # protocol and library, the demo upstream, the test harness, the SDK macros,
-# the bench load generator) is a filter component.
-FILTER_CRATES := --workspace --exclude weft --exclude weft-cli --exclude weft-api --exclude weft-control --exclude weft-demo-upstream --exclude weft-test-harness --exclude weft-sdk-macros --exclude weft-loadgen
+# the bench load generator and the control-plane bench) is a filter component.
+FILTER_CRATES := --workspace --exclude weft --exclude weft-cli --exclude weft-api --exclude weft-control --exclude weft-demo-upstream --exclude weft-test-harness --exclude weft-sdk-macros --exclude weft-loadgen --exclude weft-cp-bench
 
 .PHONY: setup build filters quickstart mesh test lint
 

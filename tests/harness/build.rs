@@ -49,57 +49,47 @@ fn main() {
     check_target_installed();
 
     let target_dir = workspace.join("target/wasm-filters");
-    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut build = Command::new(cargo);
-    build
-        .current_dir(&workspace)
-        .args(["build", "--target", TARGET, "--profile", PROFILE])
-        .arg("--target-dir")
-        .arg(&target_dir);
-    for package in PACKAGES {
-        build.args(["-p", package]);
-    }
-    clear_build_script_env(&mut build);
-
-    let output = build
-        .output()
-        .unwrap_or_else(|err| panic!("cannot run cargo to build the filters: {err}"));
-    if !output.status.success() {
-        panic!(
-            "building the filter components failed ({}):\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-
+    build(&workspace, &target_dir, PROFILE, &PACKAGES);
     let wasm_dir = target_dir.join(TARGET).join(PROFILE);
     println!("cargo:rustc-env=WEFT_WASM_DIR={}", wasm_dir.display());
 
     // One filter with its debug info: trap reports with file and line.
-    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut debug = Command::new(cargo);
-    debug
-        .current_dir(&workspace)
-        .args(["build", "--target", TARGET, "--profile", DEBUG_PROFILE])
-        .args(["-p", "misbehave-filter"])
-        .arg("--target-dir")
-        .arg(&target_dir);
-    clear_build_script_env(&mut debug);
-    let output = debug
-        .output()
-        .unwrap_or_else(|err| panic!("cannot run cargo to build the debug filter: {err}"));
-    if !output.status.success() {
-        panic!(
-            "building misbehave-filter with debug info failed ({}):\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
+    build(
+        &workspace,
+        &target_dir,
+        DEBUG_PROFILE,
+        &["misbehave-filter"],
+    );
     let debug_dir = target_dir.join(TARGET).join(DEBUG_PROFILE);
     println!(
         "cargo:rustc-env=WEFT_WASM_DEBUG_DIR={}",
         debug_dir.display()
     );
+}
+
+/// Builds `packages` for `wasm32-wasip2` with `profile` into `target_dir`.
+fn build(workspace: &Path, target_dir: &Path, profile: &str, packages: &[&str]) {
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Command::new(cargo);
+    build
+        .current_dir(workspace)
+        .args(["build", "--target", TARGET, "--profile", profile])
+        .arg("--target-dir")
+        .arg(target_dir);
+    for package in packages {
+        build.args(["-p", package]);
+    }
+    clear_build_script_env(&mut build);
+    let output = build
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run cargo to build the filters: {err}"));
+    if !output.status.success() {
+        panic!(
+            "building the filter components ({profile}) failed ({}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
 }
 
 /// Fails with instructions when the `wasm32-wasip2` standard library is

@@ -4,10 +4,9 @@
 
 use http::Request;
 use http_body_util::Full;
-use weft_test_harness::{Upstream, Weft, client, get, send};
+use weft_test_harness::{Upstream, client, get, send};
 
-use super::{applied, control, pushed};
-use crate::bin;
+use super::{applied, control, launch_local, pushed, serving};
 
 fn shipped(name: &str) -> String {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -26,27 +25,11 @@ async fn the_readme_mesh_steps_do_what_the_readme_says() {
     let mesh = shipped("mesh.yaml").replace("127.0.0.1:9000", &up.addr.to_string());
     applied(&cp, "web", &mesh, 1, 0);
 
-    let url = cp.url();
     let mut proxies = Vec::new();
     for (node, file) in [("web-1", "web-1.yaml"), ("web-2", "web-2.yaml")] {
         let local = shipped(file).replace(":8081", ":0").replace(":8082", ":0");
         assert!(local.contains("127.0.0.1:0"), "{local}");
-        let cache = cp.data.join("proxy-caches").join(node);
-        std::fs::create_dir_all(&cache).unwrap();
-        let cache = cache.display().to_string();
-        let args = [
-            "--control",
-            &url,
-            "--node",
-            node,
-            "--group",
-            "web",
-            "--cache",
-            &cache,
-        ];
-        let mut proxy = tokio::task::block_in_place(|| Weft::launch_with(bin(), &local, &args));
-        tokio::task::block_in_place(|| proxy.wait_listening());
-        proxies.push(proxy);
+        proxies.push(serving(launch_local(&cp, node, "web", &local)));
     }
 
     for proxy in &proxies {

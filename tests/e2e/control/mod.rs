@@ -48,6 +48,11 @@ fn control(args: &[&str]) -> Control {
 /// data directory (which the store does not look into but `modules/` and
 /// its own files) so that it is removed with it.
 fn launch(cp: &Control, node: &str, group: &str) -> Weft {
+    launch_local(cp, node, group, LOCAL)
+}
+
+/// [`launch`] with the proxy's local file `local`.
+fn launch_local(cp: &Control, node: &str, group: &str, local: &str) -> Weft {
     let cache = cp.data.join("proxy-caches").join(node);
     std::fs::create_dir_all(&cache).expect("create cache dir");
     let cache = cache.display().to_string();
@@ -62,7 +67,7 @@ fn launch(cp: &Control, node: &str, group: &str) -> Weft {
         "--cache",
         &cache,
     ];
-    tokio::task::block_in_place(|| Weft::launch_with(bin(), LOCAL, &args))
+    tokio::task::block_in_place(|| Weft::launch_with(bin(), local, &args))
 }
 
 /// Waits until `proxy` listens.
