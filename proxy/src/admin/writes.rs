@@ -82,7 +82,14 @@ pub async fn reload(api: &Arc<AdminApi>) -> Response<ProxyBody> {
         Ok(reloader) => reloader,
         Err(resp) => return *resp,
     };
-    match reloader.reload().await {
+    let result = reloader.reload().await;
+    let outcome = if result.is_ok() { "ok" } else { "rejected" };
+    let _ = api.proxy.metrics.counter_add(
+        "weft_config_reloads_total",
+        vec![("result".into(), outcome.into())],
+        1,
+    );
+    match result {
         Ok(version) => {
             tracing::info!(version, "config reloaded through the admin API");
             json(StatusCode::OK, &json!({ "version": version }))
