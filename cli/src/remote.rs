@@ -40,7 +40,12 @@ pub async fn connect(url: &str) -> anyhow::Result<ControlClient<Channel>> {
         .timeout(CALL_TIMEOUT)
         .connect()
         .await
-        .with_context(|| format!("cannot reach the control plane at {url}"))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reach the control plane at {url}: {}",
+                weft::control_client::error_chain(&e)
+            )
+        })?;
     Ok(ControlClient::new(channel)
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20))
