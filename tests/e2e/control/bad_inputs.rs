@@ -2,7 +2,6 @@
 //! looks (the command's output, `weft status`) with nothing stored and the
 //! proxies serving what they served.
 
-use std::time::{Duration, Instant};
 
 use weft_test_harness::Upstream;
 use weft_test_harness::components::{
@@ -64,32 +63,11 @@ async fn a_push_cut_off_mid_upload_stores_nothing() {
     let mut push = tokio::task::block_in_place(|| {
         cp.spawn_command(&["push", &path.display().to_string(), "--name", "cut"])
     });
-    // The upload is held in the control plane's memory as it arrives: kill
-    // the client once 32 MiB of it are in, long before its 200 MiB.
-    let deadline = Instant::now() + PATIENCE;
-    let at_kill = loop {
-        let grown = cp
-            .rss_kib()
-            .expect("control plane running")
-            .saturating_sub(before);
-        if grown > 32 << 10 {
-            push.kill().expect("kill weft push");
-            push.wait().expect("reap weft push");
-            break grown;
-        }
-        assert!(
-            push.try_wait().expect("weft push").is_none(),
-            "weft push ended before the upload was seen"
-        );
-        assert!(Instant::now() < deadline, "the upload never started");
-        std::thread::sleep(Duration::from_millis(1));
-    };
+    // Killed once 32 MiB of the upload are in, long before its 200 MiB.
+    mid_upload(&cp, &mut push, before, 32 << 10, size);
+    push.kill().expect("kill weft push");
+    push.wait().expect("reap weft push");
     std::fs::remove_file(&path).expect("remove the module file");
-    eprintln!("killed with {at_kill} KiB of {} received", size >> 10);
-    assert!(
-        at_kill < (size as u64 >> 10) * 3 / 4,
-        "killed too late to be mid-upload: {at_kill} KiB received"
-    );
     // The control plane drops the partial upload.
     eventually("the partial upload to be dropped", || async {
         let grown = cp

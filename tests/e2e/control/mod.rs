@@ -13,7 +13,7 @@ mod tokens;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use weft_test_harness::control::Output;
@@ -166,6 +166,35 @@ fn applied(cp: &Control, group: &str, config: &str, version: u64, proxies: usize
     );
     let serving = format!(": serving version {version}");
     assert_eq!(out.stdout.matches(&serving).count(), proxies, "{out:?}");
+}
+
+/// Waits until the control plane holds more than `kib` KiB of `push`'s
+/// upload (it keeps an upload in memory as it arrives, so its resident
+/// memory above `before` tells how much came in), for the caller to kill
+/// a process right then. Asserts that the push was still uploading and
+/// that this came before three quarters of its `size` bytes.
+fn mid_upload(cp: &Control, push: &mut std::process::Child, before: u64, kib: u64, size: usize) {
+    let deadline = Instant::now() + PATIENCE;
+    let at_kill = loop {
+        let grown = cp
+            .rss_kib()
+            .expect("control plane running")
+            .saturating_sub(before);
+        if grown > kib {
+            break grown;
+        }
+        assert!(
+            push.try_wait().expect("weft push").is_none(),
+            "weft push ended before the upload was seen"
+        );
+        assert!(Instant::now() < deadline, "the upload never started");
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    eprintln!("killed with {at_kill} KiB of {} received", size >> 10);
+    assert!(
+        at_kill < (size as u64 >> 10) * 3 / 4,
+        "killed too late to be mid-upload: {at_kill} KiB received"
+    );
 }
 
 /// `weft status --output json`'s proxies.
