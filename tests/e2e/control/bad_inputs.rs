@@ -2,7 +2,6 @@
 //! looks (the command's output, `weft status`) with nothing stored and the
 //! proxies serving what they served.
 
-
 use weft_test_harness::Upstream;
 use weft_test_harness::components::{
     filter_component, filter_component_of_contract, other_world_component, padded, sha256_hex,

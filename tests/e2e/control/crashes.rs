@@ -2,7 +2,6 @@
 //! from its cache), reconnect when it is back, and its store opens with
 //! every acknowledged write, even after a kill in the middle of a push.
 
-
 use weft_test_harness::Upstream;
 use weft_test_harness::components::{filter_component, padded, sha256_hex};
 
@@ -98,4 +97,36 @@ async fn a_control_plane_killed_mid_push_reopens_its_store_clean() {
     // (`.tmp-*`) when it opens.
     names.sort();
     assert_eq!(files_in(&cp.data.join("modules")), names);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_proxy_is_marked_gone_after_its_missed_heartbeats_and_comes_back() {
+    let up = Upstream::start().await;
+    // Heartbeats every 200 ms: a proxy silent for 600 ms is gone.
+    let cp = control(&["--heartbeat-interval-ms", "200"]);
+    pushed(&cp, "tag", &add_header());
+    applied(&cp, "web", &group_config("tag", "one", up.addr), 1, 0);
+    let proxy = serving(launch(&cp, "web-1", "web"));
+    connected(&cp, "web", 1).await;
+
+    // Stopped, not killed: its connection stays open, only its heartbeats
+    // stop.
+    proxy.signal("STOP");
+    let gone = eventually("the stopped proxy to be marked gone", || async {
+        let status = proxy_status(&cp, "web-1");
+        (status["connected"] == false).then_some(status)
+    })
+    .await;
+    assert!(gone["gone_since_unix_ms"].as_u64().unwrap() > 0, "{gone}");
+    assert_eq!(gone["serving_version"], 1, "{gone}");
+    let text = weft(&cp, &["status"]);
+    assert!(text.stdout.contains("gone since"), "{text:?}");
+
+    proxy.signal("CONT");
+    eventually("the resumed proxy to be connected again", || async {
+        let status = proxy_status(&cp, "web-1");
+        (status["connected"] == true && status["gone_since_unix_ms"].is_null()).then_some(())
+    })
+    .await;
+    all_tagged(&[&proxy], "one").await;
 }
