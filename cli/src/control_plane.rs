@@ -47,10 +47,13 @@ pub struct ControlArgs {
     /// Log filter (e.g. `info`, `weft_control=debug`); overrides WEFT_LOG.
     #[arg(long)]
     log_level: Option<String>,
+    /// Log lines as `text` or `json` (one object per line).
+    #[arg(long, env = "WEFT_LOG_FORMAT", default_value = "text")]
+    log_format: weft::logging::LogFormat,
 }
 
 pub fn main(args: ControlArgs) -> ExitCode {
-    weft::logging::init(args.log_level.as_deref());
+    weft::logging::init(args.log_level.as_deref(), args.log_format);
     let result = run(args);
     weft::logging::flush();
     match result {

@@ -195,6 +195,7 @@ impl Snapshot {
         refuse_grants_to_self(config, &mut errors);
         let files = InlineFiles::new(base_dir, &config.inline_files);
         let mut chains = ChainBuilder {
+            base_dir,
             files: &files,
             defined: &config.filters,
             modules: &modules,
@@ -429,6 +430,7 @@ fn load_modules(
 
 /// Builds chains, counting their instances against what the proxy serves.
 struct ChainBuilder<'a> {
+    base_dir: &'a Path,
     files: &'a InlineFiles,
     defined: &'a BTreeMap<String, FilterModuleConfig>,
     modules: &'a HashMap<String, FilterModule>,
@@ -501,10 +503,27 @@ impl ChainBuilder<'_> {
                     continue;
                 }
             };
+            let log_file = match &defined[&entry.filter].log_file {
+                None => None,
+                Some(path) => {
+                    let path = self.base_dir.join(path);
+                    match crate::logging::files::open(&path) {
+                        Ok(file) => Some(file),
+                        Err(e) => {
+                            errors.push(
+                                format!("filters.{}.log_file", entry.filter),
+                                format!("{}: cannot open: {e}", path.display()),
+                            );
+                            continue;
+                        }
+                    }
+                }
+            };
             let identity = runtime.identity(
                 &entry.filter,
                 &module.module.sha256,
                 module.callouts.clone(),
+                log_file,
             );
             match InstancePool::new(
                 runtime.engine(),

@@ -58,7 +58,7 @@ pub struct TestArgs {
 }
 
 pub fn main(args: TestArgs) -> ExitCode {
-    weft::logging::init(Some(&args.log_level));
+    weft::logging::init(Some(&args.log_level), weft::logging::LogFormat::Text);
     let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -43,6 +43,9 @@ pub struct RunArgs {
     /// Log filter (e.g. `info`, `weft=debug`); overrides WEFT_LOG.
     #[arg(long)]
     log_level: Option<String>,
+    /// Log lines as `text` or `json` (one object per line).
+    #[arg(long, env = "WEFT_LOG_FORMAT", default_value = "text")]
+    log_format: weft::logging::LogFormat,
     /// Worker threads serving traffic [default: the cores weft may run on].
     #[arg(long, env = "WEFT_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     workers: Option<u16>,
@@ -64,7 +67,7 @@ pub struct RunArgs {
 }
 
 pub fn main(args: RunArgs) -> ExitCode {
-    weft::logging::init(args.log_level.as_deref());
+    weft::logging::init(args.log_level.as_deref(), args.log_format);
     let workers = args
         .workers
         .map_or_else(weft::worker::default_count, usize::from);
@@ -202,6 +205,7 @@ async fn serve(args: RunArgs, workers: usize) -> anyhow::Result<()> {
         connections.push(conns.clone());
         tokio::spawn(weft::admin::serve(admin.listener, Arc::new(api), conns));
     }
+    tokio::spawn(reopen_log_files_on_sigusr1());
     shutdown_signal().await;
     admin_drain.start();
     drain_connections(&traffic_drain, &connections, limits.drain_timeout()).await;
@@ -257,6 +261,23 @@ fn raise_fd_limit() {
                 std::io::Error::last_os_error()
             );
         }
+    }
+}
+
+/// Reopens the filters' log files on every SIGUSR1 (after logrotate moved
+/// them).
+async fn reopen_log_files_on_sigusr1() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut usr1) = signal(SignalKind::user_defined1()) else {
+        tracing::warn!("cannot listen for SIGUSR1: filter log files will not be reopened");
+        return;
+    };
+    while usr1.recv().await.is_some() {
+        let failed = weft::logging::files::reopen_all();
+        for (path, e) in &failed {
+            tracing::error!(path = %path.display(), "SIGUSR1: cannot reopen the log file, still writing to the old one: {e}");
+        }
+        tracing::info!(failed = failed.len(), "SIGUSR1: filter log files reopened");
     }
 }
 

@@ -169,6 +169,11 @@ pub struct FilterModuleConfig {
     /// Longest total wait on this filter's callouts in one request.
     #[serde(default = "default_callout_request_budget_ms")]
     pub callout_request_budget_ms: u64,
+    /// A file (relative to the config file) that takes this filter's log
+    /// lines instead of the proxy's log: an access log of its own, reopened
+    /// on SIGUSR1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_file: Option<PathBuf>,
 }
 
 /// Default deadline of one phase call.

@@ -30,6 +30,9 @@ pub struct FilterIdentity {
     pub epoch: Instant,
     /// The callouts this filter may make.
     pub callouts: Arc<Callouts>,
+    /// Where its log lines go instead of the proxy's log
+    /// (`filters.<name>.log_file`).
+    pub log_file: Option<&'static crate::logging::files::LogFile>,
 }
 
 /// Caps an instance's linear memory and remembers that the cap was hit.
@@ -159,6 +162,12 @@ impl host::Host for HostState {
         if matches!(level, LogLevel::Error) && message.starts_with("filter panicked") {
             self.panic = Some(cut_message(&message, MAX_PANIC_MESSAGE));
         }
+        if let Some(file) = self.identity.log_file {
+            if self.log_enabled(level)? {
+                file.line(&message);
+            }
+            return Ok(());
+        }
         if self.log_enabled(level)? {
             crate::logging::filter_line(
                 tracing_level(level),
@@ -171,6 +180,13 @@ impl host::Host for HostState {
     }
 
     fn log_enabled(&mut self, level: LogLevel) -> wasmtime::Result<bool> {
+        // A filter's own log file takes `info` and above whatever the
+        // proxy's log level: an access log does not vanish with `warn`.
+        if self.identity.log_file.is_some()
+            && matches!(level, LogLevel::Info | LogLevel::Warn | LogLevel::Error)
+        {
+            return Ok(true);
+        }
         Ok(match tracing_level(level) {
             tracing::Level::TRACE => {
                 tracing::enabled!(target: "weft::filter", tracing::Level::TRACE)

@@ -157,7 +157,8 @@ impl FilterRuntime {
         self.modules.evict_unused();
     }
 
-    /// The identity of filter `name` running module `sha256`. Its shared
+    /// The identity of filter `name` running module `sha256`, logging to
+    /// `log_file` if it has one. Its shared
     /// state lives across reloads that keep both; a name pointed at another
     /// module starts with empty state (and the old state goes with the last
     /// snapshot that uses it).
@@ -166,6 +167,7 @@ impl FilterRuntime {
         name: &str,
         sha256: &str,
         callouts: Arc<Callouts>,
+        log_file: Option<&'static crate::logging::files::LogFile>,
     ) -> Arc<FilterIdentity> {
         let shared = {
             let mut states = self.shared.lock().unwrap();
@@ -186,6 +188,7 @@ impl FilterRuntime {
             metrics: self.metrics.clone(),
             epoch: self.started,
             callouts,
+            log_file,
         })
     }
 }

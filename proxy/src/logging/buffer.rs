@@ -12,9 +12,14 @@
 //! and the buffer holds `max_buffered` bytes, new lines are dropped and
 //! counted; once a batch is written again, the writer logs how many were
 //! lost. A line longer than `max_line` bytes is cut and marked.
+//!
+//! A buffer writes text lines (control characters escaped as `\n`,
+//! `\x1b`, `\u{85}`) or JSON lines ([`Escape::Json`]: escapes JSON allows,
+//! and a cut line replaced by a JSON line saying so), and goes to stderr or
+//! to any other sink (the filters' own log files, `files`).
 
 use std::io::{self, Write};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -35,7 +40,9 @@ pub struct LogBuffer {
     /// Held while a batch is taken and written, so batches go out in the
     /// order they were taken. Only writers take it, never a logging thread.
     writing: Mutex<()>,
-    sink: fn(&[u8]),
+    sink: Box<dyn Fn(&[u8]) + Send + Sync>,
+    /// Lines are JSON ([`Escape::Json`]).
+    json: AtomicBool,
     /// Past this many buffered bytes, lines are dropped.
     max_buffered: AtomicUsize,
     /// Longest line, before its control characters are escaped.
@@ -61,7 +68,8 @@ impl LogBuffer {
         Self::with_sink(write_stderr)
     }
 
-    fn with_sink(sink: fn(&[u8])) -> Self {
+    /// A buffer whose batches go to `sink` (called by one thread at a time).
+    pub fn with_sink(sink: impl Fn(&[u8]) + Send + Sync + 'static) -> Self {
         LogBuffer {
             pending: Mutex::new(Pending {
                 lines: Vec::with_capacity(BATCH_CAPACITY),
@@ -69,7 +77,8 @@ impl LogBuffer {
             }),
             arrived: Condvar::new(),
             writing: Mutex::new(()),
-            sink,
+            sink: Box::new(sink),
+            json: AtomicBool::new(false),
             max_buffered: AtomicUsize::new(DEFAULT_MAX_BUFFERED_BYTES),
             max_line: AtomicUsize::new(DEFAULT_MAX_LINE_BYTES),
             dropped: AtomicU64::new(0),
@@ -81,6 +90,11 @@ impl LogBuffer {
         self.max_line
             .store(max_line.max(MIN_LINE_BYTES), Ordering::Relaxed);
         self.max_buffered.store(max_buffered, Ordering::Relaxed);
+    }
+
+    /// How control characters are escaped, and a cut line marked.
+    pub fn set_escape(&self, escape: Escape) {
+        self.json.store(escape == Escape::Json, Ordering::Relaxed);
     }
 
     /// The line cap.
@@ -173,8 +187,11 @@ impl LogBuffer {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
+        let json = self.json.load(Ordering::Relaxed);
         if cut == 0 {
-            push_escaped(&mut pending.lines, line);
+            push_escaped_as(&mut pending.lines, line, json);
+        } else if json {
+            push_cut_json(&mut pending.lines, line, cut);
         } else {
             push_escaped(&mut pending.lines, line.strip_suffix(b"\n").unwrap_or(line));
             let _ = writeln!(pending.lines, " [line cut: {cut} more bytes]");
@@ -198,6 +215,66 @@ pub fn cut_line(line: &[u8], max: usize) -> (&[u8], usize) {
         end -= 1;
     }
     (&line[..end], line.len() - end)
+}
+
+/// How a buffer's lines are escaped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Escape {
+    /// Text: `\n`, `\x1b`, `\u{85}`; tab stays.
+    Text,
+    /// JSON string escapes: `\u000a`, `\u001b`, `\u0085`; valid inside a
+    /// JSON string and readable in text.
+    Json,
+}
+
+fn push_escaped_as(out: &mut Vec<u8>, line: &[u8], json: bool) {
+    if json {
+        push_escaped_json(out, line);
+    } else {
+        push_escaped(out, line);
+    }
+}
+
+/// A JSON line standing for one cut at the line cap: what it started with,
+/// as a JSON string, and how many bytes went.
+fn push_cut_json(out: &mut Vec<u8>, kept: &[u8], cut: usize) {
+    let start = String::from_utf8_lossy(kept.strip_suffix(b"\n").unwrap_or(kept));
+    let _ = writeln!(
+        out,
+        r#"{{"level":"WARN","target":"weft::logging","fields":{{"message":"log line cut at log.max_line_bytes","cut_bytes":{cut},"start":{}}}}}"#,
+        serde_json::Value::from(start.as_ref())
+    );
+}
+
+/// `line` with the bytes a JSON string may not hold raw (and DEL and the C1
+/// controls, which terminals obey) written as `\u00XX`; the final line
+/// feed stays.
+pub fn push_escaped_json(out: &mut Vec<u8>, line: &[u8]) {
+    let (body, end) = match line.split_last() {
+        Some((b'\n', body)) => (body, &b"\n"[..]),
+        _ => (line, &b""[..]),
+    };
+    let mut rest = body;
+    while let Some(at) = first_suspect(rest) {
+        out.extend_from_slice(&rest[..at]);
+        let skip = match (rest[at], rest.get(at + 1)) {
+            (0xc2, Some(&next)) if (0x80..=0x9f).contains(&next) => {
+                let _ = write!(out, "\\u{next:04x}");
+                2
+            }
+            (0xc2, _) => {
+                out.push(0xc2);
+                1
+            }
+            (b, _) => {
+                let _ = write!(out, "\\u{b:04x}");
+                1
+            }
+        };
+        rest = &rest[at + skip..];
+    }
+    out.extend_from_slice(rest);
+    out.extend_from_slice(end);
 }
 
 /// Appends one formatted event to `out` with its control characters escaped
@@ -291,7 +368,9 @@ mod tests {
     use std::sync::Mutex;
     use std::time::{Duration, Instant};
 
-    use super::{FLUSH_DELAY, LogBuffer, cut_line, first_suspect, push_escaped};
+    use super::{
+        Escape, FLUSH_DELAY, LogBuffer, cut_line, first_suspect, push_escaped, push_escaped_json,
+    };
 
     fn escaped(line: &str) -> String {
         let mut out = Vec::new();
@@ -346,6 +425,42 @@ mod tests {
         );
         assert_eq!(escaped("\u{0}"), "\\x00");
         assert_eq!(escaped("© ¶\u{c2}"), "© ¶\u{c2}");
+    }
+
+    #[test]
+    fn json_escapes_keep_a_json_line_valid() {
+        let mut out = Vec::new();
+        // What serde_json leaves raw: DEL and the C1 controls.
+        let line = format!("{}\n", serde_json::json!({"m": "a\u{7f}b\u{85}c © \u{1b}"}));
+        push_escaped_json(&mut out, line.as_bytes());
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text, "{\"m\":\"a\\u007fb\\u0085c © \\u001b\"}\n");
+        let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back["m"], "a\u{7f}b\u{85}c © \u{1b}");
+        // Raw controls in a plain line become JSON escapes too.
+        let mut out = Vec::new();
+        push_escaped_json(&mut out, b"tab\tline\nend\n");
+        assert_eq!(out, b"tab\\u0009line\\u000aend\n");
+    }
+
+    #[test]
+    fn a_cut_json_line_becomes_a_json_line_saying_so() {
+        let buffer = LogBuffer::with_sink(ignore);
+        buffer.set_escape(Escape::Json);
+        buffer.set_limits(300, 10_000);
+        let line = format!("{}\n", serde_json::json!({"m": "é".repeat(400)}));
+        buffer.push(line.as_bytes());
+        let written = String::from_utf8(buffer.pending().lines.clone()).unwrap();
+        assert!(written.ends_with('\n'));
+        let cut: serde_json::Value = serde_json::from_str(written.trim_end()).unwrap();
+        assert_eq!(cut["level"], "WARN");
+        assert_eq!(cut["fields"]["cut_bytes"], line.len() - 300);
+        assert!(
+            cut["fields"]["start"]
+                .as_str()
+                .unwrap()
+                .starts_with("{\"m\":\"éé")
+        );
     }
 
     static WRITTEN: Mutex<Vec<u8>> = Mutex::new(Vec::new());

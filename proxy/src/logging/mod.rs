@@ -24,18 +24,65 @@
 //! lines past `log.max_buffered_bytes` are dropped and counted
 //! ([`lines_dropped`], exported as `weft_log_lines_dropped_total`). Lines
 //! are cut at `log.max_line_bytes`.
+//!
+//! Lines are text (tracing's full format) or, with `--log-format json`,
+//! one JSON object per line (tracing's JSON format; [`json`] writes
+//! filters' lines). A filter given a `log_file` logs there instead
+//! ([`files`]).
 
 use std::io::{self, IsTerminal, Write};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use tracing_subscriber::EnvFilter;
 
 pub use buffer::FLUSH_DELAY;
-use buffer::LogBuffer;
+use buffer::{Escape, LogBuffer};
 use clock::LogClock;
 
 mod buffer;
 mod clock;
+pub mod files;
+mod json;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// tracing's full text format: time, level, target, fields.
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `fields`, `target`.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!(
+                "unknown log format {other:?}: expected text or json"
+            )),
+        }
+    }
+}
+
+/// Set by [`init`] for `--log-format json`.
+static JSON: AtomicBool = AtomicBool::new(false);
+/// `log.max_line_bytes` and `log.max_buffered_bytes`, for every buffer.
+static MAX_LINE_BYTES: AtomicUsize = AtomicUsize::new(crate::config::DEFAULT_MAX_LINE_BYTES);
+static MAX_BUFFERED_BYTES: AtomicUsize =
+    AtomicUsize::new(crate::config::DEFAULT_MAX_BUFFERED_BYTES);
+
+/// The caps `log:` set.
+fn limits() -> crate::config::LogConfig {
+    crate::config::LogConfig {
+        max_line_bytes: MAX_LINE_BYTES.load(Ordering::Relaxed),
+        max_buffered_bytes: MAX_BUFFERED_BYTES.load(Ordering::Relaxed),
+    }
+}
 
 static BUFFER: OnceLock<LogBuffer> = OnceLock::new();
 /// Replaces the subscriber's filter.
@@ -46,28 +93,36 @@ static SET_FILTER: OnceLock<SetFilter> = OnceLock::new();
 /// only then may [`filter_line`] write there directly.
 static BUFFERED: OnceLock<&'static LogBuffer> = OnceLock::new();
 
+/// Installs `$builder` with a filter [`set_level`] can replace.
+macro_rules! install {
+    ($builder:expr) => {{
+        let builder = $builder.with_filter_reloading();
+        let handle = builder.reload_handle();
+        let _ = SET_FILTER.set(Box::new(move |filter| {
+            handle.reload(filter).map_err(|e| e.to_string())
+        }));
+        builder.init();
+    }};
+}
+
 /// Installs the tracing subscriber: `level` (a `WEFT_LOG`-style filter such
-/// as `info` or `weft::filter=debug`) or else `$WEFT_LOG`, else `info`.
-pub fn init(level: Option<&str>) {
+/// as `info` or `weft::filter=debug`) or else `$WEFT_LOG`, else `info`;
+/// lines in `format`.
+pub fn init(level: Option<&str>, format: LogFormat) {
     let filter = match level {
         Some(l) => EnvFilter::new(l),
         None => EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
     };
+    if format == LogFormat::Json {
+        JSON.store(true, Ordering::Relaxed);
+        init_json(filter);
+        return;
+    }
     let terminal = io::stderr().is_terminal();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_timer(LogClock)
         .with_ansi(terminal);
-    macro_rules! install {
-        ($builder:expr) => {{
-            let builder = $builder.with_filter_reloading();
-            let handle = builder.reload_handle();
-            let _ = SET_FILTER.set(Box::new(move |filter| {
-                handle.reload(filter).map_err(|e| e.to_string())
-            }));
-            builder.init();
-        }};
-    }
     if terminal {
         install!(builder.with_writer(io::stderr));
         return;
@@ -80,6 +135,29 @@ pub fn init(level: Option<&str>) {
     }
     install!(builder.with_ansi_sanitization(false).with_writer(buffer));
     let _ = BUFFERED.set(buffer);
+    flush_on_panic();
+}
+
+/// [`init`] for JSON lines: always buffered, a terminal too (nothing to
+/// colour).
+fn init_json(filter: EnvFilter) {
+    let builder = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_timer(LogClock);
+    let buffer = BUFFER.get_or_init(LogBuffer::new);
+    buffer.set_escape(Escape::Json);
+    if let Err(e) = buffer.start_writer() {
+        eprintln!("weft: cannot start the log writer thread ({e}); logging unbuffered");
+        install!(builder.with_writer(io::stderr));
+        return;
+    }
+    install!(builder.with_writer(buffer));
+    let _ = BUFFERED.set(buffer);
+    flush_on_panic();
+}
+
+fn flush_on_panic() {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         flush();
@@ -102,23 +180,28 @@ pub fn set_level(spec: &str) -> Result<String, String> {
     Ok(shown)
 }
 
-/// Applies `log:` from the config: the line cap and the buffer's.
+/// Applies `log:` from the config: the line cap and the buffers'.
 pub fn set_limits(config: &crate::config::LogConfig) {
+    MAX_LINE_BYTES.store(config.max_line_bytes, Ordering::Relaxed);
+    MAX_BUFFERED_BYTES.store(config.max_buffered_bytes, Ordering::Relaxed);
     BUFFER
         .get_or_init(LogBuffer::new)
         .set_limits(config.max_line_bytes, config.max_buffered_bytes);
+    files::set_limits(config.max_line_bytes, config.max_buffered_bytes);
 }
 
-/// Lines dropped since the start because stderr did not keep up.
+/// Lines dropped since the start because stderr or a filter's log file did
+/// not keep up.
 pub fn lines_dropped() -> u64 {
-    BUFFER.get().map_or(0, LogBuffer::dropped)
+    BUFFER.get().map_or(0, LogBuffer::dropped) + files::dropped()
 }
 
-/// Writes out whatever lines are buffered.
+/// Writes out whatever lines are buffered, the filters' log files' too.
 pub fn flush() {
     if let Some(buffer) = BUFFER.get() {
         buffer.write_out();
     }
+    files::flush_all();
 }
 
 /// Logs a filter's line: a tracing event with target `weft::filter` and
@@ -138,13 +221,20 @@ pub fn filter_line(level: tracing::Level, filter: &str, request_id: &str, messag
     let message = unsafe { std::str::from_utf8_unchecked(kept) };
     LINE.with_borrow_mut(|line| {
         line.clear();
-        format_filter_line(line, level, filter, request_id, message);
+        if JSON.load(Ordering::Relaxed) {
+            json::format_filter_line(line, level, filter, request_id, message);
+        } else {
+            format_filter_line(line, level, filter, request_id, message);
+        }
         buffer.push(line);
     });
 }
 
 /// The tracing event [`filter_line`] stands for.
 fn filter_event(level: tracing::Level, filter: &str, request_id: &str, message: &str) {
+    if JSON.load(Ordering::Relaxed) {
+        return filter_event_json(level, filter, request_id, message);
+    }
     match level {
         tracing::Level::TRACE => {
             tracing::trace!(target: "weft::filter", filter, request_id, msg = ?message)
@@ -159,6 +249,25 @@ fn filter_event(level: tracing::Level, filter: &str, request_id: &str, message: 
             tracing::warn!(target: "weft::filter", filter, request_id, msg = ?message)
         }
         _ => tracing::error!(target: "weft::filter", filter, request_id, msg = ?message),
+    }
+}
+
+/// [`filter_event`] in JSON: `msg` a string, not its `Debug` form.
+fn filter_event_json(level: tracing::Level, filter: &str, request_id: &str, message: &str) {
+    match level {
+        tracing::Level::TRACE => {
+            tracing::trace!(target: "weft::filter", filter, request_id, msg = %message)
+        }
+        tracing::Level::DEBUG => {
+            tracing::debug!(target: "weft::filter", filter, request_id, msg = %message)
+        }
+        tracing::Level::INFO => {
+            tracing::info!(target: "weft::filter", filter, request_id, msg = %message)
+        }
+        tracing::Level::WARN => {
+            tracing::warn!(target: "weft::filter", filter, request_id, msg = %message)
+        }
+        _ => tracing::error!(target: "weft::filter", filter, request_id, msg = %message),
     }
 }
 

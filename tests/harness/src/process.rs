@@ -355,6 +355,9 @@ fn parse_listeners(lines: &[String]) -> HashMap<String, SocketAddr> {
         .iter()
         .filter(|l| l.contains("listening"))
         .filter_map(|l| {
+            if l.starts_with('{') {
+                return json_listener(l);
+            }
             let name = if l.contains("admin API listening") {
                 "admin"
             } else {
@@ -364,6 +367,18 @@ fn parse_listeners(lines: &[String]) -> HashMap<String, SocketAddr> {
             Some((name.to_string(), addr))
         })
         .collect()
+}
+
+/// A `listening` line of `--log-format json`.
+fn json_listener(line: &str) -> Option<(String, SocketAddr)> {
+    let line: serde_json::Value = serde_json::from_str(line).ok()?;
+    let fields = &line["fields"];
+    let name = match fields["message"].as_str()? {
+        "admin API listening" => "admin",
+        "listening" => fields["listener"].as_str()?,
+        _ => return None,
+    };
+    Some((name.to_string(), fields["addr"].as_str()?.parse().ok()?))
 }
 
 pub(crate) fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
