@@ -142,8 +142,16 @@ async fn redirects_answer_with_the_location_and_nothing_goes_upstream() {
     let url = weft.url("public");
     let cases = [
         ("/old/a/b?x=1", 301, "/new/a/b?x=1".to_string()),
-        ("/login/form?next=/x", 308, "https://secure.example/login/form".to_string()),
-        ("/here?k=v", 302, "http://127.0.0.1:9443/there?k=v".to_string()),
+        (
+            "/login/form?next=/x",
+            308,
+            "https://secure.example/login/form".to_string(),
+        ),
+        (
+            "/here?k=v",
+            302,
+            "http://127.0.0.1:9443/there?k=v".to_string(),
+        ),
     ];
     for (path, status, location) in cases {
         let r = get(&format!("{url}{path}")).await;
@@ -199,11 +207,16 @@ async fn recording_upstream() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
             let seen = seen.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let host = req.headers().get("host").map(|h| {
-                        format!("{} {}", h.to_str().unwrap_or("?"), req.uri().path())
-                    });
+                    let host = req
+                        .headers()
+                        .get("host")
+                        .map(|h| format!("{} {}", h.to_str().unwrap_or("?"), req.uri().path()));
                     seen.lock().unwrap().extend(host);
-                    async { Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from("shadow")))) }
+                    async {
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                            Bytes::from("shadow"),
+                        )))
+                    }
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), service)
@@ -228,14 +241,22 @@ async fn a_mirror_gets_a_copy_and_a_dead_one_changes_nothing() {
         cluster: backend"#;
     let weft = start(&yaml(
         routes,
-        &[("backend", up.addr), ("shadow", shadow), ("dead", closed_port())],
+        &[
+            ("backend", up.addr),
+            ("shadow", shadow),
+            ("dead", closed_port()),
+        ],
     ));
     let url = weft.url("public");
     let port = weft.addr("public").port();
 
     let r = get(&format!("{url}/m/one?x=1")).await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.json()["path"], "/copied/one?x=1", "the main upstream answered");
+    assert_eq!(
+        r.json()["path"],
+        "/copied/one?x=1",
+        "the main upstream answered"
+    );
     let want = format!("127.0.0.1-shadow:{port} /copied/one");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !hosts.lock().unwrap().contains(&want) {

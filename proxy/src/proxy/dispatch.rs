@@ -88,7 +88,15 @@ impl<'a> Dispatch<'a> {
             && let Some(m) = &route.mirror
             && m.sampled()
         {
-            mirror::spawn(m, route, &head, &body, self.peer, route.timeout, self.metrics);
+            mirror::spawn(
+                m,
+                route,
+                &head,
+                &body,
+                self.peer,
+                route.timeout,
+                self.metrics,
+            );
         }
         forward(route, cluster, head, body, self.peer, timeout, props).await
     }

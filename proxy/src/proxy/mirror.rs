@@ -128,7 +128,11 @@ pub fn spawn(
                 "sent"
             }
             Err(e) => {
-                tracing::debug!(route = &*route_name, cluster = &*cluster.name, "mirror: {e}");
+                tracing::debug!(
+                    route = &*route_name,
+                    cluster = &*cluster.name,
+                    "mirror: {e}"
+                );
                 "failed"
             }
         };

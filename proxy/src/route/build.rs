@@ -104,7 +104,10 @@ pub fn route_parts(
         direct_action(direct, &format!("{at}.direct_response"), errors)
     };
     let local = r.redirect.is_some() || r.direct_response.is_some();
-    for (key, set) in [("rewrite", r.rewrite.is_some()), ("mirror", r.mirror.is_some())] {
+    for (key, set) in [
+        ("rewrite", r.rewrite.is_some()),
+        ("mirror", r.mirror.is_some()),
+    ] {
         if local && set {
             errors.push(ConfigError::new(
                 format!("{at}.{key}"),
@@ -378,18 +381,19 @@ fn rewrite(
         },
         (None, None) => None,
     };
-    let host = rw.host.as_ref().and_then(|h| {
-        match (h.parse::<Authority>(), HeaderValue::from_str(h)) {
-            (Ok(a), Ok(v)) if a.as_str() == h && !h.contains('@') => Some((a, v)),
-            _ => {
-                errors.push(ConfigError::new(
-                    format!("{at}.host"),
-                    format!("{h:?} is not a valid host[:port]"),
-                ));
-                None
-            }
-        }
-    });
+    let host =
+        rw.host.as_ref().and_then(
+            |h| match (h.parse::<Authority>(), HeaderValue::from_str(h)) {
+                (Ok(a), Ok(v)) if a.as_str() == h && !h.contains('@') => Some((a, v)),
+                _ => {
+                    errors.push(ConfigError::new(
+                        format!("{at}.host"),
+                        format!("{h:?} is not a valid host[:port]"),
+                    ));
+                    None
+                }
+            },
+        );
     (errors.len() == before).then_some(Rewrite { path, host })
 }
 

@@ -116,7 +116,10 @@ mod tests {
         };
         let mut h = head("/api/users/1?x=1&y");
         rw.apply(&mut h).unwrap();
-        assert_eq!(h.uri.path_and_query().unwrap().as_str(), "/v2/users/1?x=1&y");
+        assert_eq!(
+            h.uri.path_and_query().unwrap().as_str(),
+            "/v2/users/1?x=1&y"
+        );
         // A path a filter moved elsewhere is left alone.
         let mut h = head("/other?x");
         rw.apply(&mut h).unwrap();
@@ -134,7 +137,10 @@ mod tests {
         };
         let mut h = head("/users/42/profile?full=1");
         rw.apply(&mut h).unwrap();
-        assert_eq!(h.uri.path_and_query().unwrap().as_str(), "/profiles/42?full=1");
+        assert_eq!(
+            h.uri.path_and_query().unwrap().as_str(),
+            "/profiles/42?full=1"
+        );
         let bad = Rewrite {
             path: Some(PathRewrite::Regex {
                 regex: Regex::new("^/").unwrap(),
