@@ -25,6 +25,7 @@ use crate::filter::instance::{InstancePool, Limits};
 use crate::filter::module::CompiledModule;
 use crate::filter::runtime::{InstanceBudget, MAX_MEMORY_MIB, SERVING_INSTANCES};
 use crate::filter::{ChainEntry, FilterChain, FilterRuntime};
+use crate::route::build::{self, ClusterNames};
 use crate::route::{HeaderCondition, HostMatch, Route, RouteMatch, RouteTable};
 use crate::upstream::Cluster;
 
@@ -244,19 +245,12 @@ impl Snapshot {
                 let matcher = build_match(&r.matcher, &format!("{at}.match"), &mut errors);
                 let mut chain = chains.build(&r.filters, &format!("{at}.filters"), &mut errors);
                 chain.error_details = r.error_details;
-                let cluster = match clusters.get(&r.cluster) {
-                    Some(c) => c.clone(),
-                    None => {
-                        errors.push(
-                            format!("{at}.cluster"),
-                            format!(
-                                "unknown cluster {:?}{}",
-                                r.cluster,
-                                known(config.clusters.keys())
-                            ),
-                        );
-                        continue;
-                    }
+                let names = ClusterNames {
+                    built: &clusters,
+                    defined: &config.clusters,
+                };
+                let Some(parts) = build::route_parts(r, &at, &names, &mut errors.0) else {
+                    continue;
                 };
                 if r.timeout_ms == 0 {
                     errors.push(format!("{at}.timeout_ms"), "must be greater than 0");
@@ -265,7 +259,9 @@ impl Snapshot {
                     name: r.name.as_str().into(),
                     matcher,
                     chain: Arc::new(chain),
-                    cluster,
+                    action: parts.action,
+                    rewrite: parts.rewrite,
+                    mirror: parts.mirror,
                     timeout: Duration::from_millis(r.timeout_ms),
                     max_body_bytes: r.max_body_bytes,
                 }));

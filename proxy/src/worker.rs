@@ -93,7 +93,8 @@ async fn sweep_upstream_pool(proxy: Arc<Proxy>) {
             .listeners
             .iter()
             .flat_map(|l| l.routes.routes())
-            .flat_map(|r| r.cluster.endpoints())
+            .flat_map(|r| r.clusters())
+            .flat_map(|cluster| cluster.endpoints())
             .map(|endpoint| endpoint.as_str())
             .collect();
         crate::upstream::sweep(&live);

@@ -401,7 +401,10 @@ fn merging_binds_listeners_and_names_what_the_proxy_lacks() {
 
     let merged = merge_config(&group(group_config("main")), &local).unwrap();
     assert_eq!(merged.listeners[0].listen, "127.0.0.1:0");
-    assert_eq!(merged.listeners[0].routes[0].cluster, "backend");
+    assert_eq!(
+        merged.listeners[0].routes[0].cluster.as_deref(),
+        Some("backend")
+    );
     assert_eq!(merged.filters["tag"].path, module.path);
     assert_eq!(merged.module_cache, local.module_cache);
 

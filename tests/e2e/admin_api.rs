@@ -41,6 +41,10 @@ fn yaml(up: &Upstream) -> String {
             config: { keys: [{ consumer: c1, sha256: 6ab9f1eb8f7d3388f4f9d586f66e99fd54080df2c446f0e58668b09c08a16dd0 }] }
           - filter: hdr
             config: { response: { set: { x-tag: one, x-opaque: { $secret: "opaque-s3cret" } } }, request: { set: { x-hmac-secret: "hmac-s3cret" } } }
+      - { name: split, match: { path_prefix: /split/ }, clusters: [{ name: backend, weight: 3 }], rewrite: { path_prefix: /s/, host: internal }, mirror: { cluster: backend, percent: 5 } }
+      - { name: regex, match: { path_prefix: /re/ }, cluster: backend, rewrite: { path_regex: { pattern: "^/re", substitution: "" } } }
+      - { name: moved, match: { path: /moved }, redirect: { status: 308, scheme: https, port: 8443, prefix_rewrite: /new } }
+      - { name: down, match: { path: /down }, direct_response: { status: 503, body: later } }
       - { name: all, cluster: backend, filters: [{ filter: misbehave, config: { do: trap, when_header: x-boom } }] }"#;
     format!(
         "admin: {{ listen: 127.0.0.1:0, token_file: {} }}\n{}",
@@ -388,6 +392,20 @@ async fn filters_count_traps_and_reads_need_no_token_on_loopback() {
         routes["listeners"][0]["routes"][0]["filters"][0]["filter"],
         "key"
     );
+    // Each route's action, with its config under the key of the same name.
+    let listed = &routes["listeners"][0]["routes"];
+    assert_eq!(listed[0]["action"], "cluster");
+    assert_eq!(listed[0]["cluster"], "backend");
+    assert_eq!(listed[1]["action"], "split");
+    assert_eq!(listed[1]["clusters"][0]["weight"], 3);
+    assert_eq!(listed[1]["rewrite"]["host"], "internal");
+    assert_eq!(listed[1]["mirror"]["percent"], 5.0);
+    assert_eq!(listed[2]["rewrite"]["path_regex"]["pattern"], "^/re");
+    assert_eq!(listed[3]["action"], "redirect");
+    assert_eq!(listed[3]["redirect"]["status"], 308);
+    assert_eq!(listed[4]["action"], "direct_response");
+    assert_eq!(listed[4]["direct_response"]["content_type"], "text/plain");
+    assert!(listed[4].get("cluster").is_none(), "{}", listed[4]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,6 +32,7 @@ mod quickstart;
 mod rate_limit;
 mod reload;
 mod retry;
+mod route_actions;
 mod routing;
 mod shared_state;
 mod telemetry;

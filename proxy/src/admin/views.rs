@@ -69,14 +69,32 @@ pub fn routes(api: &AdminApi) -> Response<ProxyBody> {
                         .iter()
                         .map(|e| json!({ "filter": e.filter, "on_error": e.on_error }))
                         .collect();
-                    json!({
+                    let mut route = json!({
                         "name": r.name,
                         "match": r.matcher,
-                        "cluster": r.cluster,
+                        "action": route_action(r),
                         "timeout_ms": r.timeout_ms,
                         "max_body_bytes": r.max_body_bytes,
                         "filters": chain,
-                    })
+                    });
+                    // The action's own key, and the rewrite and mirror, as
+                    // configured (absent when not).
+                    let keys = [
+                        ("cluster", serde_json::to_value(&r.cluster)),
+                        ("clusters", serde_json::to_value(&r.clusters)),
+                        ("redirect", serde_json::to_value(&r.redirect)),
+                        ("direct_response", serde_json::to_value(&r.direct_response)),
+                        ("rewrite", serde_json::to_value(&r.rewrite)),
+                        ("mirror", serde_json::to_value(&r.mirror)),
+                    ];
+                    for (key, value) in keys {
+                        if let Ok(value) = value
+                            && !value.is_null()
+                        {
+                            route[key] = value;
+                        }
+                    }
+                    route
                 })
                 .collect();
             json!({ "name": l.name, "listen": l.listen, "routes": routes })
@@ -86,6 +104,19 @@ pub fn routes(api: &AdminApi) -> Response<ProxyBody> {
         StatusCode::OK,
         &json!({ "version": snapshot.origin.version, "listeners": listeners }),
     )
+}
+
+/// What a route does: `cluster`, `split`, `redirect` or `direct_response`.
+fn route_action(r: &crate::config::RouteConfig) -> &'static str {
+    if r.clusters.is_some() {
+        "split"
+    } else if r.redirect.is_some() {
+        "redirect"
+    } else if r.direct_response.is_some() {
+        "direct_response"
+    } else {
+        "cluster"
+    }
 }
 
 /// `GET /clusters`: each cluster's endpoints and settings.

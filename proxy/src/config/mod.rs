@@ -7,11 +7,13 @@
 pub mod files;
 pub mod limits;
 pub mod model;
+pub mod route;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use model::*;
+pub use route::*;
 
 /// One problem in a config, at a path such as
 /// `listeners[0].routes[1].filters[0].filter`.

@@ -284,8 +284,25 @@ pub struct RouteConfig {
     /// The route's filter chain, in order.
     #[serde(default)]
     pub filters: Vec<ChainEntryConfig>,
-    /// The cluster requests are sent to.
-    pub cluster: String,
+    /// The cluster requests are sent to. Exactly one of `cluster`,
+    /// `clusters`, `redirect` and `direct_response` is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    /// A weighted split: each request goes to one of these clusters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clusters: Option<Vec<super::route::WeightedClusterConfig>>,
+    /// The proxy answers with a redirect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<super::route::RedirectConfig>,
+    /// The proxy answers with a fixed response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct_response: Option<super::route::DirectResponseConfig>,
+    /// Path and host rewrites applied as the request goes upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<super::route::RewriteConfig>,
+    /// A copy of each request sent to a shadow cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<super::route::MirrorConfig>,
     /// Time allowed for the upstream's response headers (504 after it).
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,

@@ -14,16 +14,17 @@ use crate::http::expect::{self, ContinueGate, Gated, RefuseOnDrop};
 use crate::http::{ProxyBody, headers, local};
 use crate::listener::Peer;
 use crate::route::Route;
-use crate::upstream::UpstreamError;
+use crate::upstream::{Cluster, UpstreamError};
 
 use super::outgoing::Outgoing;
 
-/// Prepares `head` for the upstream, sends it to the cluster's next
+/// Prepares `head` for the upstream, sends it to `cluster`'s next
 /// endpoint, and records the endpoint and any failure in `props`. A failure
 /// becomes the proxy's own 502, 503 (the endpoint's connection cap) or 504,
 /// or 400/408 when the client's body broke or stalled on the way.
 pub async fn forward(
     route: &Route,
+    cluster: &Cluster,
     mut head: http::request::Parts,
     body: ProxyBody,
     peer: &Peer,
@@ -37,8 +38,8 @@ pub async fn forward(
     let gate = expect::expects_continue(request.headers())
         .then(|| await_continue(&mut request))
         .flatten();
-    let endpoint = route.cluster.pick().clone();
-    let sent = route.cluster.send(&endpoint, request, timeout).await;
+    let endpoint = cluster.pick().clone();
+    let sent = cluster.send(&endpoint, request, timeout).await;
     props.upstream_endpoint = Some(endpoint);
     // A final answer (or a failure) before the upstream asked for the body:
     // the body is not sent once the answer has been passed on.
@@ -71,7 +72,7 @@ pub async fn forward(
             }
             tracing::warn!(
                 route = &*route.name,
-                cluster = &*route.cluster.name,
+                cluster = &*cluster.name,
                 request_id = props.request_id,
                 attempt = props.attempt,
                 "{e}"

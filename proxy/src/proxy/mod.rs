@@ -2,9 +2,13 @@
 //!
 //! 1. take the current snapshot; set `x-request-id`; settle the authority
 //!    and the path (400 if either is bad); match a route (404 if none);
+//!    pick its cluster (a weighted pick for a split; retries keep it);
 //! 2. run the chain's `on-request-headers`;
 //! 3. if a filter wants it, buffer the body (bounded) and run `on-request-body`;
-//! 4. send upstream (502 unreachable, 504 timeout), streaming the body — held
+//! 4. the route's action ([`dispatch`]): a redirect or direct response is
+//!    the proxy's own answer; otherwise apply the route's rewrites (path,
+//!    host; 500 if the path comes out invalid), start the mirror's copy, and
+//!    send upstream (502 unreachable, 504 timeout), streaming the body — held
 //!    back until the upstream's `100 Continue` when the client expects one —
 //!    or, when a filter may retry, keeping it to send again;
 //! 5. run `on-response-headers` (where a filter may ask for a retry: back to
@@ -15,7 +19,9 @@
 //! failure with `fail_closed` answers 500; `continue-after` pauses the phase
 //! without holding a thread.
 
+mod dispatch;
 mod forward;
+mod mirror;
 mod outgoing;
 
 use std::convert::Infallible;
@@ -30,10 +36,10 @@ use crate::filter::{ChainRun, Exchange, Phase, RequestProps, Step};
 use crate::http::body::{BufferError, buffer};
 use crate::http::{ProxyBody, headers, local, target};
 use crate::listener::{InFlight, Peer};
-use crate::route::Route;
 use crate::snapshot::Snapshot;
 use crate::telemetry::Registry;
-use forward::{forward, keep_for_resend};
+use dispatch::Dispatch;
+use forward::keep_for_resend;
 use outgoing::{Outgoing, clone_request_head, empty_head};
 
 /// The most upstream attempts one request makes, whatever filters ask.
@@ -97,14 +103,14 @@ impl Proxy {
             started: Some(started),
             listener: listener.name.clone(),
             route: route.name.clone(),
-            cluster: route.cluster.name.clone(),
             peer: Some(peer.clone()),
             ..Default::default()
         };
+        let dispatch = Dispatch::new(&route, &peer, &self.metrics, &mut props);
         let body = ProxyBody::streamed(body);
         if route.chain.is_empty() {
             props.attempt = 1;
-            let response = forward(&route, head, body, &peer, route.timeout, &mut props).await;
+            let response = dispatch.send(head, body, route.timeout, &mut props).await;
             return Ok(response.map(ProxyBody::idle_bounded));
         }
         let mut run = ChainRun::new(route.chain.clone(), self.metrics.clone());
@@ -114,7 +120,7 @@ impl Proxy {
             ..Default::default()
         });
         // Boxed, so that a request without filters moves a smaller future.
-        let out = Box::pin(serve_with_chain(&route, &mut run, &mut ex, body, &peer)).await;
+        let out = Box::pin(serve_with_chain(&dispatch, &mut run, &mut ex, body)).await;
         Ok(out.into_response(run, ex).map(ProxyBody::idle_bounded))
     }
 }
@@ -129,12 +135,12 @@ enum Answer {
 
 /// Steps 2–5.
 async fn serve_with_chain(
-    route: &Route,
+    dispatch: &Dispatch<'_>,
     run: &mut ChainRun,
     ex: &mut Box<Exchange>,
     body: ProxyBody,
-    peer: &Peer,
 ) -> Outgoing {
+    let route = dispatch.route;
     let limit = route.max_body_bytes;
     // 2. request headers
     if let Some(answer) = request_phase(run, ex, Phase::RequestHeaders, limit).await {
@@ -160,7 +166,8 @@ async fn serve_with_chain(
         .take()
         .expect("request head present during request phases");
     let chain = run.chain();
-    let may_retry = chain.may_retry();
+    // The route's own answers are not retried.
+    let may_retry = chain.may_retry() && dispatch.upstream();
     if may_retry
         || chain.wants(Phase::ResponseHeaders)
         || chain.wants(Phase::ResponseBody)
@@ -188,15 +195,9 @@ async fn serve_with_chain(
             .unwrap_or_else(|| ProxyBody::full(resend.clone().unwrap_or_default()));
         ex.props.attempt += 1;
         let timeout = ex.upstream_timeout.unwrap_or(route.timeout);
-        let response = forward(
-            route,
-            attempt_head,
-            attempt_body,
-            peer,
-            timeout,
-            &mut ex.props,
-        )
-        .await;
+        let response = dispatch
+            .send(attempt_head, attempt_body, timeout, &mut ex.props)
+            .await;
         // 5. response phases
         let can_retry = ex.props.retryable && ex.props.attempt < MAX_ATTEMPTS;
         let out = Outgoing::from_response(response);

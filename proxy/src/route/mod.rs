@@ -1,5 +1,12 @@
 //! Matching a request to a route: host, path, path prefix, methods and
-//! headers; routes are tried in order and the first match wins.
+//! headers; routes are tried in order and the first match wins. What the
+//! route then does is its [`RouteAction`] ([`action`]), with its
+//! [`Rewrite`] ([`rewrite`]) and [`Mirror`]; [`build`] makes them from the
+//! config.
+
+pub mod action;
+pub mod build;
+pub mod rewrite;
 
 use std::sync::Arc;
 
@@ -9,6 +16,8 @@ use http::{HeaderName, Method};
 use crate::filter::FilterChain;
 use crate::http::target::route_host;
 use crate::upstream::Cluster;
+pub use action::{Mirror, RouteAction};
+pub use rewrite::Rewrite;
 
 /// How a route's `host` condition matches.
 #[derive(Debug, Clone, PartialEq)]
@@ -102,12 +111,26 @@ pub struct Route {
     pub matcher: RouteMatch,
     /// Its filter chain.
     pub chain: Arc<FilterChain>,
-    /// Where requests go.
-    pub cluster: Arc<Cluster>,
+    /// Where requests go: a cluster, a weighted split, or the proxy's own
+    /// redirect or direct response.
+    pub action: RouteAction,
+    /// Rewrites of the path and host as the request goes upstream.
+    pub rewrite: Option<Rewrite>,
+    /// Where a copy of the request goes.
+    pub mirror: Option<Mirror>,
     /// Time allowed for the upstream's response headers.
     pub timeout: std::time::Duration,
     /// Largest body buffered for a body phase.
     pub max_body_bytes: u64,
+}
+
+impl Route {
+    /// Every cluster the route sends to, its mirror's included.
+    pub fn clusters(&self) -> impl Iterator<Item = &Arc<Cluster>> {
+        self.action
+            .clusters()
+            .chain(self.mirror.iter().map(|m| &m.cluster))
+    }
 }
 
 /// A listener's routes, in order.
