@@ -94,7 +94,7 @@ async fn sweep_upstream_pool(proxy: Arc<Proxy>) {
             .iter()
             .flat_map(|l| l.routes.routes())
             .flat_map(|r| r.cluster.endpoints())
-            .map(|endpoint| endpoint.as_str())
+            .map(|endpoint| endpoint.authority.as_str())
             .collect();
         crate::upstream::sweep(&live);
     }
