@@ -39,7 +39,9 @@ async fn call(base: &str, cluster: &str, path: &str, extra: Option<(&str, &str)>
 
 fn served_by(r: &Reply) -> String {
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    r.header("x-upstream-addr").expect("x-upstream-addr").to_string()
+    r.header("x-upstream-addr")
+        .expect("x-upstream-addr")
+        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,7 +69,10 @@ async fn weights_share_the_requests() {
             light += 1;
         }
     }
-    assert!((150..=250).contains(&light), "{light} of 800 on the weight-1 endpoint");
+    assert!(
+        (150..=250).contains(&light),
+        "{light} of 800 on the weight-1 endpoint"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,7 +125,10 @@ async fn least_request_sends_less_to_a_slow_endpoint() {
     ];
     ups[0].set_delay(Duration::from_millis(150));
     let eps: Vec<String> = ups.iter().map(|u| format!("\"{}\"", u.addr)).collect();
-    let weft = start(&yaml(&["lr"], &format!("  lr: {{ endpoints: [{}] }}\n", eps.join(", "))));
+    let weft = start(&yaml(
+        &["lr"],
+        &format!("  lr: {{ endpoints: [{}] }}\n", eps.join(", ")),
+    ));
     let base = weft.url("public");
     let mut tasks = Vec::new();
     for _ in 0..8 {
@@ -168,13 +176,20 @@ async fn max_requests_refuses_at_once_and_recovers() {
     }
     let sent = Instant::now();
     let r = call(&base, "cb", "/", None).await;
-    assert!(sent.elapsed() < Duration::from_millis(500), "{:?}", sent.elapsed());
+    assert!(
+        sent.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        sent.elapsed()
+    );
     assert_eq!(r.status, 503);
     assert_eq!(r.header("x-weft-overloaded"), Some("max_requests"));
     let body = r.json();
     assert_eq!(body["error"], "overloaded");
     let message = body["message"].as_str().unwrap();
-    assert!(message.contains("cb") && message.contains("max_requests (3)"), "{message}");
+    assert!(
+        message.contains("cb") && message.contains("max_requests (3)"),
+        "{message}"
+    );
     for t in slow {
         assert_eq!(t.await.unwrap().status, 200);
     }

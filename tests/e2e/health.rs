@@ -29,7 +29,10 @@ async fn wait_health(admin: &str, i: usize, health: &str) {
         if c["clusters"][0]["endpoints"][i]["health"] == health {
             return;
         }
-        assert!(Instant::now() < deadline, "endpoint {i} never {health}: {c}");
+        assert!(
+            Instant::now() < deadline,
+            "endpoint {i} never {health}: {c}"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -45,7 +48,8 @@ async fn a_killed_endpoint_costs_almost_no_request_and_serves_again_once_healthy
         a.addr, b.addr, c.addr
     );
     let filters = format!("\n  retry: {{ path: {} }}", wasm("retry"));
-    let chain = "{ filter: retry, config: { max_attempts: 3, backoff: { base_ms: 1, max_ms: 5 } } }";
+    let chain =
+        "{ filter: retry, config: { max_attempts: 3, backoff: { base_ms: 1, max_ms: 5 } } }";
     let weft = start(&yaml(&filters, chain, &cluster));
     let (base, admin) = (weft.url("public"), weft.url("admin"));
     // Traffic counted apart from health checks: `/flaky/t/0/200` always
@@ -115,7 +119,11 @@ async fn endpoints_all_failing_checks_get_503_at_once_naming_the_cluster() {
     wait_health(&admin, 1, "unhealthy").await;
     let sent = Instant::now();
     let r = get(&format!("{base}/traffic")).await;
-    assert!(sent.elapsed() < Duration::from_millis(500), "{:?}", sent.elapsed());
+    assert!(
+        sent.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        sent.elapsed()
+    );
     assert_eq!(r.status, 503);
     let body = r.json();
     assert_eq!(body["error"], "no_healthy_endpoint");

@@ -395,12 +395,10 @@ impl ClusterConfig {
                 "lb_policy maglev needs hash_on: {header: NAME}, {cookie: NAME} or client_ip"
                     .into(),
             ),
-            (Some(HashOn::Header(h)), _) if http::HeaderName::try_from(h.as_str()).is_err() => {
-                err(
-                    format!("{at}.hash_on.header"),
-                    format!("invalid header name {h:?}"),
-                )
-            }
+            (Some(HashOn::Header(h)), _) if http::HeaderName::try_from(h.as_str()).is_err() => err(
+                format!("{at}.hash_on.header"),
+                format!("invalid header name {h:?}"),
+            ),
             (Some(HashOn::Cookie(c)), _) if c.is_empty() => err(
                 format!("{at}.hash_on.cookie"),
                 "the cookie name is empty".into(),
@@ -488,7 +486,11 @@ mod tests {
     #[test]
     fn old_and_weighted_endpoints_parse() {
         let c = parse("endpoints: ['127.0.0.1:1', {address: 'b:2', weight: 3}, {address: 'c:3'}]");
-        let got: Vec<_> = c.endpoints.iter().map(|e| (e.address(), e.weight())).collect();
+        let got: Vec<_> = c
+            .endpoints
+            .iter()
+            .map(|e| (e.address(), e.weight()))
+            .collect();
         assert_eq!(got, [("127.0.0.1:1", 1), ("b:2", 3), ("c:3", 1)]);
         assert_eq!(c.lb_policy, LbPolicy::LeastRequest);
         assert!(c.check("clusters.a").is_empty());
@@ -517,7 +519,11 @@ mod tests {
               outlier_detection: {max_ejected_percent: 101},
               circuit_breakers: {max_requests: 0}}",
         );
-        let errors: Vec<String> = c.check("clusters.a").iter().map(|e| e.path.clone()).collect();
+        let errors: Vec<String> = c
+            .check("clusters.a")
+            .iter()
+            .map(|e| e.path.clone())
+            .collect();
         for path in [
             "clusters.a.endpoints[0].weight",
             "clusters.a.hash_on",

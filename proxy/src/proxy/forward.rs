@@ -45,7 +45,10 @@ pub async fn forward(
         headers: request.headers(),
         client_ip: peer.addr.ip(),
         // A retry goes elsewhere when it can.
-        avoid: props.upstream_endpoint.as_ref().filter(|_| props.attempt > 1),
+        avoid: props
+            .upstream_endpoint
+            .as_ref()
+            .filter(|_| props.attempt > 1),
     });
     let sent = match picked {
         Ok(i) => {
@@ -104,10 +107,9 @@ pub async fn forward(
             };
             let mut response = local::error(status, code, &e.to_string(), &props.request_id);
             if let UpstreamError::Overloaded { limit, .. } = e {
-                response.headers_mut().insert(
-                    OVERLOADED,
-                    HeaderValue::from_static(limit.name()),
-                );
+                response
+                    .headers_mut()
+                    .insert(OVERLOADED, HeaderValue::from_static(limit.name()));
             }
             response
         }

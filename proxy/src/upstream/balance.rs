@@ -101,7 +101,12 @@ impl Balancer {
     /// An endpoint for a request with hash `key` (Maglev only), not `avoid`
     /// (the endpoint of the previous attempt) unless it is the only usable
     /// one; `None` when no endpoint is usable.
-    pub fn pick<E: Endpoints>(&self, e: &E, key: Option<u64>, avoid: Option<usize>) -> Option<usize> {
+    pub fn pick<E: Endpoints>(
+        &self,
+        e: &E,
+        key: Option<u64>,
+        avoid: Option<usize>,
+    ) -> Option<usize> {
         if let Some(avoid) = avoid.filter(|_| e.len() > 1) {
             let view = Avoiding(e, avoid);
             if let Some(i) = self.pick_from(&view, key) {
@@ -377,7 +382,11 @@ mod tests {
 
     #[test]
     fn unusable_endpoints_are_skipped_and_none_when_all_are() {
-        for policy in [LbPolicy::LeastRequest, LbPolicy::RoundRobin, LbPolicy::Random] {
+        for policy in [
+            LbPolicy::LeastRequest,
+            LbPolicy::RoundRobin,
+            LbPolicy::Random,
+        ] {
             let mut e = Fake::new(&[1, 1, 1]);
             e.down[1] = true;
             let b = Balancer::new(policy, &ADDRS[..3], &e.weights);
@@ -409,7 +418,11 @@ mod tests {
             assert!((20_000..24_000).contains(&p), "{per:?}");
         }
         let four = maglev_table(&ADDRS, &[1, 1, 1, 1]);
-        let moved = three.iter().zip(four.iter()).filter(|(a, b)| a != b).count();
+        let moved = three
+            .iter()
+            .zip(four.iter())
+            .filter(|(a, b)| a != b)
+            .count();
         // Ideally a quarter moves to the new endpoint; Maglev moves a bit more.
         assert!(moved < MAGLEV_TABLE_SIZE * 35 / 100, "moved {moved}");
         let weighted = maglev_table(&ADDRS[..2], &[1, 3]);

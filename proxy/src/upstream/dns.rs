@@ -80,7 +80,11 @@ impl Resolution {
 
 /// Resolves `endpoints` (DNS names) of cluster `cluster` every `every`,
 /// forever (the cluster aborts the task when dropped).
-pub async fn refresh(cluster: std::sync::Arc<str>, endpoints: Vec<String>, every: std::time::Duration) {
+pub async fn refresh(
+    cluster: std::sync::Arc<str>,
+    endpoints: Vec<String>,
+    every: std::time::Duration,
+) {
     let mut state: Vec<Resolution> = endpoints.iter().map(|_| Resolution::default()).collect();
     loop {
         for (endpoint, state) in endpoints.iter().zip(&mut state) {

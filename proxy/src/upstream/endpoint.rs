@@ -75,7 +75,9 @@ fn counters_registry() -> &'static Mutex<HashMap<String, Weak<Counters>>> {
 /// Cluster `name`'s circuit-breaker counts: those of a live build of the
 /// cluster, else new ones.
 pub fn cluster_counters(name: &str) -> Arc<Counters> {
-    let mut map = counters_registry().lock().unwrap_or_else(|e| e.into_inner());
+    let mut map = counters_registry()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     map.retain(|_, w| w.strong_count() > 0);
     if let Some(c) = map.get(name).and_then(Weak::upgrade) {
         return c;
@@ -176,7 +178,12 @@ impl EndpointState {
     }
 
     /// Records one health check; returns the new health when it changed.
-    pub fn record_check(&self, passed: bool, healthy_after: u32, unhealthy_after: u32) -> Option<Health> {
+    pub fn record_check(
+        &self,
+        passed: bool,
+        healthy_after: u32,
+        unhealthy_after: u32,
+    ) -> Option<Health> {
         let streak = self.streak.load(Ordering::Relaxed);
         let streak = if passed {
             streak.max(0).saturating_add(1)

@@ -47,11 +47,8 @@ pub async fn run(cluster: Arc<str>, endpoints: Vec<Arc<EndpointState>>, s: Arc<H
             });
         }
         while let Some(Ok((e, verdict))) = round.join_next().await {
-            let changed = e.record_check(
-                verdict.is_ok(),
-                s.healthy_threshold,
-                s.unhealthy_threshold,
-            );
+            let changed =
+                e.record_check(verdict.is_ok(), s.healthy_threshold, s.unhealthy_threshold);
             match (changed, verdict) {
                 (Some(Health::Unhealthy), Err(why)) => tracing::warn!(
                     cluster = &*cluster,
@@ -82,15 +79,24 @@ async fn check(address: &str, s: &HealthSettings) -> Result<(), String> {
     let connection = tokio::spawn(connection);
     let host = s.host.as_deref().unwrap_or(address);
     let request = Request::get(s.path.as_str())
-        .header(header::HOST, HeaderValue::from_str(host).map_err(|e| e.to_string())?)
+        .header(
+            header::HOST,
+            HeaderValue::from_str(host).map_err(|e| e.to_string())?,
+        )
         .header(header::USER_AGENT, "weft-health-check")
         .header(header::CONNECTION, "close")
         .body(Empty::<bytes::Bytes>::new())
         .map_err(|e| e.to_string())?;
-    let response = sender.send_request(request).await.map_err(|e| e.to_string());
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string());
     connection.abort();
     let status = response?.status().as_u16();
-    if s.expected.iter().any(|(lo, hi)| (*lo..=*hi).contains(&status)) {
+    if s.expected
+        .iter()
+        .any(|(lo, hi)| (*lo..=*hi).contains(&status))
+    {
         Ok(())
     } else {
         Err(format!("status {status}"))

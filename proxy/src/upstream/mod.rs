@@ -232,7 +232,8 @@ impl Cluster {
                 lb_policy: LbPolicy::default(),
                 hash_on: None,
                 connect_timeout,
-                max_connections_per_worker: crate::config::DEFAULT_MAX_UPSTREAM_CONNECTIONS_PER_WORKER,
+                max_connections_per_worker:
+                    crate::config::DEFAULT_MAX_UPSTREAM_CONNECTIONS_PER_WORKER,
                 idle_timeout: Duration::from_millis(crate::config::DEFAULT_IDLE_TIMEOUT_MS),
                 dns_refresh: Duration::from_millis(crate::config::DEFAULT_DNS_REFRESH_MS),
                 limits: (L, L, L),
@@ -432,7 +433,12 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for task in self.tasks.get_mut().unwrap_or_else(|e| e.into_inner()).drain(..) {
+        for task in self
+            .tasks
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
             task.abort();
         }
     }
@@ -458,7 +464,9 @@ impl Endpoints for Cluster {
 fn hash_key(on: &HashOn, input: &PickInput<'_>) -> Option<u64> {
     let key: &[u8] = match on {
         HashOn::Header(name) => input.headers.get(name.as_str())?.as_bytes(),
-        HashOn::Cookie(name) => return cookie(input.headers, name).map(|v| balance::stable_hash(v, 0)),
+        HashOn::Cookie(name) => {
+            return cookie(input.headers, name).map(|v| balance::stable_hash(v, 0));
+        }
         HashOn::ClientIp => {
             return Some(match input.client_ip {
                 IpAddr::V4(ip) => balance::stable_hash(&ip.octets(), 0),

@@ -67,7 +67,13 @@ impl Outlier {
 
     /// Records `outcome` of endpoint `i`; ejects it when its failures in a
     /// row reach a threshold. Returns the ejection's length when it ejects.
-    pub fn report(&self, cluster: &str, endpoints: &[Arc<EndpointState>], i: usize, outcome: Outcome) -> Option<u64> {
+    pub fn report(
+        &self,
+        cluster: &str,
+        endpoints: &[Arc<EndpointState>],
+        i: usize,
+        outcome: Outcome,
+    ) -> Option<u64> {
         let e = &endpoints[i];
         let s = &self.settings;
         let reset = |c: &std::sync::atomic::AtomicU32| {
@@ -105,7 +111,11 @@ impl Outlier {
         }
         let ejected = endpoints.iter().filter(|o| o.ejected(now)).count();
         if !may_eject(ejected, endpoints.len(), s.max_ejected_percent) {
-            tracing::debug!(cluster, endpoint = &*e.address, "not ejected: too many endpoints are");
+            tracing::debug!(
+                cluster,
+                endpoint = &*e.address,
+                "not ejected: too many endpoints are"
+            );
             return None;
         }
         // A new streak of ejections once the last ended long ago.

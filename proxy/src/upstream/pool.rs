@@ -305,8 +305,7 @@ async fn connect(
 ) -> Result<SendRequest<ProxyBody>, SendError> {
     shared.open.fetch_add(1, Ordering::Relaxed);
     let open = OpenConnection(shared, slot);
-    let stream = match tokio::time::timeout(timeout, super::dns::connect(endpoint.as_str())).await
-    {
+    let stream = match tokio::time::timeout(timeout, super::dns::connect(endpoint.as_str())).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => return Err(SendError::Connect(format!("tcp connect error: {e}"))),
         Err(_) => {
