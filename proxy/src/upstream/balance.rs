@@ -19,7 +19,7 @@ const PROBES: usize = 64;
 /// What a balancer reads of a cluster's endpoints.
 pub trait Endpoints {
     /// How many.
-    fn len(&self) -> usize;
+    fn count(&self) -> usize;
     /// Whether endpoint `i` may take requests.
     fn usable(&self, i: usize) -> bool;
     /// Endpoint `i`'s requests in flight.
@@ -107,7 +107,7 @@ impl Balancer {
         key: Option<u64>,
         avoid: Option<usize>,
     ) -> Option<usize> {
-        if let Some(avoid) = avoid.filter(|_| e.len() > 1) {
+        if let Some(avoid) = avoid.filter(|_| e.count() > 1) {
             let view = Avoiding(e, avoid);
             if let Some(i) = self.pick_from(&view, key) {
                 return Some(i);
@@ -117,7 +117,7 @@ impl Balancer {
     }
 
     fn pick_from<E: Endpoints>(&self, e: &E, key: Option<u64>) -> Option<usize> {
-        let n = e.len();
+        let n = e.count();
         let first = match self {
             Balancer::LeastRequest { equal } => {
                 if n == 1 {
@@ -171,8 +171,8 @@ impl Balancer {
 struct Avoiding<'a, E>(&'a E, usize);
 
 impl<E: Endpoints> Endpoints for Avoiding<'_, E> {
-    fn len(&self) -> usize {
-        self.0.len()
+    fn count(&self) -> usize {
+        self.0.count()
     }
     fn usable(&self, i: usize) -> bool {
         i != self.1 && self.0.usable(i)
@@ -195,13 +195,13 @@ fn least_loaded_weighted<E: Endpoints>(e: &E) -> Option<usize> {
             0.0
         }
     };
-    let total: f64 = (0..e.len()).map(share).sum();
+    let total: f64 = (0..e.count()).map(share).sum();
     if total <= 0.0 {
         return None;
     }
     let mut r = fastrand::f64() * total;
     let mut last = None;
-    for i in 0..e.len() {
+    for i in 0..e.count() {
         let s = share(i);
         if s > 0.0 {
             last = Some(i);
@@ -326,7 +326,7 @@ mod tests {
     }
 
     impl Endpoints for Fake {
-        fn len(&self) -> usize {
+        fn count(&self) -> usize {
             self.weights.len()
         }
         fn usable(&self, i: usize) -> bool {
@@ -341,7 +341,7 @@ mod tests {
     }
 
     fn counts(b: &Balancer, e: &Fake, n: usize) -> Vec<usize> {
-        let mut out = vec![0; e.len()];
+        let mut out = vec![0; e.count()];
         for _ in 0..n {
             out[b.pick(e, None, None).unwrap()] += 1;
         }

@@ -221,28 +221,6 @@ impl Cluster {
         }
     }
 
-    /// A cluster of `endpoints` (weight 1) with the default policy and
-    /// limits, and neither health checks nor outlier detection.
-    pub fn simple(name: &str, endpoints: Vec<Authority>, connect_timeout: Duration) -> Self {
-        use crate::config::DEFAULT_CIRCUIT_LIMIT as L;
-        Self::new(
-            name,
-            ClusterSettings {
-                endpoints: endpoints.into_iter().map(|a| (a, 1)).collect(),
-                lb_policy: LbPolicy::default(),
-                hash_on: None,
-                connect_timeout,
-                max_connections_per_worker:
-                    crate::config::DEFAULT_MAX_UPSTREAM_CONNECTIONS_PER_WORKER,
-                idle_timeout: Duration::from_millis(crate::config::DEFAULT_IDLE_TIMEOUT_MS),
-                dns_refresh: Duration::from_millis(crate::config::DEFAULT_DNS_REFRESH_MS),
-                limits: (L, L, L),
-                health_check: None,
-                outlier: None,
-            },
-        )
-    }
-
     /// Starts the cluster's background tasks on the current runtime:
     /// health checks, and DNS refresh of endpoints named by DNS. Once; they
     /// stop when the cluster is dropped.
@@ -445,7 +423,7 @@ impl Drop for Cluster {
 }
 
 impl Endpoints for Cluster {
-    fn len(&self) -> usize {
+    fn count(&self) -> usize {
         self.endpoints.len()
     }
     #[inline]
