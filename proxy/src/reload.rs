@@ -172,6 +172,7 @@ pub fn swap(proxy: &Proxy, runtime: &FilterRuntime, built: Snapshot) -> Result<(
     let serving = proxy.snapshot.load();
     check_listeners_unchanged(&serving, &built)?;
     warn_of_settings_read_at_start(&serving.config, &built.config);
+    built.start();
     proxy.snapshot.store(Arc::new(built));
     runtime.evict_unused();
     Ok(())

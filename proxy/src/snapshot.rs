@@ -27,7 +27,9 @@ use crate::filter::runtime::{InstanceBudget, MAX_MEMORY_MIB, SERVING_INSTANCES};
 use crate::filter::{ChainEntry, FilterChain, FilterRuntime};
 use crate::route::build::{self, ClusterNames};
 use crate::route::{HeaderCondition, HostMatch, Route, RouteMatch, RouteTable};
-use crate::upstream::Cluster;
+use crate::upstream::health::HealthSettings;
+use crate::upstream::outlier::OutlierSettings;
+use crate::upstream::{Cluster, ClusterSettings};
 
 /// One listener's part of a snapshot.
 pub struct ListenerSnapshot {
@@ -45,6 +47,8 @@ pub struct ListenerSnapshot {
 pub struct Snapshot {
     /// Listeners in config order.
     pub listeners: Vec<ListenerSnapshot>,
+    /// Clusters by name.
+    pub clusters: BTreeMap<String, Arc<Cluster>>,
     /// The config it was built from.
     pub config: Config,
     /// Where that config came from (set by whoever swaps it in).
@@ -139,6 +143,16 @@ enum FilterSetup {
 }
 
 impl Snapshot {
+    /// Starts the background tasks of the snapshot's clusters (health
+    /// checks, DNS refresh) on the current runtime: done for a snapshot
+    /// about to serve, not for one only built to be checked. They stop
+    /// when the snapshot (and the requests still on it) are gone.
+    pub fn start(&self) {
+        for cluster in self.clusters.values() {
+            cluster.start();
+        }
+    }
+
     /// Builds a snapshot, or returns every error found.
     pub fn build(
         config: &Config,
@@ -278,6 +292,7 @@ impl Snapshot {
         if errors.0.is_empty() {
             Ok(Snapshot {
                 listeners,
+                clusters: clusters.into_iter().collect(),
                 config: config.clone(),
                 origin: Origin::new(0, Source::Unserved),
             })
@@ -303,46 +318,76 @@ fn build_clusters(
     let mut out = HashMap::new();
     for (name, c) in clusters {
         let at = format!("clusters.{name}");
-        if c.endpoints.is_empty() {
-            errors.push(
-                format!("{at}.endpoints"),
-                "at least one endpoint is required",
-            );
-            continue;
-        }
+        let found = c.check(&at);
+        let valid = found.is_empty();
+        errors.0.extend(found);
         let mut endpoints = Vec::new();
+        let mut seen = HashSet::new();
         for (k, e) in c.endpoints.iter().enumerate() {
-            match e.parse::<Authority>() {
-                Ok(a) if a.port_u16().is_some() => endpoints.push(a),
+            let address = e.address();
+            let at = match e {
+                crate::config::EndpointConfig::Address(_) => format!("{at}.endpoints[{k}]"),
+                _ => format!("{at}.endpoints[{k}].address"),
+            };
+            match address.parse::<Authority>() {
+                Ok(a) if a.port_u16().is_some() && !a.host().is_empty() => {
+                    if !seen.insert(a.as_str().to_ascii_lowercase()) {
+                        errors.push(at, format!("endpoint {address:?} is listed twice"));
+                    } else {
+                        endpoints.push((a, e.weight()));
+                    }
+                }
                 _ => errors.push(
-                    format!("{at}.endpoints[{k}]"),
-                    format!("invalid endpoint {e:?}: expected host:port"),
+                    at,
+                    format!("invalid endpoint {address:?}: expected host:port"),
                 ),
             }
         }
-        if c.connect_timeout_ms == 0 {
-            errors.push(format!("{at}.connect_timeout_ms"), "must be greater than 0");
-        }
-        if c.max_connections_per_worker == 0 {
-            errors.push(
-                format!("{at}.max_connections_per_worker"),
-                "must be greater than 0",
-            );
-        }
-        if endpoints.len() == c.endpoints.len() {
-            let connect_timeout = Duration::from_millis(c.connect_timeout_ms);
+        if valid && endpoints.len() == c.endpoints.len() {
             out.insert(
                 name.clone(),
-                Arc::new(Cluster::new(
-                    name,
-                    endpoints,
-                    connect_timeout,
-                    c.max_connections_per_worker,
-                )),
+                Arc::new(Cluster::new(name, cluster_settings(c, endpoints))),
             );
         }
     }
     out
+}
+
+/// The settings of a checked cluster config.
+fn cluster_settings(c: &ClusterConfig, endpoints: Vec<(Authority, u32)>) -> ClusterSettings {
+    let ms = Duration::from_millis;
+    let b = &c.circuit_breakers;
+    ClusterSettings {
+        endpoints,
+        lb_policy: c.lb_policy,
+        hash_on: c.hash_on.clone(),
+        connect_timeout: ms(c.connect_timeout_ms),
+        max_connections_per_worker: c.max_connections_per_worker,
+        idle_timeout: ms(c.idle_timeout_ms),
+        dns_refresh: ms(c.dns_refresh_ms),
+        limits: (b.max_connections, b.max_pending_requests, b.max_requests),
+        health_check: c.health_check.as_ref().map(|h| HealthSettings {
+            path: h.path.clone(),
+            expected: h
+                .expected_statuses
+                .iter()
+                .filter_map(|s| s.bounds().ok())
+                .collect(),
+            interval: ms(h.interval_ms),
+            timeout: ms(h.timeout_ms),
+            healthy_threshold: h.healthy_threshold,
+            unhealthy_threshold: h.unhealthy_threshold,
+            host: h.host.clone(),
+        }),
+        outlier: c.outlier_detection.as_ref().map(|o| OutlierSettings {
+            consecutive_5xx: o.consecutive_5xx,
+            consecutive_gateway: o.consecutive_gateway_failures,
+            base_ms: o.base_ejection_ms,
+            max_ms: o.max_ejection_ms,
+            max_ejected_percent: o.max_ejected_percent,
+            health_checked: c.health_check.is_some(),
+        }),
+    }
 }
 
 fn load_modules(

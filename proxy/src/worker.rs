@@ -95,7 +95,7 @@ async fn sweep_upstream_pool(proxy: Arc<Proxy>) {
             .flat_map(|l| l.routes.routes())
             .flat_map(|r| r.clusters())
             .flat_map(|cluster| cluster.endpoints())
-            .map(|endpoint| endpoint.as_str())
+            .map(|endpoint| endpoint.authority.as_str())
             .collect();
         crate::upstream::sweep(&live);
     }

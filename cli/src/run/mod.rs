@@ -137,6 +137,7 @@ async fn serve(args: RunArgs, workers: usize) -> anyhow::Result<()> {
     let limits = snapshot.config.limits.clone();
     weft::http::body::configure(&limits);
     raise_fd_limit();
+    snapshot.start();
     let proxy = Arc::new(Proxy {
         snapshot: ArcSwap::from_pointee(snapshot),
         metrics,

@@ -7,6 +7,7 @@ use super::redact::redact;
 use super::{AdminApi, error, json};
 use crate::filter::module::CONTRACT_VERSION;
 use crate::http::ProxyBody;
+use crate::upstream::Health;
 
 /// `GET /ready`: 200 while serving, 503 once the traffic drain started.
 pub fn ready(api: &AdminApi) -> Response<ProxyBody> {
@@ -119,24 +120,60 @@ fn route_action(r: &crate::config::RouteConfig) -> &'static str {
     }
 }
 
-/// `GET /clusters`: each cluster's endpoints and settings.
+/// `GET /clusters`: each cluster's settings, circuit-breaker counts, and
+/// endpoints with their health, load and totals.
 pub fn clusters(api: &AdminApi) -> Response<ProxyBody> {
     let snapshot = api.proxy.snapshot.load();
     let clusters: Vec<Value> = snapshot
-        .config
         .clusters
         .iter()
-        .map(|(name, c)| {
-            let endpoints: Vec<Value> = c
-                .endpoints
+        .filter_map(|(name, cluster)| Some((name, cluster, snapshot.config.clusters.get(name)?)))
+        .map(|(name, cluster, c)| {
+            let endpoints: Vec<Value> = cluster
+                .endpoints()
                 .iter()
-                .map(|e| json!({ "address": e }))
+                .enumerate()
+                .map(|(i, e)| {
+                    let s = &e.state;
+                    let health = if s.health() == Health::Unhealthy {
+                        "unhealthy"
+                    } else if cluster.ejected(i) {
+                        "ejected"
+                    } else {
+                        "healthy"
+                    };
+                    let (requests, responses_5xx, connect_failures) = s.totals();
+                    json!({
+                        "address": e.authority.as_str(),
+                        "weight": e.weight,
+                        "health": health,
+                        "checked": s.health() != Health::Unknown,
+                        "since_unix_ms": s.since_unix_ms(),
+                        "active_requests": s.active(),
+                        "requests_total": requests,
+                        "responses_5xx_total": responses_5xx,
+                        "connect_failures_total": connect_failures,
+                    })
+                })
                 .collect();
+            let (connections, pending, requests) = cluster.load();
             json!({
                 "name": name,
+                "lb_policy": c.lb_policy,
                 "endpoints": endpoints,
                 "connect_timeout_ms": c.connect_timeout_ms,
                 "max_connections_per_worker": c.max_connections_per_worker,
+                "idle_timeout_ms": c.idle_timeout_ms,
+                "health_check": c.health_check.is_some(),
+                "outlier_detection": c.outlier_detection.is_some(),
+                "circuit_breakers": {
+                    "max_connections": c.circuit_breakers.max_connections,
+                    "max_pending_requests": c.circuit_breakers.max_pending_requests,
+                    "max_requests": c.circuit_breakers.max_requests,
+                    "connections": connections,
+                    "pending_requests": pending,
+                    "requests": requests,
+                },
             })
         })
         .collect();

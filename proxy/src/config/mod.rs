@@ -4,6 +4,7 @@
 //! Turning a checked config into something that serves traffic is
 //! [`crate::snapshot`]'s job; `weft validate` runs exactly that too.
 
+pub mod cluster;
 pub mod files;
 pub mod limits;
 pub mod model;

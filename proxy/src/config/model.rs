@@ -384,28 +384,4 @@ pub enum OnError {
     FailOpen,
 }
 
-/// `clusters.<name>:`
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ClusterConfig {
-    /// `host:port` endpoints, used in turn.
-    pub endpoints: Vec<String>,
-    /// Time allowed to open a connection to an endpoint.
-    #[serde(default = "default_connect_timeout_ms")]
-    pub connect_timeout_ms: u64,
-    /// Connections one worker keeps open to one endpoint; a request that
-    /// finds them all busy waits up to `connect_timeout_ms` for one.
-    #[serde(default = "default_max_connections_per_worker")]
-    pub max_connections_per_worker: u32,
-}
-
-fn default_connect_timeout_ms() -> u64 {
-    1_000
-}
-
-/// Default cap of connections per endpoint per worker.
-pub const DEFAULT_MAX_UPSTREAM_CONNECTIONS_PER_WORKER: u32 = 1024;
-
-fn default_max_connections_per_worker() -> u32 {
-    DEFAULT_MAX_UPSTREAM_CONNECTIONS_PER_WORKER
-}
+pub use super::cluster::*;

@@ -60,6 +60,9 @@ pub enum ProxyBody {
     /// A body streamed from the other side, frame by frame, as hyper gives
     /// it; [`ProxyBody::idle_bounded`] puts it under the idle timeout.
     Streaming(Incoming),
+    /// An upstream's response body, counted in flight to its endpoint
+    /// until dropped.
+    Upstream(Incoming, crate::upstream::ActiveRequest),
     /// A streamed body that fails when no frame comes for the idle timeout.
     IdleBounded(IdleBounded),
     /// A body whose end triggers a hook (e.g. the filters' `on-done`): the
@@ -92,6 +95,11 @@ impl ProxyBody {
     pub fn idle_bounded(self) -> Self {
         match self {
             ProxyBody::Streaming(incoming) => Self::streamed(incoming),
+            ProxyBody::Upstream(incoming, active) => {
+                let mut bounded = IdleBounded::new(incoming);
+                bounded.active = Some(active);
+                ProxyBody::IdleBounded(bounded)
+            }
             ProxyBody::Guarded(mut inner, hook) => {
                 let body = std::mem::replace(inner.as_mut(), ProxyBody::Empty);
                 *inner = body.idle_bounded();
@@ -132,6 +140,9 @@ impl Body for ProxyBody {
                 .poll_frame(cx)
                 .map(|f| f.map(|r| r.map_err(Into::into))),
             ProxyBody::IdleBounded(bounded) => bounded.poll_frame(cx),
+            ProxyBody::Upstream(incoming, _) => Pin::new(incoming)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(Into::into))),
             ProxyBody::Guarded(inner, _) => Pin::new(inner.as_mut()).poll_frame(cx),
             ProxyBody::AwaitingContinue(gated) => gated.poll_frame(cx),
         }
@@ -141,7 +152,9 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Empty => true,
             ProxyBody::Full(bytes) => bytes.is_none(),
-            ProxyBody::Streaming(incoming) => incoming.is_end_stream(),
+            ProxyBody::Streaming(incoming) | ProxyBody::Upstream(incoming, _) => {
+                incoming.is_end_stream()
+            }
             ProxyBody::IdleBounded(bounded) => bounded.incoming.is_end_stream(),
             ProxyBody::Guarded(inner, _) => inner.is_end_stream(),
             ProxyBody::AwaitingContinue(gated) => gated.body.is_end_stream(),
@@ -154,7 +167,9 @@ impl Body for ProxyBody {
             ProxyBody::Full(bytes) => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
-            ProxyBody::Streaming(incoming) => incoming.size_hint(),
+            ProxyBody::Streaming(incoming) | ProxyBody::Upstream(incoming, _) => {
+                incoming.size_hint()
+            }
             ProxyBody::IdleBounded(bounded) => bounded.incoming.size_hint(),
             ProxyBody::Guarded(inner, _) => inner.size_hint(),
             ProxyBody::AwaitingContinue(gated) => gated.body.size_hint(),
@@ -172,6 +187,8 @@ pub struct IdleBounded {
     timer: Option<Pin<Box<Sleep>>>,
     armed: bool,
     ended: Option<Arc<OnceLock<Instant>>>,
+    /// The upstream request this body answers, in flight until dropped.
+    active: Option<crate::upstream::ActiveRequest>,
 }
 
 impl IdleBounded {
@@ -181,6 +198,7 @@ impl IdleBounded {
             timer: None,
             armed: false,
             ended: None,
+            active: None,
         }
     }
 
@@ -188,10 +206,12 @@ impl IdleBounded {
         match Pin::new(&mut self.incoming).poll_frame(cx) {
             Poll::Ready(frame) => {
                 self.armed = false;
-                if (frame.is_none() || self.incoming.is_end_stream())
-                    && let Some(ended) = self.ended.take()
-                {
-                    let _ = ended.set(Instant::now());
+                if frame.is_none() || self.incoming.is_end_stream() {
+                    if let Some(ended) = self.ended.take() {
+                        let _ = ended.set(Instant::now());
+                    }
+                    // The upstream's answer is complete.
+                    self.active = None;
                 }
                 Poll::Ready(frame.map(|r| r.map_err(Into::into)))
             }

@@ -14,9 +14,12 @@ use crate::http::expect::{self, ContinueGate, Gated, RefuseOnDrop};
 use crate::http::{ProxyBody, headers, local};
 use crate::listener::Peer;
 use crate::route::Route;
-use crate::upstream::{Cluster, UpstreamError};
+use crate::upstream::{Cluster, PickInput, UpstreamError};
 
 use super::outgoing::Outgoing;
+
+/// Names the circuit-breaker limit that refused a request.
+const OVERLOADED: http::HeaderName = http::HeaderName::from_static("x-weft-overloaded");
 
 /// Prepares `head` for the upstream, sends it to `cluster`'s next
 /// endpoint, and records the endpoint and any failure in `props`. A failure
@@ -38,14 +41,27 @@ pub async fn forward(
     let gate = expect::expects_continue(request.headers())
         .then(|| await_continue(&mut request))
         .flatten();
-    let endpoint = cluster.pick().clone();
-    let sent = cluster.send(&endpoint, request, timeout).await;
-    props.upstream_endpoint = Some(endpoint);
+    let picked = cluster.pick(&PickInput {
+        headers: request.headers(),
+        client_ip: peer.addr.ip(),
+        // A retry goes elsewhere when it can.
+        avoid: props
+            .upstream_endpoint
+            .as_ref()
+            .filter(|_| props.attempt > 1),
+    });
+    let sent = match picked {
+        Ok(i) => {
+            props.upstream_endpoint = Some(cluster.endpoints()[i].authority.clone());
+            cluster.send(i, request, timeout).await
+        }
+        Err(e) => Err(e),
+    };
     // A final answer (or a failure) before the upstream asked for the body:
     // the body is not sent once the answer has been passed on.
     let refuse = gate.filter(|gate| gate.answered()).map(RefuseOnDrop);
     match sent {
-        Ok(response) => {
+        Ok((response, active)) => {
             props.upstream_failure = None;
             let (mut head, body) = response.into_parts();
             headers::remove_hop_by_hop(&mut head.headers);
@@ -53,10 +69,11 @@ pub async fn forward(
             // The proxy answers with its own version (RFC 9110 §6.2).
             head.version = Version::HTTP_11;
             let body = match refuse {
-                None => ProxyBody::Streaming(body),
-                Some(refuse) => {
-                    ProxyBody::Guarded(Box::new(ProxyBody::Streaming(body)), Box::new(refuse))
-                }
+                None => ProxyBody::Upstream(body, active),
+                Some(refuse) => ProxyBody::Guarded(
+                    Box::new(ProxyBody::Upstream(body, active)),
+                    Box::new(refuse),
+                ),
             };
             Response::from_parts(head, body)
         }
@@ -80,10 +97,21 @@ pub async fn forward(
             props.upstream_failure = Some(e.kind());
             let (status, code) = match e {
                 UpstreamError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
-                UpstreamError::Overflow { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+                UpstreamError::Overflow { .. } | UpstreamError::Overloaded { .. } => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "overloaded")
+                }
+                UpstreamError::NoHealthyEndpoint { .. } => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "no_healthy_endpoint")
+                }
                 _ => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
             };
-            local::error(status, code, &e.to_string(), &props.request_id)
+            let mut response = local::error(status, code, &e.to_string(), &props.request_id);
+            if let UpstreamError::Overloaded { limit, .. } = e {
+                response
+                    .headers_mut()
+                    .insert(OVERLOADED, HeaderValue::from_static(limit.name()));
+            }
+            response
         }
     }
 }

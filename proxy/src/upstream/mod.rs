@@ -1,29 +1,96 @@
-//! Upstream clusters and sending requests to them: round robin over
-//! endpoints, keep-alive connections ([`pool`], one per worker thread, a cap
-//! per endpoint), a timeout per route for the response headers that starts
-//! once the request has been sent.
+//! Upstream clusters and sending requests to them: an endpoint is chosen
+//! by the cluster's balancer ([`balance`]) among those health checks
+//! ([`health`]) and outlier detection ([`outlier`]) leave usable, under the
+//! cluster's circuit breakers ([`circuit`]); keep-alive connections
+//! ([`pool`], one per worker thread, a cap per endpoint); a timeout per
+//! route for the response headers that starts once the request has been
+//! sent.
 
+pub mod balance;
+pub mod circuit;
+pub mod dns;
+pub mod endpoint;
+pub mod health;
+pub mod outlier;
 mod pool;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use endpoint::{ActiveRequest, EndpointState, Health};
 pub use pool::sweep;
 
 use http::uri::{Authority, PathAndQuery};
-use http::{Request, Response, Version};
+use http::{HeaderMap, Request, Response, Version};
 use hyper::body::Incoming;
 
+use crate::config::{HashOn, LbPolicy};
 use crate::http::ProxyBody;
+use balance::{Balancer, Endpoints};
+use circuit::{Breakers, Limit};
+use health::HealthSettings;
+use outlier::{Outcome, Outlier, OutlierSettings};
+use pool::PoolSettings;
+
+/// One endpoint of a cluster build.
+pub struct Endpoint {
+    /// `host:port`.
+    pub authority: Authority,
+    /// Its weight.
+    pub weight: u32,
+    /// Its live state, shared across workers and reloads.
+    pub state: Arc<EndpointState>,
+}
+
+/// Everything a cluster is built from (checked config).
+pub struct ClusterSettings {
+    /// Endpoints with their weights.
+    pub endpoints: Vec<(Authority, u32)>,
+    /// The balancing policy.
+    pub lb_policy: LbPolicy,
+    /// The hash key of `maglev`.
+    pub hash_on: Option<HashOn>,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Connections per endpoint per worker.
+    pub max_connections_per_worker: u32,
+    /// Pooled connections' idle timeout.
+    pub idle_timeout: Duration,
+    /// DNS refresh interval.
+    pub dns_refresh: Duration,
+    /// Circuit breaker limits: connections, pending, requests.
+    pub limits: (u32, u32, u32),
+    /// Active health checks.
+    pub health_check: Option<HealthSettings>,
+    /// Outlier detection.
+    pub outlier: Option<OutlierSettings>,
+}
 
 /// A named set of endpoints.
 pub struct Cluster {
     /// The cluster's name.
-    pub name: std::sync::Arc<str>,
-    endpoints: Vec<Authority>,
-    next: AtomicUsize,
-    connect_timeout_ms: u64,
-    max_connections: u32,
+    pub name: Arc<str>,
+    endpoints: Vec<Endpoint>,
+    states: Vec<Arc<EndpointState>>,
+    balancer: Balancer,
+    hash_on: Option<HashOn>,
+    pool: PoolSettings,
+    dns_refresh: Duration,
+    health_check: Option<Arc<HealthSettings>>,
+    outlier: Option<Outlier>,
+    /// The background tasks (health checks, DNS), aborted on drop.
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+}
+
+/// What a request offers the balancer.
+pub struct PickInput<'a> {
+    /// The request's headers (for `hash_on` header and cookie).
+    pub headers: &'a HeaderMap,
+    /// The client's IP (for `hash_on: client_ip`).
+    pub client_ip: IpAddr,
+    /// The previous attempt's endpoint, avoided when another is usable.
+    pub avoid: Option<&'a Authority>,
 }
 
 /// Why the upstream gave no response.
@@ -75,6 +142,22 @@ pub enum UpstreamError {
         /// What failed.
         reason: String,
     },
+    /// A circuit breaker of the cluster refused the request.
+    #[error("cluster {cluster} overloaded: {} ({max}) reached", limit.name())]
+    Overloaded {
+        /// The cluster.
+        cluster: Arc<str>,
+        /// The limit reached.
+        limit: Limit,
+        /// Its value.
+        max: u32,
+    },
+    /// Every endpoint is unhealthy or ejected.
+    #[error("cluster {cluster} has no healthy endpoint")]
+    NoHealthyEndpoint {
+        /// The cluster.
+        cluster: Arc<str>,
+    },
 }
 
 impl UpstreamError {
@@ -83,51 +166,145 @@ impl UpstreamError {
         match self {
             UpstreamError::Timeout { .. } => "timeout",
             UpstreamError::Connect { .. } => "connect-failure",
-            UpstreamError::Overflow { .. } => "overflow",
+            UpstreamError::Overflow { .. } | UpstreamError::Overloaded { .. } => "overflow",
+            UpstreamError::NoHealthyEndpoint { .. } => "no-healthy-endpoint",
             UpstreamError::Reset { .. } | UpstreamError::ClientBody { .. } => "reset",
         }
     }
 }
 
 impl Cluster {
-    /// A cluster over `endpoints` (non-empty) whose connections open within
-    /// `connect_timeout`, at most `max_connections` per endpoint per worker.
-    pub fn new(
-        name: &str,
-        endpoints: Vec<Authority>,
-        connect_timeout: Duration,
-        max_connections: u32,
-    ) -> Self {
+    /// A cluster from `settings` (endpoints non-empty), its endpoints'
+    /// state shared with any live build of the cluster of the same name.
+    pub fn new(name: &str, settings: ClusterSettings) -> Self {
+        let counters = endpoint::cluster_counters(name);
+        let endpoints: Vec<Endpoint> = settings
+            .endpoints
+            .into_iter()
+            .map(|(authority, weight)| {
+                let state = EndpointState::shared(name, authority.as_str(), &counters);
+                if settings.health_check.is_none() {
+                    state.reset_health();
+                }
+                Endpoint {
+                    authority,
+                    weight,
+                    state,
+                }
+            })
+            .collect();
+        let addresses: Vec<&str> = endpoints.iter().map(|e| e.authority.as_str()).collect();
+        let weights: Vec<u32> = endpoints.iter().map(|e| e.weight).collect();
+        let balancer = Balancer::new(settings.lb_policy, &addresses, &weights);
+        let (max_connections, max_pending, max_requests) = settings.limits;
         Self {
             name: name.into(),
+            states: endpoints.iter().map(|e| e.state.clone()).collect(),
             endpoints,
-            next: AtomicUsize::new(0),
-            connect_timeout_ms: connect_timeout.as_millis().max(1) as u64,
-            max_connections: max_connections.max(1),
+            balancer,
+            hash_on: settings.hash_on,
+            pool: PoolSettings {
+                connect_timeout: settings.connect_timeout.max(Duration::from_millis(1)),
+                max_connections: settings.max_connections_per_worker.max(1),
+                idle_timeout: settings.idle_timeout,
+                breakers: Breakers {
+                    max_connections,
+                    max_pending,
+                    max_requests,
+                    counters,
+                },
+            },
+            dns_refresh: settings.dns_refresh,
+            health_check: settings.health_check.map(Arc::new),
+            outlier: settings.outlier.map(Outlier::new),
+            tasks: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Starts the cluster's background tasks on the current runtime:
+    /// health checks, and DNS refresh of endpoints named by DNS. Once; they
+    /// stop when the cluster is dropped.
+    pub fn start(&self) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        if !tasks.is_empty() {
+            return;
+        }
+        let names: Vec<String> = self
+            .endpoints
+            .iter()
+            .map(|e| e.authority.as_str())
+            .filter(|a| dns::is_dns_name(a))
+            .map(str::to_string)
+            .collect();
+        if !names.is_empty() {
+            let task = tokio::spawn(dns::refresh(self.name.clone(), names, self.dns_refresh));
+            tasks.push(task.abort_handle());
+        }
+        if let Some(hc) = &self.health_check {
+            let task = tokio::spawn(health::run(
+                self.name.clone(),
+                self.states.clone(),
+                hc.clone(),
+            ));
+            tasks.push(task.abort_handle());
         }
     }
 
     /// The endpoints.
-    pub fn endpoints(&self) -> &[Authority] {
+    pub fn endpoints(&self) -> &[Endpoint] {
         &self.endpoints
     }
 
-    /// The next endpoint, round robin.
-    pub fn pick(&self) -> &Authority {
-        let i = self.next.fetch_add(1, Ordering::Relaxed);
-        &self.endpoints[i % self.endpoints.len()]
+    /// The process-wide counts of the circuit breakers: (connections,
+    /// pending requests, requests).
+    pub fn load(&self) -> (u32, u32, u32) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = &self.pool.breakers.counters;
+        (
+            c.connections.load(Relaxed),
+            c.pending.load(Relaxed),
+            c.requests.load(Relaxed),
+        )
+    }
+
+    /// Whether endpoint `i` is ejected by outlier detection now.
+    pub fn ejected(&self, i: usize) -> bool {
+        self.endpoints[i].state.ejected(endpoint::now_ms())
+    }
+
+    /// The endpoint (index) for a request, or 503's error when none is
+    /// usable.
+    pub fn pick(&self, input: &PickInput<'_>) -> Result<usize, UpstreamError> {
+        let key = match &self.hash_on {
+            None => None,
+            Some(on) => hash_key(on, input),
+        };
+        let avoid = input
+            .avoid
+            .and_then(|a| self.endpoints.iter().position(|e| e.authority == *a));
+        self.balancer
+            .pick(self, key, avoid)
+            .ok_or_else(|| UpstreamError::NoHealthyEndpoint {
+                cluster: self.name.clone(),
+            })
     }
 
     /// Sends `request` (whose URI holds only the path and query) to
-    /// `endpoint` and waits up to `timeout` for the response headers, counted
-    /// from when the request has been sent: a streamed request body is
-    /// bounded by the body idle timeout instead, however long it takes.
+    /// endpoint `i` and waits up to `timeout` for the response headers,
+    /// counted from when the request has been sent: a streamed request body
+    /// is bounded by the body idle timeout instead, however long it takes.
+    /// The response comes with the guard that counts it in flight until
+    /// dropped; the outcome goes to outlier detection.
     pub async fn send(
         &self,
-        endpoint: &Authority,
+        i: usize,
         mut request: Request<ProxyBody>,
         timeout: Duration,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<(Response<Incoming>, ActiveRequest), UpstreamError> {
+        let breakers = &self.pool.breakers;
+        breakers.request().map_err(|limit| self.overloaded(limit))?;
+        let endpoint = &self.endpoints[i];
+        let active = endpoint.state.start();
         let path = request
             .uri()
             .path_and_query()
@@ -135,9 +312,49 @@ impl Cluster {
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         *request.uri_mut() = path.into();
         *request.version_mut() = Version::HTTP_11;
+        let result = self.exchange(&endpoint.authority, request, timeout).await;
+        let outcome = match &result {
+            Ok(response) if response.status().is_server_error() => {
+                endpoint.state.count_5xx();
+                Some(Outcome::Status(response.status().as_u16()))
+            }
+            Ok(_) => Some(Outcome::Success),
+            Err(UpstreamError::Connect { .. }) => {
+                endpoint.state.count_connect_failure();
+                Some(Outcome::ConnectFailure)
+            }
+            Err(UpstreamError::Reset { .. } | UpstreamError::Timeout { .. }) => {
+                Some(Outcome::GatewayFailure)
+            }
+            Err(_) => None,
+        };
+        if let (Some(outlier), Some(outcome)) = (&self.outlier, outcome) {
+            outlier.report(&self.name, &self.states, i, outcome);
+        }
+        result.map(|response| (response, active))
+    }
+
+    fn overloaded(&self, limit: Limit) -> UpstreamError {
+        let b = &self.pool.breakers;
+        UpstreamError::Overloaded {
+            cluster: self.name.clone(),
+            limit,
+            max: match limit {
+                Limit::MaxConnections => b.max_connections,
+                Limit::MaxPendingRequests => b.max_pending,
+                Limit::MaxRequests => b.max_requests,
+            },
+        }
+    }
+
+    async fn exchange(
+        &self,
+        endpoint: &Authority,
+        mut request: Request<ProxyBody>,
+        timeout: Duration,
+    ) -> Result<Response<Incoming>, UpstreamError> {
         let sent = request.body_mut().watch_end();
-        let connect_timeout = Duration::from_millis(self.connect_timeout_ms);
-        let exchange = pool::send(endpoint, connect_timeout, self.max_connections, request);
+        let exchange = pool::send(endpoint, &self.pool, request);
         let mut exchange = std::pin::pin!(exchange);
         let deadline = tokio::time::sleep(timeout);
         let mut deadline = std::pin::pin!(deadline);
@@ -177,9 +394,10 @@ impl Cluster {
             }
             pool::SendError::Overflow => UpstreamError::Overflow {
                 endpoint: endpoint.to_string(),
-                max: self.max_connections,
-                wait_ms: self.connect_timeout_ms,
+                max: self.pool.max_connections,
+                wait_ms: self.pool.connect_timeout.as_millis() as u64,
             },
+            pool::SendError::Overloaded(limit) => self.overloaded(limit),
         })
     }
 
@@ -188,5 +406,79 @@ impl Cluster {
             endpoint: endpoint.to_string(),
             timeout_ms: timeout.as_millis(),
         }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for task in self
+            .tasks
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            task.abort();
+        }
+    }
+}
+
+impl Endpoints for Cluster {
+    fn count(&self) -> usize {
+        self.endpoints.len()
+    }
+    #[inline]
+    fn usable(&self, i: usize) -> bool {
+        self.endpoints[i].state.usable()
+    }
+    fn active(&self, i: usize) -> u32 {
+        self.endpoints[i].state.active()
+    }
+    fn weight(&self, i: usize) -> u32 {
+        self.endpoints[i].weight
+    }
+}
+
+/// The hash of a request's `hash_on` key; `None` without one.
+fn hash_key(on: &HashOn, input: &PickInput<'_>) -> Option<u64> {
+    let key: &[u8] = match on {
+        HashOn::Header(name) => input.headers.get(name.as_str())?.as_bytes(),
+        HashOn::Cookie(name) => {
+            return cookie(input.headers, name).map(|v| balance::stable_hash(v, 0));
+        }
+        HashOn::ClientIp => {
+            return Some(match input.client_ip {
+                IpAddr::V4(ip) => balance::stable_hash(&ip.octets(), 0),
+                IpAddr::V6(ip) => balance::stable_hash(&ip.octets(), 0),
+            });
+        }
+    };
+    Some(balance::stable_hash(key, 0))
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            (k == name).then_some(v.as_bytes())
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookie_is_found_among_others() {
+        let mut h = HeaderMap::new();
+        h.append(http::header::COOKIE, "a=1; sid=xyz".parse().unwrap());
+        h.append(http::header::COOKIE, "b=2".parse().unwrap());
+        assert_eq!(cookie(&h, "sid"), Some(&b"xyz"[..]));
+        assert_eq!(cookie(&h, "b"), Some(&b"2"[..]));
+        assert_eq!(cookie(&h, "c"), None);
     }
 }

@@ -26,11 +26,21 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 
+use super::circuit::{ConnectionSlot, Limit};
 use crate::http::ProxyBody;
 use crate::http::body::BodyIdle;
 
-/// An idle connection older than this is closed rather than reused.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// What the pool needs to know of an endpoint's cluster.
+pub struct PoolSettings {
+    /// Time allowed to open a connection (and to wait for a busy one).
+    pub connect_timeout: Duration,
+    /// Connections one worker opens to one endpoint.
+    pub max_connections: u32,
+    /// An idle connection older than this is closed rather than reused.
+    pub idle_timeout: Duration,
+    /// The cluster's process-wide limits (connections, pending requests).
+    pub breakers: super::circuit::Breakers,
+}
 /// Pooled connections tried for one request before opening a new one: a
 /// connection the upstream closed while idle fails without sending.
 const STALE_TRIES: usize = 4;
@@ -54,6 +64,8 @@ struct Endpoint {
     pooled: Vec<Pooled>,
     /// Counts this worker's open connections and wakes waiters.
     shared: Arc<Shared>,
+    /// The idle timeout of its cluster (as of the last give-back).
+    idle: Duration,
 }
 
 /// What an endpoint's connection tasks share with its requests.
@@ -91,6 +103,9 @@ pub enum SendError {
     /// time.
     #[error("connection cap reached")]
     Overflow,
+    /// A limit of the cluster's circuit breakers was reached.
+    #[error("{0:?} reached")]
+    Overloaded(Limit),
 }
 
 /// Sends `request` (origin-form URI) to `endpoint` on a pooled connection,
@@ -98,8 +113,7 @@ pub enum SendError {
 /// `max_connections` are open; otherwise waits as long for one to be free.
 pub async fn send(
     endpoint: &Authority,
-    connect_timeout: Duration,
-    max_connections: u32,
+    settings: &PoolSettings,
     mut request: Request<ProxyBody>,
 ) -> Result<Response<Incoming>, SendError> {
     if !request.headers().contains_key(header::HOST)
@@ -108,12 +122,12 @@ pub async fn send(
         request.headers_mut().insert(header::HOST, host);
     }
     for _ in 0..STALE_TRIES {
-        let Some(mut sender) = take_ready(endpoint) else {
+        let Some(mut sender) = take_ready(endpoint, settings.idle_timeout) else {
             break;
         };
         match sender.try_send_request(request).await {
             Ok(response) => {
-                give_back(endpoint, sender);
+                give_back(endpoint, sender, settings.idle_timeout);
                 return Ok(response);
             }
             Err(mut failed) => match failed.take_message() {
@@ -125,28 +139,23 @@ pub async fn send(
     }
     // Boxed: opening or waiting for a connection is rare, and its future
     // would otherwise make every request's future larger to move around.
-    Box::pin(send_fresh(
-        endpoint,
-        connect_timeout,
-        max_connections,
-        request,
-    ))
-    .await
+    Box::pin(send_fresh(endpoint, settings, request)).await
 }
 
 /// Sends `request` on a connection that is opened or freed for it.
 async fn send_fresh(
     endpoint: &Authority,
-    connect_timeout: Duration,
-    max_connections: u32,
+    settings: &PoolSettings,
     request: Request<ProxyBody>,
 ) -> Result<Response<Incoming>, SendError> {
-    let mut sender = acquire(endpoint, connect_timeout, max_connections).await?;
+    let pending = settings.breakers.pending().map_err(SendError::Overloaded)?;
+    let mut sender = acquire(endpoint, settings).await?;
+    drop(pending);
     let response = sender
         .send_request(request)
         .await
         .map_err(|e| exchange_error(&e))?;
-    give_back(endpoint, sender);
+    give_back(endpoint, sender, settings.idle_timeout);
     Ok(response)
 }
 
@@ -177,16 +186,20 @@ fn exchange_error(e: &hyper::Error) -> SendError {
 /// become ready within `timeout`.
 async fn acquire(
     endpoint: &Authority,
-    timeout: Duration,
-    max_connections: u32,
+    settings: &PoolSettings,
 ) -> Result<SendRequest<ProxyBody>, SendError> {
+    let timeout = settings.connect_timeout;
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let shared = shared(endpoint);
-        if shared.open.load(Ordering::Relaxed) < max_connections {
-            return connect(endpoint, timeout, shared).await;
+        if shared.open.load(Ordering::Relaxed) < settings.max_connections {
+            let slot = settings
+                .breakers
+                .connection()
+                .map_err(SendError::Overloaded)?;
+            return connect(endpoint, timeout, shared, slot).await;
         }
-        if let Some(sender) = take_ready(endpoint) {
+        if let Some(sender) = take_ready(endpoint, settings.idle_timeout) {
             return Ok(sender);
         }
         match take_busy(endpoint) {
@@ -194,7 +207,7 @@ async fn acquire(
                 Ok(Ok(())) => return Ok(busy),
                 Ok(Err(_)) => continue,
                 Err(_) => {
-                    give_back(endpoint, busy);
+                    give_back(endpoint, busy, settings.idle_timeout);
                     return Err(SendError::Overflow);
                 }
             },
@@ -213,14 +226,14 @@ async fn acquire(
 
 /// The first ready connection to `endpoint`; closed and expired ones met on
 /// the way are dropped.
-fn take_ready(endpoint: &Authority) -> Option<SendRequest<ProxyBody>> {
+fn take_ready(endpoint: &Authority, idle: Duration) -> Option<SendRequest<ProxyBody>> {
     POOL.with_borrow_mut(|pool| {
         let list = &mut pool.get_mut(endpoint.as_str())?.pooled;
         let now = Instant::now();
         let mut i = 0;
         while i < list.len() {
             let c = &list[i];
-            if c.sender.is_closed() || now.duration_since(c.used) >= IDLE_TIMEOUT {
+            if c.sender.is_closed() || now.duration_since(c.used) >= idle {
                 list.swap_remove(i);
             } else if c.sender.is_ready() {
                 return Some(list.swap_remove(i).sender);
@@ -252,7 +265,7 @@ fn shared(endpoint: &Authority) -> Arc<Shared> {
     })
 }
 
-fn give_back(endpoint: &Authority, sender: SendRequest<ProxyBody>) {
+fn give_back(endpoint: &Authority, sender: SendRequest<ProxyBody>, idle: Duration) {
     let pooled = Pooled {
         sender,
         used: Instant::now(),
@@ -262,6 +275,7 @@ fn give_back(endpoint: &Authority, sender: SendRequest<ProxyBody>) {
             Some(e) => e,
             None => pool.entry(endpoint.as_str().into()).or_default(),
         };
+        e.idle = idle;
         e.pooled.push(pooled);
         e.shared.freed.notify_one();
     });
@@ -275,8 +289,9 @@ pub fn sweep(live: &HashSet<&str>) {
     POOL.with_borrow_mut(|pool| {
         pool.retain(|endpoint, _| live.contains(&**endpoint));
         for e in pool.values_mut() {
+            let idle = e.idle;
             e.pooled
-                .retain(|c| !c.sender.is_closed() && now.duration_since(c.used) < IDLE_TIMEOUT);
+                .retain(|c| !c.sender.is_closed() && now.duration_since(c.used) < idle);
         }
     });
 }
@@ -286,15 +301,11 @@ async fn connect(
     endpoint: &Authority,
     timeout: Duration,
     shared: Arc<Shared>,
+    slot: ConnectionSlot,
 ) -> Result<SendRequest<ProxyBody>, SendError> {
     shared.open.fetch_add(1, Ordering::Relaxed);
-    let open = OpenConnection(shared);
-    let stream = match tokio::time::timeout(
-        timeout,
-        tokio::net::TcpStream::connect(endpoint.as_str()),
-    )
-    .await
-    {
+    let open = OpenConnection(shared, slot);
+    let stream = match tokio::time::timeout(timeout, super::dns::connect(endpoint.as_str())).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => return Err(SendError::Connect(format!("tcp connect error: {e}"))),
         Err(_) => {
@@ -319,8 +330,9 @@ async fn connect(
     Ok(sender)
 }
 
-/// One open connection in its endpoint's count, until dropped.
-struct OpenConnection(Arc<Shared>);
+/// One open connection in its endpoint's count (and its cluster's), until
+/// dropped.
+struct OpenConnection(Arc<Shared>, #[allow(dead_code)] ConnectionSlot);
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {

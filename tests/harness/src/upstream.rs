@@ -11,11 +11,16 @@
 //! `retry-after=<value>`), the later ones with 200; `/flaky-delay/<key>/<n>/<ms>`
 //! waits `<ms>` before answering the first `n`, and answers the later ones at
 //! once. Both still echo the request.
+//!
+//! Every response names the upstream in `x-upstream-addr`. An upstream can
+//! be slowed down as a whole ([`Upstream::set_delay`]), killed with its
+//! open connections ([`Upstream::kill`]) and started again on the same
+//! port ([`Upstream::start_on`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,6 +39,8 @@ pub struct Upstream {
     pub addr: SocketAddr,
     hits: Arc<AtomicUsize>,
     flaky: Flaky,
+    delay_ms: Arc<AtomicU64>,
+    connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -43,10 +50,29 @@ type Flaky = Arc<Mutex<HashMap<String, usize>>>;
 impl Upstream {
     /// Starts an upstream on an ephemeral loopback port.
     pub async fn start() -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind upstream");
+        Self::start_on("127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// Starts an upstream on `addr` (e.g. that of a killed one).
+    pub async fn start_on(addr: SocketAddr) -> Upstream {
+        // A killed upstream's listener closes once its task is next polled.
+        let mut tries = 0;
+        let listener = loop {
+            match TcpListener::bind(addr).await {
+                Ok(listener) => break listener,
+                Err(e) if tries < 100 && addr.port() != 0 => {
+                    tries += 1;
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("bind upstream on {addr}: {e}"),
+            }
+        };
         let addr = listener.local_addr().unwrap();
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let delay = delay_ms.clone();
+        let connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let open = connections.clone();
         let hits = Arc::new(AtomicUsize::new(0));
         let counter = hits.clone();
         let flaky = Flaky::default();
@@ -58,22 +84,51 @@ impl Upstream {
                 };
                 let counter = counter.clone();
                 let seen = seen.clone();
-                tokio::spawn(async move {
+                let delay = delay.clone();
+                let task = tokio::spawn(async move {
                     let service = service_fn(move |req| {
                         counter.fetch_add(1, Ordering::SeqCst);
-                        answer(req, seen.clone())
+                        let (seen, delay) = (seen.clone(), delay.load(Ordering::SeqCst));
+                        async move {
+                            if delay > 0 {
+                                tokio::time::sleep(Duration::from_millis(delay)).await;
+                            }
+                            let mut resp = answer(req, seen).await?;
+                            resp.headers_mut()
+                                .insert("x-upstream-addr", addr.to_string().parse().unwrap());
+                            Ok::<_, Infallible>(resp)
+                        }
                     });
                     let _ = auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
                 });
+                let mut open = open.lock().unwrap();
+                open.retain(|t| !t.is_finished());
+                open.push(task.abort_handle());
             }
         });
         Upstream {
             addr,
             hits,
             flaky,
+            delay_ms,
+            connections,
             task,
+        }
+    }
+
+    /// Delays every later answer by `delay`.
+    pub fn set_delay(&self, delay: Duration) {
+        self.delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Stops accepting and closes every open connection, as a crashed
+    /// server would.
+    pub fn kill(self) {
+        for c in self.connections.lock().unwrap().drain(..) {
+            c.abort();
         }
     }
 
