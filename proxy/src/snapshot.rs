@@ -26,7 +26,7 @@ use crate::filter::module::CompiledModule;
 use crate::filter::runtime::{InstanceBudget, MAX_MEMORY_MIB, SERVING_INSTANCES};
 use crate::filter::{ChainEntry, FilterChain, FilterRuntime};
 use crate::route::{HeaderCondition, HostMatch, Route, RouteMatch, RouteTable};
-use crate::upstream::Cluster;
+use crate::upstream::{Cluster, Transport};
 
 /// One listener's part of a snapshot.
 pub struct ListenerSnapshot {
@@ -177,7 +177,7 @@ impl Snapshot {
             );
         }
         errors.0.extend(config.limits.check());
-        let clusters = build_clusters(&config.clusters, &mut errors);
+        let clusters = build_clusters(&config.clusters, base_dir, &mut errors);
         // Resolved on every build: a changed `module_cache` applies to
         // modules compiled from this build on.
         let disk = if config.filters.is_empty() {
@@ -267,6 +267,11 @@ impl Snapshot {
                     cluster,
                     timeout: Duration::from_millis(r.timeout_ms),
                     max_body_bytes: r.max_body_bytes,
+                    upgrades: crate::proxy::upgrade::Upgrades::build(
+                        &r.upgrades,
+                        &at,
+                        &mut |path, message| errors.push(path, message),
+                    ),
                 }));
             }
             if let Some(addr) = addr {
@@ -301,6 +306,7 @@ fn known<'a>(names: impl Iterator<Item = &'a String>) -> String {
 
 fn build_clusters(
     clusters: &BTreeMap<String, ClusterConfig>,
+    base_dir: &Path,
     errors: &mut Errors,
 ) -> HashMap<String, Arc<Cluster>> {
     let mut out = HashMap::new();
@@ -332,16 +338,30 @@ fn build_clusters(
                 "must be greater than 0",
             );
         }
-        if endpoints.len() == c.endpoints.len() {
+        let transport = match Transport::build(c, &endpoints, &at, base_dir) {
+            Ok(transport) => Some(transport),
+            Err(e) => {
+                for (path, message) in e {
+                    errors.push(path, message);
+                }
+                None
+            }
+        };
+        if let Some(transport) = transport
+            && endpoints.len() == c.endpoints.len()
+        {
             let connect_timeout = Duration::from_millis(c.connect_timeout_ms);
             out.insert(
                 name.clone(),
-                Arc::new(Cluster::new(
-                    name,
-                    endpoints,
-                    connect_timeout,
-                    c.max_connections_per_worker,
-                )),
+                Arc::new(
+                    Cluster::new(
+                        name,
+                        endpoints,
+                        connect_timeout,
+                        c.max_connections_per_worker,
+                    )
+                    .with_transport(transport),
+                ),
             );
         }
     }

@@ -291,6 +291,10 @@ pub struct RouteConfig {
     /// details: the trap message and the filter's Wasm backtrace.
     #[serde(default)]
     pub error_details: bool,
+    /// Protocols (`Upgrade` tokens, any case, e.g. `websocket`) a request
+    /// may switch its connection to; other upgrade requests get 403.
+    #[serde(default)]
+    pub upgrades: Vec<String>,
 }
 
 /// Default route timeout.
@@ -375,6 +379,12 @@ pub struct ClusterConfig {
     /// finds them all busy waits up to `connect_timeout_ms` for one.
     #[serde(default = "default_max_connections_per_worker")]
     pub max_connections_per_worker: u32,
+    /// The HTTP version spoken to the endpoints.
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
+    /// TLS to the endpoints; absent: plaintext.
+    #[serde(default)]
+    pub tls: Option<UpstreamTlsConfig>,
 }
 
 fn default_connect_timeout_ms() -> u64 {
@@ -386,4 +396,40 @@ pub const DEFAULT_MAX_UPSTREAM_CONNECTIONS_PER_WORKER: u32 = 1024;
 
 fn default_max_connections_per_worker() -> u32 {
     DEFAULT_MAX_UPSTREAM_CONNECTIONS_PER_WORKER
+}
+
+/// `clusters.<name>.protocol:` the HTTP version spoken to the endpoints.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1, a request per connection at a time.
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge (h2c on plaintext, `h2` by ALPN over
+    /// TLS); a connection carries many requests at once.
+    Http2,
+    /// Over TLS, whatever the server picks by ALPN (`h2` or `http/1.1`);
+    /// on plaintext, HTTP/1.1.
+    Auto,
+}
+
+/// `clusters.<name>.tls:` TLS to the endpoints (TLS 1.2 and 1.3).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsConfig {
+    /// The server name sent (SNI) and verified. Default: the endpoint's
+    /// host; an IP address endpoint is then verified against the IP
+    /// addresses its certificate names, without SNI.
+    #[serde(default)]
+    pub sni: Option<String>,
+    /// PEM bundle of the CAs trusted to sign the endpoints' certificates,
+    /// relative to the config file. Default: the system's roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM certificate chain presented to the endpoints (needs `key_file`).
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
 }

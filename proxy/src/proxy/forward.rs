@@ -14,7 +14,7 @@ use crate::http::expect::{self, ContinueGate, Gated, RefuseOnDrop};
 use crate::http::{ProxyBody, headers, local};
 use crate::listener::Peer;
 use crate::route::Route;
-use crate::upstream::UpstreamError;
+use crate::upstream::{StreamSlot, UpstreamError};
 
 use super::outgoing::Outgoing;
 
@@ -30,6 +30,13 @@ pub async fn forward(
     timeout: Duration,
     props: &mut RequestProps,
 ) -> Response<ProxyBody> {
+    if head.headers.contains_key(header::UPGRADE) && super::upgrade::requested(&head) {
+        // Boxed: rare, and its future would make every request's larger.
+        return Box::pin(super::upgrade::forward(
+            route, head, body, peer, timeout, props,
+        ))
+        .await;
+    }
     headers::remove_hop_by_hop(&mut head.headers);
     headers::add_forwarded(&mut head.headers, peer, head.version);
     frame_request_body(&mut head, &body);
@@ -47,15 +54,21 @@ pub async fn forward(
         Ok(response) => {
             props.upstream_failure = None;
             let (mut head, body) = response.into_parts();
+            // An HTTP/2 stream's slot, held until its body is done.
+            let slot = head.extensions.remove::<StreamSlot>();
+            let body = match slot {
+                None => ProxyBody::Streaming(body),
+                Some(slot) => {
+                    ProxyBody::Guarded(Box::new(ProxyBody::Streaming(body)), Box::new(slot))
+                }
+            };
             headers::remove_hop_by_hop(&mut head.headers);
             head.headers.append(header::VIA, headers::via(head.version));
             // The proxy answers with its own version (RFC 9110 §6.2).
             head.version = Version::HTTP_11;
             let body = match refuse {
-                None => ProxyBody::Streaming(body),
-                Some(refuse) => {
-                    ProxyBody::Guarded(Box::new(ProxyBody::Streaming(body)), Box::new(refuse))
-                }
+                None => body,
+                Some(refuse) => ProxyBody::Guarded(Box::new(body), Box::new(refuse)),
             };
             Response::from_parts(head, body)
         }

@@ -4,11 +4,13 @@
 //! once the request has been sent.
 
 mod pool;
+pub mod transport;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-pub use pool::sweep;
+pub use pool::{StreamSlot, sweep};
+pub use transport::Transport;
 
 use http::uri::{Authority, PathAndQuery};
 use http::{Request, Response, Version};
@@ -24,6 +26,9 @@ pub struct Cluster {
     next: AtomicUsize,
     connect_timeout_ms: u64,
     max_connections: u32,
+    transport: Transport,
+    /// Each endpoint's key in the pool, when not the endpoint itself.
+    keys: Vec<Box<str>>,
 }
 
 /// Why the upstream gave no response.
@@ -104,6 +109,60 @@ impl Cluster {
             next: AtomicUsize::new(0),
             connect_timeout_ms: connect_timeout.as_millis().max(1) as u64,
             max_connections: max_connections.max(1),
+            transport: Transport::plain(),
+            keys: Vec::new(),
+        }
+    }
+
+    /// This cluster with its connections opened by `transport` (protocol,
+    /// TLS).
+    pub fn with_transport(mut self, transport: Transport) -> Self {
+        self.keys = if transport.is_plain_http1() {
+            Vec::new()
+        } else {
+            self.endpoints
+                .iter()
+                .map(|e| transport.pool_key(e))
+                .collect()
+        };
+        self.transport = transport;
+        self
+    }
+
+    /// The key of `endpoint`'s connections in a worker's pool.
+    fn pool_key<'a>(&'a self, endpoint: &'a Authority) -> &'a str {
+        if self.keys.is_empty() {
+            return endpoint.as_str();
+        }
+        self.endpoints
+            .iter()
+            .position(|e| e.as_str() == endpoint.as_str())
+            .map_or(endpoint.as_str(), |i| &self.keys[i])
+    }
+
+    fn target<'a>(&'a self, endpoint: &'a Authority) -> pool::Target<'a> {
+        pool::Target {
+            endpoint,
+            key: self.pool_key(endpoint),
+            transport: &self.transport,
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+            max_connections: self.max_connections,
+        }
+    }
+
+    /// Sends an `Upgrade` request (origin-form URI) to `endpoint` on a new
+    /// HTTP/1.1 connection of its own, and waits up to `timeout` for the
+    /// response headers (`101` or a refusal).
+    pub async fn send_upgrade(
+        &self,
+        endpoint: &Authority,
+        request: Request<ProxyBody>,
+        timeout: Duration,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let target = self.target(endpoint);
+        match tokio::time::timeout(timeout, pool::send_upgrade(&target, request)).await {
+            Ok(result) => result.map_err(|e| self.error(endpoint, e)),
+            Err(_) => Err(self.timeout(endpoint, timeout)),
         }
     }
 
@@ -136,8 +195,8 @@ impl Cluster {
         *request.uri_mut() = path.into();
         *request.version_mut() = Version::HTTP_11;
         let sent = request.body_mut().watch_end();
-        let connect_timeout = Duration::from_millis(self.connect_timeout_ms);
-        let exchange = pool::send(endpoint, connect_timeout, self.max_connections, request);
+        let target = self.target(endpoint);
+        let exchange = pool::send(&target, request);
         let mut exchange = std::pin::pin!(exchange);
         let deadline = tokio::time::sleep(timeout);
         let mut deadline = std::pin::pin!(deadline);
@@ -163,7 +222,11 @@ impl Cluster {
                 }
             }
         };
-        result.map_err(|e| match e {
+        result.map_err(|e| self.error(endpoint, e))
+    }
+
+    fn error(&self, endpoint: &Authority, e: pool::SendError) -> UpstreamError {
+        match e {
             pool::SendError::Connect(reason) => UpstreamError::Connect {
                 endpoint: endpoint.to_string(),
                 reason,
@@ -180,7 +243,7 @@ impl Cluster {
                 max: self.max_connections,
                 wait_ms: self.connect_timeout_ms,
             },
-        })
+        }
     }
 
     fn timeout(&self, endpoint: &Authority, timeout: Duration) -> UpstreamError {
