@@ -16,6 +16,7 @@ mod filter_test;
 mod filters;
 mod forwarding;
 mod framing;
+mod grpc;
 mod headers;
 mod http2;
 mod inline_files;
@@ -36,7 +37,9 @@ mod routing;
 mod shared_state;
 mod telemetry;
 mod traps;
+mod upstream_protocols;
 mod validate;
+mod websocket;
 mod workers;
 
 use std::net::SocketAddr;

@@ -26,6 +26,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http2::{self, SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use atomic_waker::AtomicWaker;
 use tokio::sync::Notify;
 
 use super::{IDLE_TIMEOUT, OpenConnection, SendError, Target, error_chain, exchange_error};
@@ -70,6 +71,11 @@ struct State {
     max_streams: AtomicU32,
     /// Set once the server sent its first bytes.
     heard: AtomicBool,
+    /// Reads that woke the connection's task (its first few).
+    reads: AtomicU32,
+    /// The connection's task: hyper reads the socket in a task of its own,
+    /// so ours is woken to look at the peer's settings after a read.
+    task: AtomicWaker,
     /// Notified when `max_streams` is known or the connection ended.
     settled: Notify,
     /// Why the connection ended, when it did.
@@ -261,8 +267,9 @@ where
     tokio::spawn(async move {
         let mut connection = std::pin::pin!(connection);
         let ended = std::future::poll_fn(|cx| {
-            let polled = connection.as_mut().poll(cx);
             let state = &task_state;
+            state.task.register(cx.waker());
+            let polled = connection.as_mut().poll(cx);
             if state.heard.load(Ordering::Relaxed) {
                 let max = connection.current_max_send_streams().min(u32::MAX as usize) as u32;
                 if state.max_streams.swap(max.max(1), Ordering::Relaxed) == 0 {
@@ -335,6 +342,11 @@ pub(super) fn sweep(live: &HashSet<&str>, now: Instant) {
     });
 }
 
+/// Reads after which the connection's task looks at the peer's settings:
+/// the server's first bytes are its `SETTINGS` (later changes are seen when
+/// the task next runs, at the next request).
+const WAKING_READS: u32 = 4;
+
 /// A connection's stream that notes when the server first sent bytes (its
 /// `SETTINGS` come first).
 struct Heard<S> {
@@ -350,8 +362,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Heard<S> {
     ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
+        if buf.filled().len() > before && self.state.reads.load(Ordering::Relaxed) < WAKING_READS
+        {
+            self.state.reads.fetch_add(1, Ordering::Relaxed);
             self.state.heard.store(true, Ordering::Relaxed);
+            self.state.task.wake();
         }
         polled
     }
