@@ -74,7 +74,10 @@ async fn grpc_unary_and_bidi_streaming_pass_through_with_trailers() {
     assert_eq!(status.code(), Code::Aborted, "{status:?}");
     assert_eq!(status.message(), "asked to fail");
     assert_eq!(
-        status.metadata().get("x-echo-trailer").map(|v| v.to_str().unwrap()),
+        status
+            .metadata()
+            .get("x-echo-trailer")
+            .map(|v| v.to_str().unwrap()),
         Some("done"),
         "{status:?}"
     );
@@ -95,7 +98,10 @@ async fn the_proxys_own_failures_are_grpc_statuses() {
 
     let no_route = c.unary(call("none", 0)).await.expect_err("no route");
     assert_eq!(no_route.code(), Code::Unimplemented, "{no_route:?}");
-    assert!(no_route.message().contains("no route matches"), "{no_route:?}");
+    assert!(
+        no_route.message().contains("no route matches"),
+        "{no_route:?}"
+    );
 
     let down = c.unary(call("down", 0)).await.expect_err("upstream down");
     assert_eq!(down.code(), Code::Unavailable, "{down:?}");

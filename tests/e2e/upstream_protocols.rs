@@ -37,7 +37,10 @@ async fn http2_upstream_connections_are_shared_within_the_stream_limit() {
         let r = get(&format!("{url}/seq/{i}")).await;
         assert_eq!(r.status, 200, "{:?}", r.body);
         assert_eq!(r.json()["version"], "HTTP/2.0");
-        assert!(r.json()["headers"]["host"].is_null(), "Host became :authority");
+        assert!(
+            r.json()["headers"]["host"].is_null(),
+            "Host became :authority"
+        );
     }
     assert_eq!(origin.accepted().len(), 1);
     // Six at once, two streams per connection: three connections, and no
@@ -72,10 +75,7 @@ async fn tls_origin(ca: &TestCa, alpn: Vec<&'static str>, client_ca: Option<Stri
 async fn tls_origination_verifies_the_upstream_and_sends_sni() {
     let ca = TestCa::default();
     let origin = tls_origin(&ca, vec!["http/1.1"], None).await;
-    let config = yaml(
-        origin.addr,
-        "tls: { ca_file: ca.pem, sni: backend.test }",
-    );
+    let config = yaml(origin.addr, "tls: { ca_file: ca.pem, sni: backend.test }");
     let weft = start_with_files(&config, &[("ca.pem", ca.pem().as_bytes())]);
     let r = get(&format!("{}/tls", weft.url("public"))).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
@@ -99,7 +99,10 @@ async fn an_upstream_certificate_from_an_unknown_ca_is_a_502_that_says_so() {
     let ca = TestCa::default();
     let other = TestCa::new("another CA");
     let origin = tls_origin(&ca, vec![], None).await;
-    let config = yaml(origin.addr, "tls: { ca_file: other.pem, sni: backend.test }");
+    let config = yaml(
+        origin.addr,
+        "tls: { ca_file: other.pem, sni: backend.test }",
+    );
     let weft = start_with_files(&config, &[("other.pem", other.pem().as_bytes())]);
     let r = get(&format!("{}/x", weft.url("public"))).await;
     assert_eq!(r.status, 502);

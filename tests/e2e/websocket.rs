@@ -32,7 +32,10 @@ async fn websocket_echo_through_a_route_that_allows_it() {
         message.contains("route \"plain\" does not allow upgrading to \"websocket\""),
         "{message}"
     );
-    assert!(message.contains("listeners[0].routes[1].upgrades"), "{message}");
+    assert!(
+        message.contains("listeners[0].routes[1].upgrades"),
+        "{message}"
+    );
 
     // The allowed route still tunnels after the refusal.
     let echoes = roundtrip(&format!("{base}/ws/again"), &["again"])

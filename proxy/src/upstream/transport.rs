@@ -180,7 +180,10 @@ fn build_tls(
         Some(sni) => match ServerName::try_from(sni.clone()) {
             Ok(name) => Some(name),
             Err(e) => {
-                errors.push((format!("{at}.sni"), format!("invalid server name {sni:?}: {e}")));
+                errors.push((
+                    format!("{at}.sni"),
+                    format!("invalid server name {sni:?}: {e}"),
+                ));
                 None
             }
         },
@@ -246,9 +249,9 @@ fn build_tls(
         #[allow(deprecated)]
         let provider = rustls::crypto::ring::default_provider();
         let builder = ClientConfig::builder_with_provider(Arc::new(provider))
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots.clone());
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots.clone());
         let mut config = match &client_cert {
             None => builder.with_no_client_auth(),
             Some((certs, key)) => builder
@@ -259,7 +262,8 @@ fn build_tls(
         Ok(Arc::new(config))
     };
     let config = build(alpn).map_err(|e| vec![(format!("{at}.key_file"), e)])?;
-    let http1 = build(&[b"http/1.1".as_slice()]).map_err(|e| vec![(format!("{at}.key_file"), e)])?;
+    let http1 =
+        build(&[b"http/1.1".as_slice()]).map_err(|e| vec![(format!("{at}.key_file"), e)])?;
     Ok(Tls { config, http1, sni })
 }
 
@@ -303,9 +307,7 @@ fn system_roots() -> &'static Result<Arc<RootCertStore>, String> {
                 .first()
                 .map(|e| format!(": {e}"))
                 .unwrap_or_default();
-            return Err(format!(
-                "no system CA certificates found{why}; set ca_file"
-            ));
+            return Err(format!("no system CA certificates found{why}; set ca_file"));
         }
         Ok(Arc::new(roots))
     })

@@ -96,9 +96,10 @@ impl Origin {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
         let addr = listener.local_addr().unwrap();
         let acceptor = options.tls.as_ref().map(|(cert, key)| {
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert.as_bytes())
-                .collect::<Result<_, _>>()
-                .unwrap();
+            let certs: Vec<CertificateDer<'static>> =
+                CertificateDer::pem_slice_iter(cert.as_bytes())
+                    .collect::<Result<_, _>>()
+                    .unwrap();
             let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
             #[allow(deprecated)] // ring, as the proxy uses
             let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -138,7 +139,8 @@ impl Origin {
                 tokio::spawn(async move {
                     let mut builder = auto::Builder::new(TokioExecutor::new());
                     builder.http2().max_concurrent_streams(max_streams);
-                    let service = service_fn(|req| crate::upstream::answer(req, Default::default()));
+                    let service =
+                        service_fn(|req| crate::upstream::answer(req, Default::default()));
                     let Some(acceptor) = acceptor else {
                         record.lock().unwrap().push(Accepted::default());
                         let _ = builder

@@ -108,7 +108,10 @@ fn flaky<T: std::str::FromStr>(flaky: &Flaky, path: &str, prefix: &str) -> Optio
 }
 
 /// Answers one request as described at the top of this module.
-pub(crate) async fn answer(req: Request<Incoming>, seen: Flaky) -> Result<Response<Full<Bytes>>, Infallible> {
+pub(crate) async fn answer(
+    req: Request<Incoming>,
+    seen: Flaky,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let (head, body) = req.into_parts();
     let path = head.uri.path().to_string();
     if let Some(ms) = path.strip_prefix("/delay/").and_then(|s| s.parse().ok()) {

@@ -20,13 +20,13 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use atomic_waker::AtomicWaker;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri, Version, header};
 use hyper::body::Incoming;
 use hyper::client::conn::http2::{self, SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use atomic_waker::AtomicWaker;
 use tokio::sync::Notify;
 
 use super::{IDLE_TIMEOUT, OpenConnection, SendError, Target, error_chain, exchange_error};
@@ -319,10 +319,13 @@ where
         },
     };
     POOL.with_borrow_mut(|pool| {
-        pool.entry(target.key.into()).or_default().conns.push(Pooled {
-            conn: conn.clone(),
-            used: Instant::now(),
-        });
+        pool.entry(target.key.into())
+            .or_default()
+            .conns
+            .push(Pooled {
+                conn: conn.clone(),
+                used: Instant::now(),
+            });
     });
     Ok(conn)
 }
@@ -362,8 +365,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Heard<S> {
     ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before && self.state.reads.load(Ordering::Relaxed) < WAKING_READS
-        {
+        if buf.filled().len() > before && self.state.reads.load(Ordering::Relaxed) < WAKING_READS {
             self.state.reads.fetch_add(1, Ordering::Relaxed);
             self.state.heard.store(true, Ordering::Relaxed);
             self.state.task.wake();

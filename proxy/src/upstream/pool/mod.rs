@@ -313,12 +313,7 @@ fn take_ready(key: &str) -> Option<SendRequest<ProxyBody>> {
 
 /// A pooled connection still busy with a response body.
 fn take_busy(key: &str) -> Option<SendRequest<ProxyBody>> {
-    POOL.with_borrow_mut(|pool| {
-        pool.get_mut(key)?
-            .pooled
-            .pop()
-            .map(|c| c.sender)
-    })
+    POOL.with_borrow_mut(|pool| pool.get_mut(key)?.pooled.pop().map(|c| c.sender))
 }
 
 fn shared(key: &str) -> Arc<Shared> {
