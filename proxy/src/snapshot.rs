@@ -29,7 +29,7 @@ use crate::route::build::{self, ClusterNames};
 use crate::route::{HeaderCondition, HostMatch, Route, RouteMatch, RouteTable};
 use crate::upstream::health::HealthSettings;
 use crate::upstream::outlier::OutlierSettings;
-use crate::upstream::{Cluster, ClusterSettings};
+use crate::upstream::{Cluster, ClusterSettings, Transport};
 
 /// One listener's part of a snapshot.
 pub struct ListenerSnapshot {
@@ -192,7 +192,7 @@ impl Snapshot {
             );
         }
         errors.0.extend(config.limits.check());
-        let clusters = build_clusters(&config.clusters, &mut errors);
+        let clusters = build_clusters(&config.clusters, base_dir, &mut errors);
         // Resolved on every build: a changed `module_cache` applies to
         // modules compiled from this build on.
         let disk = if config.filters.is_empty() {
@@ -278,6 +278,11 @@ impl Snapshot {
                     mirror: parts.mirror,
                     timeout: Duration::from_millis(r.timeout_ms),
                     max_body_bytes: r.max_body_bytes,
+                    upgrades: crate::proxy::upgrade::Upgrades::build(
+                        &r.upgrades,
+                        &at,
+                        &mut |path, message| errors.push(path, message),
+                    ),
                 }));
             }
             if let Some(addr) = addr {
@@ -313,6 +318,7 @@ fn known<'a>(names: impl Iterator<Item = &'a String>) -> String {
 
 fn build_clusters(
     clusters: &BTreeMap<String, ClusterConfig>,
+    base_dir: &Path,
     errors: &mut Errors,
 ) -> HashMap<String, Arc<Cluster>> {
     let mut out = HashMap::new();
@@ -343,11 +349,23 @@ fn build_clusters(
                 ),
             }
         }
-        if valid && endpoints.len() == c.endpoints.len() {
-            out.insert(
-                name.clone(),
-                Arc::new(Cluster::new(name, cluster_settings(c, endpoints))),
-            );
+        let authorities: Vec<Authority> = endpoints.iter().map(|(a, _)| a.clone()).collect();
+        let transport = match Transport::build(c, &authorities, &at, base_dir) {
+            Ok(transport) => Some(transport),
+            Err(e) => {
+                for (path, message) in e {
+                    errors.push(path, message);
+                }
+                None
+            }
+        };
+        if let Some(transport) = transport
+            && valid
+            && endpoints.len() == c.endpoints.len()
+        {
+            let cluster =
+                Cluster::new(name, cluster_settings(c, endpoints)).with_transport(transport);
+            out.insert(name.clone(), Arc::new(cluster));
         }
     }
     out

@@ -17,6 +17,7 @@ mod filter_test;
 mod filters;
 mod forwarding;
 mod framing;
+mod grpc;
 mod headers;
 mod health;
 mod http2;
@@ -39,7 +40,9 @@ mod routing;
 mod shared_state;
 mod telemetry;
 mod traps;
+mod upstream_protocols;
 mod validate;
+mod websocket;
 mod workers;
 
 use std::net::SocketAddr;

@@ -46,6 +46,8 @@ fn main() {
         println!("cargo:rerun-if-changed={}", workspace.join(input).display());
     }
 
+    compile_echo_proto(&workspace);
+
     check_target_installed();
 
     let target_dir = workspace.join("target/wasm-filters");
@@ -65,6 +67,19 @@ fn main() {
         "cargo:rustc-env=WEFT_WASM_DEBUG_DIR={}",
         debug_dir.display()
     );
+}
+
+/// Generates the gRPC test service's code from `tests/fixtures/echo.proto`
+/// with protox (no `protoc` needed).
+fn compile_echo_proto(workspace: &Path) {
+    let fixtures = workspace.join("tests/fixtures");
+    let proto = fixtures.join("echo.proto");
+    println!("cargo:rerun-if-changed={}", proto.display());
+    let descriptors =
+        protox::compile([&proto], [&fixtures]).expect("tests/fixtures/echo.proto compiles");
+    tonic_prost_build::configure()
+        .compile_fds(descriptors)
+        .expect("generate the echo service's code");
 }
 
 /// Builds `packages` for `wasm32-wasip2` with `profile` into `target_dir`.

@@ -2,6 +2,8 @@
 //! weights, the balancing policy, active health checks, passive outlier
 //! detection, circuit breakers and timeouts, with the checks of every key.
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
@@ -40,6 +42,12 @@ pub struct ClusterConfig {
     /// Process-wide limits of the cluster's load.
     #[serde(default)]
     pub circuit_breakers: CircuitBreakersConfig,
+    /// The HTTP version spoken to the endpoints.
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
+    /// TLS to the endpoints; absent: plaintext.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<UpstreamTlsConfig>,
 }
 
 /// `clusters.<name>.endpoints[k]:` an address, alone or with its weight.
@@ -537,4 +545,40 @@ mod tests {
             assert!(errors.iter().any(|e| e == path), "{path} not in {errors:?}");
         }
     }
+}
+
+/// `clusters.<name>.protocol:` the HTTP version spoken to the endpoints.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1, a request per connection at a time.
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge (h2c on plaintext, `h2` by ALPN over
+    /// TLS); a connection carries many requests at once.
+    Http2,
+    /// Over TLS, whatever the server picks by ALPN (`h2` or `http/1.1`);
+    /// on plaintext, HTTP/1.1.
+    Auto,
+}
+
+/// `clusters.<name>.tls:` TLS to the endpoints (TLS 1.2 and 1.3).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsConfig {
+    /// The server name sent (SNI) and verified. Default: the endpoint's
+    /// host; an IP address endpoint is then verified against the IP
+    /// addresses its certificate names, without SNI.
+    #[serde(default)]
+    pub sni: Option<String>,
+    /// PEM bundle of the CAs trusted to sign the endpoints' certificates,
+    /// relative to the config file. Default: the system's roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM certificate chain presented to the endpoints (needs `key_file`).
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
 }

@@ -313,6 +313,10 @@ pub struct RouteConfig {
     /// details: the trap message and the filter's Wasm backtrace.
     #[serde(default)]
     pub error_details: bool,
+    /// Protocols (`Upgrade` tokens, any case, e.g. `websocket`) a request
+    /// may switch its connection to; other upgrade requests get 403.
+    #[serde(default)]
+    pub upgrades: Vec<String>,
 }
 
 /// Default route timeout.

@@ -36,7 +36,7 @@ pub fn configure(limits: &LimitsConfig) {
 
 /// `limits.body_idle_timeout_ms`, read when a body has to wait (the value
 /// is set once at start), so a streamed body does not carry it.
-fn idle_timeout() -> Duration {
+pub(crate) fn idle_timeout() -> Duration {
     Duration::from_millis(IDLE_TIMEOUT_MS.load(Ordering::Relaxed))
 }
 

@@ -17,16 +17,19 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 
 /// Removes the headers that concern one connection only: those named in
 /// `Connection`, and `Connection`, `Keep-Alive`, `Proxy-Connection`, `TE`,
-/// `Transfer-Encoding` and `Upgrade` themselves.
+/// `Transfer-Encoding` and `Upgrade` themselves. `TE: trailers` stays: it
+/// says the client accepts trailers, which gRPC needs end to end (RFC 9113
+/// §8.2.2 allows it in HTTP/2).
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // Runs twice per request. Most requests have none of these headers, and
     // most responses only `Connection: keep-alive`: one pass over the names
     // finds those present, and only they are removed, without allocating.
     let mut present: [Option<HeaderName>; HOP_BY_HOP] = Default::default();
-    for (slot, name) in present
-        .iter_mut()
-        .zip(headers.keys().filter(|n| is_hop_by_hop(n)))
-    {
+    for (slot, name) in present.iter_mut().zip(
+        headers
+            .keys()
+            .filter(|n| is_hop_by_hop(n) && !(*n == header::TE && te_is_trailers(headers))),
+    ) {
         *slot = Some(name.clone());
     }
     if present[0].is_none() {
@@ -40,11 +43,21 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
         // The usual tokens: `close` names no header, and `keep-alive` is one
         // of the six.
         .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
+        .filter(|t| !t.eq_ignore_ascii_case("te") || !te_is_trailers(headers))
         .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
     for name in named.into_iter().chain(present.into_iter().flatten()) {
         headers.remove(name);
     }
+}
+
+/// Whether `TE` is exactly `trailers`.
+fn te_is_trailers(headers: &HeaderMap) -> bool {
+    let mut values = headers.get_all(header::TE).iter();
+    matches!(
+        (values.next(), values.next()),
+        (Some(v), None) if v.as_bytes().eq_ignore_ascii_case(b"trailers")
+    )
 }
 
 /// How many header names are hop-by-hop in themselves.
@@ -161,12 +174,22 @@ mod tests {
         h.insert("connection", "keep-alive, x-secret".parse().unwrap());
         h.insert("keep-alive", "timeout=5".parse().unwrap());
         h.insert("x-secret", "1".parse().unwrap());
-        h.insert("te", "trailers".parse().unwrap());
+        h.insert("te", "gzip".parse().unwrap());
         h.insert("upgrade", "websocket".parse().unwrap());
         h.insert("x-kept", "1".parse().unwrap());
         remove_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn te_trailers_stays() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "te".parse().unwrap());
+        h.insert("te", "trailers".parse().unwrap());
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.get("te").unwrap(), "trailers", "{h:?}");
+        assert!(!h.contains_key("connection"));
     }
 
     #[test]

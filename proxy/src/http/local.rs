@@ -1,9 +1,12 @@
-//! Responses the proxy generates itself: JSON errors with a stable code.
+//! Responses the proxy generates itself: JSON errors with a stable code,
+//! marked with [`ProxyError`] (so that a gRPC call gets them as a gRPC
+//! status, [`super::grpc`]).
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
 use super::ProxyBody;
+use super::grpc::ProxyError;
 
 /// A JSON error response: `{"error": code, "message": …, "request_id": …}`.
 pub fn error(
@@ -17,7 +20,7 @@ pub fn error(
         "message": message,
         "request_id": request_id,
     });
-    json_response(status, body)
+    json_response(status, body, code, message)
 }
 
 /// [`error`] with a `details` member (a route's `error_details`).
@@ -34,10 +37,15 @@ pub fn error_with_details(
         "request_id": request_id,
         "details": details,
     });
-    json_response(status, body)
+    json_response(status, body, code, message)
 }
 
-fn json_response(status: StatusCode, body: serde_json::Value) -> Response<ProxyBody> {
+fn json_response(
+    status: StatusCode,
+    body: serde_json::Value,
+    code: &str,
+    message: &str,
+) -> Response<ProxyBody> {
     let bytes = Bytes::from(body.to_string());
     let mut resp = Response::new(ProxyBody::full(bytes.clone()));
     *resp.status_mut() = status;
@@ -47,5 +55,9 @@ fn json_response(status: StatusCode, body: serde_json::Value) -> Response<ProxyB
         HeaderValue::from_static("application/json"),
     );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    resp.extensions_mut().insert(ProxyError {
+        code: code.into(),
+        message: message.into(),
+    });
     resp
 }

@@ -2,6 +2,7 @@
 
 pub mod body;
 pub mod expect;
+pub mod grpc;
 pub mod headers;
 pub mod local;
 pub mod target;

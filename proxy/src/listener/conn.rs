@@ -211,7 +211,7 @@ impl Connections {
         S::Future: Send + 'static,
     {
         let io = WriteBounded::new(TokioIo::new(stream), self.write_idle);
-        let conn = self.builder.serve_connection(io, service);
+        let conn = self.builder.serve_connection_with_upgrades(io, service);
         let mut conn = std::pin::pin!(conn);
         let mut drain = self.drain.clone();
         let drain = drain.wait_for(|started| *started);

@@ -14,7 +14,7 @@ use crate::http::expect::{self, ContinueGate, Gated, RefuseOnDrop};
 use crate::http::{ProxyBody, headers, local};
 use crate::listener::Peer;
 use crate::route::Route;
-use crate::upstream::{Cluster, PickInput, UpstreamError};
+use crate::upstream::{Cluster, PickInput, StreamSlot, UpstreamError};
 
 use super::outgoing::Outgoing;
 
@@ -34,6 +34,13 @@ pub async fn forward(
     timeout: Duration,
     props: &mut RequestProps,
 ) -> Response<ProxyBody> {
+    if head.headers.contains_key(header::UPGRADE) && super::upgrade::requested(&head) {
+        // Boxed: rare, and its future would make every request's larger.
+        return Box::pin(super::upgrade::forward(
+            route, cluster, head, body, peer, timeout, props,
+        ))
+        .await;
+    }
     headers::remove_hop_by_hop(&mut head.headers);
     headers::add_forwarded(&mut head.headers, peer, head.version);
     frame_request_body(&mut head, &body);
@@ -64,16 +71,21 @@ pub async fn forward(
         Ok((response, active)) => {
             props.upstream_failure = None;
             let (mut head, body) = response.into_parts();
+            // An HTTP/2 stream's slot, held until its body is done.
+            let slot = head.extensions.remove::<StreamSlot>();
+            let body = match slot {
+                None => ProxyBody::Upstream(body, active),
+                Some(slot) => {
+                    ProxyBody::Guarded(Box::new(ProxyBody::Upstream(body, active)), Box::new(slot))
+                }
+            };
             headers::remove_hop_by_hop(&mut head.headers);
             head.headers.append(header::VIA, headers::via(head.version));
             // The proxy answers with its own version (RFC 9110 §6.2).
             head.version = Version::HTTP_11;
             let body = match refuse {
-                None => ProxyBody::Upstream(body, active),
-                Some(refuse) => ProxyBody::Guarded(
-                    Box::new(ProxyBody::Upstream(body, active)),
-                    Box::new(refuse),
-                ),
+                None => body,
+                Some(refuse) => ProxyBody::Guarded(Box::new(body), Box::new(refuse)),
             };
             Response::from_parts(head, body)
         }
@@ -95,25 +107,31 @@ pub async fn forward(
                 "{e}"
             );
             props.upstream_failure = Some(e.kind());
-            let (status, code) = match e {
-                UpstreamError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
-                UpstreamError::Overflow { .. } | UpstreamError::Overloaded { .. } => {
-                    (StatusCode::SERVICE_UNAVAILABLE, "overloaded")
-                }
-                UpstreamError::NoHealthyEndpoint { .. } => {
-                    (StatusCode::SERVICE_UNAVAILABLE, "no_healthy_endpoint")
-                }
-                _ => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
-            };
-            let mut response = local::error(status, code, &e.to_string(), &props.request_id);
-            if let UpstreamError::Overloaded { limit, .. } = e {
-                response
-                    .headers_mut()
-                    .insert(OVERLOADED, HeaderValue::from_static(limit.name()));
-            }
-            response
+            error_response(&e, &props.request_id)
         }
     }
+}
+
+/// The proxy's own answer to an upstream failure: 504, 503 (with
+/// `x-weft-overloaded` naming a circuit breaker's limit) or 502.
+pub(super) fn error_response(e: &UpstreamError, request_id: &str) -> Response<ProxyBody> {
+    let (status, code) = match e {
+        UpstreamError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
+        UpstreamError::Overflow { .. } | UpstreamError::Overloaded { .. } => {
+            (StatusCode::SERVICE_UNAVAILABLE, "overloaded")
+        }
+        UpstreamError::NoHealthyEndpoint { .. } => {
+            (StatusCode::SERVICE_UNAVAILABLE, "no_healthy_endpoint")
+        }
+        _ => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
+    };
+    let mut response = local::error(status, code, &e.to_string(), request_id);
+    if let UpstreamError::Overloaded { limit, .. } = e {
+        response
+            .headers_mut()
+            .insert(OVERLOADED, HeaderValue::from_static(limit.name()));
+    }
+    response
 }
 
 /// Leaves `Expect: 100-continue` to the upstream ([`expect`]): a body still

@@ -23,6 +23,7 @@ use crate::http::{ProxyBody, headers};
 use crate::listener::Peer;
 use crate::route::{Mirror, Route};
 use crate::telemetry::Registry;
+use crate::upstream::PickInput;
 
 /// Mirrors in flight on one worker at most; a copy past it is dropped.
 pub const MIRRORS_PER_WORKER: usize = 64;
@@ -109,12 +110,21 @@ pub fn spawn(
     let cluster = mirror.cluster.clone();
     let metrics = metrics.clone();
     let route_name = route.name.clone();
+    let client_ip = peer.addr.ip();
     tokio::spawn(async move {
         let _slot = slot;
-        let endpoint = cluster.pick().clone();
+        let picked = cluster.pick(&PickInput {
+            headers: &head.headers,
+            client_ip,
+            avoid: None,
+        });
         let request = Request::from_parts(head, body);
-        let outcome = match cluster.send(&endpoint, request, timeout).await {
-            Ok(response) => {
+        let sent = match picked {
+            Ok(i) => cluster.send(i, request, timeout).await,
+            Err(e) => Err(e),
+        };
+        let outcome = match sent {
+            Ok((response, _active)) => {
                 // Read to the end, so the connection goes back to the pool.
                 let mut body = response.into_body();
                 let drained = tokio::time::timeout(timeout, async {

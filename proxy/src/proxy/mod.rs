@@ -23,6 +23,7 @@ mod dispatch;
 mod forward;
 mod mirror;
 mod outgoing;
+pub mod upgrade;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -34,7 +35,7 @@ use hyper::body::Incoming;
 
 use crate::filter::{ChainRun, Exchange, Phase, RequestProps, Step};
 use crate::http::body::{BufferError, buffer};
-use crate::http::{ProxyBody, headers, local, target};
+use crate::http::{ProxyBody, grpc, headers, local, target};
 use crate::listener::{InFlight, Peer};
 use crate::snapshot::Snapshot;
 use crate::telemetry::Registry;
@@ -55,8 +56,24 @@ pub struct Proxy {
 
 impl Proxy {
     /// Serves one request that arrived on listener number `listener`,
-    /// counted in flight on its connection until its handler returns.
+    /// counted in flight on its connection until its handler returns. A
+    /// gRPC call gets the proxy's own errors as gRPC statuses ([`grpc`]).
     pub async fn handle(
+        self: Arc<Self>,
+        listener: usize,
+        peer: Arc<Peer>,
+        request: Request<Incoming>,
+        in_flight: InFlight,
+    ) -> Result<Response<ProxyBody>, Infallible> {
+        let is_grpc = grpc::is_grpc(request.headers());
+        let response = self.serve(listener, peer, request, in_flight).await;
+        if is_grpc {
+            return response.map(grpc::answer);
+        }
+        response
+    }
+
+    async fn serve(
         self: Arc<Self>,
         listener: usize,
         peer: Arc<Peer>,

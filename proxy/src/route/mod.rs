@@ -122,6 +122,9 @@ pub struct Route {
     pub timeout: std::time::Duration,
     /// Largest body buffered for a body phase.
     pub max_body_bytes: u64,
+    /// `Upgrade` protocols allowed (lower case), and the route's config
+    /// path, for the refusal's message.
+    pub upgrades: crate::proxy::upgrade::Upgrades,
 }
 
 impl Route {

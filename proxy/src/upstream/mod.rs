@@ -13,13 +13,15 @@ pub mod endpoint;
 pub mod health;
 pub mod outlier;
 mod pool;
+pub mod transport;
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use endpoint::{ActiveRequest, EndpointState, Health};
-pub use pool::sweep;
+pub use pool::{StreamSlot, sweep};
+pub use transport::Transport;
 
 use http::uri::{Authority, PathAndQuery};
 use http::{HeaderMap, Request, Response, Version};
@@ -81,6 +83,10 @@ pub struct Cluster {
     outlier: Option<Outlier>,
     /// The background tasks (health checks, DNS), aborted on drop.
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// How connections are opened: protocol, TLS.
+    transport: Transport,
+    /// Each endpoint's key in the pool, when not the endpoint itself.
+    keys: Vec<Box<str>>,
 }
 
 /// What a request offers the balancer.
@@ -218,6 +224,61 @@ impl Cluster {
             health_check: settings.health_check.map(Arc::new),
             outlier: settings.outlier.map(Outlier::new),
             tasks: Mutex::new(Vec::new()),
+            transport: Transport::plain(),
+            keys: Vec::new(),
+        }
+    }
+
+    /// This cluster with its connections opened by `transport` (protocol,
+    /// TLS).
+    pub fn with_transport(mut self, transport: Transport) -> Self {
+        self.keys = if transport.is_plain_http1() {
+            Vec::new()
+        } else {
+            self.endpoints
+                .iter()
+                .map(|e| transport.pool_key(&e.authority))
+                .collect()
+        };
+        self.transport = transport;
+        self
+    }
+
+    /// Where endpoint `endpoint`'s requests go in a worker's pool.
+    fn target<'a>(&'a self, endpoint: &'a Authority) -> pool::Target<'a> {
+        let key = match self.keys.is_empty() {
+            true => endpoint.as_str(),
+            false => self
+                .endpoints
+                .iter()
+                .position(|e| e.authority == *endpoint)
+                .map_or(endpoint.as_str(), |i| &self.keys[i]),
+        };
+        pool::Target {
+            endpoint,
+            key,
+            transport: &self.transport,
+            connect_timeout: self.pool.connect_timeout,
+            max_connections: self.pool.max_connections,
+            idle_timeout: self.pool.idle_timeout,
+            breakers: &self.pool.breakers,
+        }
+    }
+
+    /// Sends an `Upgrade` request (origin-form URI) to endpoint `i` on a
+    /// new HTTP/1.1 connection of its own, and waits up to `timeout` for
+    /// the response headers (`101` or a refusal).
+    pub async fn send_upgrade(
+        &self,
+        i: usize,
+        request: Request<ProxyBody>,
+        timeout: Duration,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let endpoint = &self.endpoints[i].authority;
+        let target = self.target(endpoint);
+        match tokio::time::timeout(timeout, pool::send_upgrade(&target, request)).await {
+            Ok(result) => result.map_err(|e| self.error(endpoint, e)),
+            Err(_) => Err(self.timeout(endpoint, timeout)),
         }
     }
 
@@ -354,7 +415,8 @@ impl Cluster {
         timeout: Duration,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let sent = request.body_mut().watch_end();
-        let exchange = pool::send(endpoint, &self.pool, request);
+        let target = self.target(endpoint);
+        let exchange = pool::send(&target, request);
         let mut exchange = std::pin::pin!(exchange);
         let deadline = tokio::time::sleep(timeout);
         let mut deadline = std::pin::pin!(deadline);
@@ -380,7 +442,11 @@ impl Cluster {
                 }
             }
         };
-        result.map_err(|e| match e {
+        result.map_err(|e| self.error(endpoint, e))
+    }
+
+    fn error(&self, endpoint: &Authority, e: pool::SendError) -> UpstreamError {
+        match e {
             pool::SendError::Connect(reason) => UpstreamError::Connect {
                 endpoint: endpoint.to_string(),
                 reason,
@@ -398,7 +464,7 @@ impl Cluster {
                 wait_ms: self.pool.connect_timeout.as_millis() as u64,
             },
             pool::SendError::Overloaded(limit) => self.overloaded(limit),
-        })
+        }
     }
 
     fn timeout(&self, endpoint: &Authority, timeout: Duration) -> UpstreamError {

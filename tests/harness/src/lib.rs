@@ -6,10 +6,13 @@ pub mod client;
 pub mod components;
 pub mod control;
 pub mod filters;
+pub mod grpc;
 pub mod jwt;
+pub mod origin;
 pub mod process;
 pub mod raw;
 pub mod upstream;
+pub mod websocket;
 
 pub use client::{Reply, client, get, raw_status, send};
 pub use control::Control;
@@ -17,3 +20,6 @@ pub use filters::component;
 pub use process::Weft;
 pub use raw::{RawConn, RawReply};
 pub use upstream::Upstream;
+
+/// The gRPC library of the gRPC tests' clients.
+pub use tonic;

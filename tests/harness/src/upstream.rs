@@ -45,7 +45,7 @@ pub struct Upstream {
 }
 
 /// Requests seen per flaky key.
-type Flaky = Arc<Mutex<HashMap<String, usize>>>;
+pub(crate) type Flaky = Arc<Mutex<HashMap<String, usize>>>;
 
 impl Upstream {
     /// Starts an upstream on an ephemeral loopback port.
@@ -162,7 +162,11 @@ fn flaky<T: std::str::FromStr>(flaky: &Flaky, path: &str, prefix: &str) -> Optio
     (*count <= n).then_some(value)
 }
 
-async fn answer(req: Request<Incoming>, seen: Flaky) -> Result<Response<Full<Bytes>>, Infallible> {
+/// Answers one request as described at the top of this module.
+pub(crate) async fn answer(
+    req: Request<Incoming>,
+    seen: Flaky,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let (head, body) = req.into_parts();
     let path = head.uri.path().to_string();
     if let Some(ms) = path.strip_prefix("/delay/").and_then(|s| s.parse().ok()) {
@@ -208,6 +212,7 @@ async fn answer(req: Request<Incoming>, seen: Flaky) -> Result<Response<Full<Byt
         "path": head.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
         "headers": headers,
         "body_bytes": body_bytes,
+        "version": format!("{:?}", head.version),
     });
     let mut resp = Response::new(Full::new(Bytes::from(echo.to_string())));
     *resp.status_mut() = status;

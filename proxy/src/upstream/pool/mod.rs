@@ -13,6 +13,14 @@
 //! closed and expired connections and those to endpoints no longer in the
 //! config, so the request path only looks at connections until it finds a
 //! ready one.
+//!
+//! Connections are keyed by the endpoint as the config spells it for a
+//! plaintext HTTP/1.1 cluster (the fast path), and by endpoint and cluster
+//! transport otherwise ([`Transport::pool_key`]). HTTP/2 connections, shared
+//! by many requests, are in [`h2`]; `Upgrade` tunnels get a connection of
+//! their own ([`send_upgrade`]).
+
+mod h2;
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -25,10 +33,15 @@ use http::{HeaderValue, Request, Response, header};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::circuit::{ConnectionSlot, Limit};
+use super::circuit::{Breakers, ConnectionSlot, Limit};
+use super::transport::{Connected, Transport};
+use crate::config::model::UpstreamProtocol;
 use crate::http::ProxyBody;
 use crate::http::body::BodyIdle;
+
+pub use h2::StreamSlot;
 
 /// What the pool needs to know of an endpoint's cluster.
 pub struct PoolSettings {
@@ -39,7 +52,7 @@ pub struct PoolSettings {
     /// An idle connection older than this is closed rather than reused.
     pub idle_timeout: Duration,
     /// The cluster's process-wide limits (connections, pending requests).
-    pub breakers: super::circuit::Breakers,
+    pub breakers: Breakers,
 }
 /// Pooled connections tried for one request before opening a new one: a
 /// connection the upstream closed while idle fails without sending.
@@ -108,26 +121,56 @@ pub enum SendError {
     Overloaded(Limit),
 }
 
+/// Where a request goes: the endpoint, its key in the pool, and how
+/// connections to it are opened.
+pub struct Target<'a> {
+    /// The endpoint.
+    pub endpoint: &'a Authority,
+    /// Its connections' key ([`Transport::pool_key`]).
+    pub key: &'a str,
+    /// The cluster's transport.
+    pub transport: &'a Transport,
+    /// Time allowed to open a connection (or wait for a free one).
+    pub connect_timeout: Duration,
+    /// Connections a worker may open to the endpoint.
+    pub max_connections: u32,
+    /// An idle connection older than this is closed rather than reused.
+    pub idle_timeout: Duration,
+    /// The cluster's process-wide limits.
+    pub breakers: &'a Breakers,
+}
+
 /// Sends `request` (origin-form URI) to `endpoint` on a pooled connection,
 /// or on a new one opened within `connect_timeout` when fewer than
 /// `max_connections` are open; otherwise waits as long for one to be free.
+/// HTTP/2 clusters (and `auto` ones whose endpoint chose `h2`) share
+/// connections instead ([`h2`]).
 pub async fn send(
-    endpoint: &Authority,
-    settings: &PoolSettings,
+    target: &Target<'_>,
     mut request: Request<ProxyBody>,
 ) -> Result<Response<Incoming>, SendError> {
     if !request.headers().contains_key(header::HOST)
-        && let Ok(host) = HeaderValue::from_str(endpoint.as_str())
+        && let Ok(host) = HeaderValue::from_str(target.endpoint.as_str())
     {
         request.headers_mut().insert(header::HOST, host);
     }
+    if !target.transport.is_plain_http1() {
+        match target.transport.protocol {
+            UpstreamProtocol::Http2 => return Box::pin(h2::send(target, request)).await,
+            UpstreamProtocol::Auto if h2::has_connections(target.key) => {
+                return Box::pin(h2::send(target, request)).await;
+            }
+            _ => {}
+        }
+    }
+    let key = target.key;
     for _ in 0..STALE_TRIES {
-        let Some(mut sender) = take_ready(endpoint, settings.idle_timeout) else {
+        let Some(mut sender) = take_ready(key, target.idle_timeout) else {
             break;
         };
         match sender.try_send_request(request).await {
             Ok(response) => {
-                give_back(endpoint, sender, settings.idle_timeout);
+                give_back(key, sender, target.idle_timeout);
                 return Ok(response);
             }
             Err(mut failed) => match failed.take_message() {
@@ -139,29 +182,75 @@ pub async fn send(
     }
     // Boxed: opening or waiting for a connection is rare, and its future
     // would otherwise make every request's future larger to move around.
-    Box::pin(send_fresh(endpoint, settings, request)).await
+    Box::pin(send_fresh(target, request)).await
 }
 
 /// Sends `request` on a connection that is opened or freed for it.
 async fn send_fresh(
-    endpoint: &Authority,
-    settings: &PoolSettings,
+    target: &Target<'_>,
     request: Request<ProxyBody>,
 ) -> Result<Response<Incoming>, SendError> {
-    let pending = settings.breakers.pending().map_err(SendError::Overloaded)?;
-    let mut sender = acquire(endpoint, settings).await?;
+    let pending = target.breakers.pending().map_err(SendError::Overloaded)?;
+    let conn = acquire(target).await;
     drop(pending);
+    let mut sender = match conn? {
+        Conn::Http1(sender) => sender,
+        // An `auto` endpoint chose HTTP/2.
+        Conn::Http2(conn) => return h2::send_on(conn, target, request).await,
+    };
     let response = sender
         .send_request(request)
         .await
         .map_err(|e| exchange_error(&e))?;
-    give_back(endpoint, sender, settings.idle_timeout);
+    give_back(target.key, sender, target.idle_timeout);
     Ok(response)
+}
+
+/// Sends an `Upgrade` request on a new HTTP/1.1 connection of its own (not
+/// pooled: after `101` it is the tunnel's), opened within the connect
+/// timeout.
+pub async fn send_upgrade(
+    target: &Target<'_>,
+    request: Request<ProxyBody>,
+) -> Result<Response<Incoming>, SendError> {
+    let connected = target
+        .transport
+        .connect(target.endpoint, target.connect_timeout, true)
+        .await
+        .map_err(SendError::Connect)?;
+    let mut sender = match connected {
+        Connected::Plain(s) => upgradable_http1(s, target.endpoint).await?,
+        Connected::Tls(s) => upgradable_http1(s, target.endpoint).await?,
+    };
+    sender
+        .send_request(request)
+        .await
+        .map_err(|e| exchange_error(&e))
+}
+
+async fn upgradable_http1<S>(
+    stream: S,
+    endpoint: &Authority,
+) -> Result<SendRequest<ProxyBody>, SendError>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, connection) = http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| SendError::Connect(error_chain(&e)))?;
+    let endpoint = endpoint.clone();
+    tokio::spawn(async move {
+        if let Err(e) = connection.with_upgrades().await {
+            tracing::debug!(%endpoint, "upstream connection ended: {e}");
+        }
+    });
+    Ok(sender)
 }
 
 /// Tells the client's body failing mid-send (hyper's user-body error: a
 /// malformed chunk, a stalled upload) from the upstream failing.
-fn exchange_error(e: &hyper::Error) -> SendError {
+pub(super) fn exchange_error(e: &hyper::Error) -> SendError {
     use std::error::Error;
     if e.is_user()
         && let Some(cause) = e.source()
@@ -182,32 +271,35 @@ fn exchange_error(e: &hyper::Error) -> SendError {
     SendError::Exchange(error_chain(e))
 }
 
+/// A connection just opened or freed.
+enum Conn {
+    Http1(SendRequest<ProxyBody>),
+    Http2(h2::H2Conn),
+}
+
 /// A new connection when the cap allows, else the first pooled one to
-/// become ready within `timeout`.
-async fn acquire(
-    endpoint: &Authority,
-    settings: &PoolSettings,
-) -> Result<SendRequest<ProxyBody>, SendError> {
-    let timeout = settings.connect_timeout;
-    let deadline = tokio::time::Instant::now() + timeout;
+/// become ready within the connect timeout.
+async fn acquire(target: &Target<'_>) -> Result<Conn, SendError> {
+    let key = target.key;
+    let deadline = tokio::time::Instant::now() + target.connect_timeout;
     loop {
-        let shared = shared(endpoint);
-        if shared.open.load(Ordering::Relaxed) < settings.max_connections {
-            let slot = settings
+        let shared = shared(key);
+        if shared.open.load(Ordering::Relaxed) < target.max_connections {
+            let slot = target
                 .breakers
                 .connection()
                 .map_err(SendError::Overloaded)?;
-            return connect(endpoint, timeout, shared, slot).await;
+            return connect(target, shared, slot).await;
         }
-        if let Some(sender) = take_ready(endpoint, settings.idle_timeout) {
-            return Ok(sender);
+        if let Some(sender) = take_ready(key, target.idle_timeout) {
+            return Ok(Conn::Http1(sender));
         }
-        match take_busy(endpoint) {
+        match take_busy(key) {
             Some(mut busy) => match tokio::time::timeout_at(deadline, busy.ready()).await {
-                Ok(Ok(())) => return Ok(busy),
+                Ok(Ok(())) => return Ok(Conn::Http1(busy)),
                 Ok(Err(_)) => continue,
                 Err(_) => {
-                    give_back(endpoint, busy, settings.idle_timeout);
+                    give_back(key, busy, target.idle_timeout);
                     return Err(SendError::Overflow);
                 }
             },
@@ -224,11 +316,11 @@ async fn acquire(
     }
 }
 
-/// The first ready connection to `endpoint`; closed and expired ones met on
+/// The first ready connection under `key`; closed and expired ones met on
 /// the way are dropped.
-fn take_ready(endpoint: &Authority, idle: Duration) -> Option<SendRequest<ProxyBody>> {
+fn take_ready(key: &str, idle: Duration) -> Option<SendRequest<ProxyBody>> {
     POOL.with_borrow_mut(|pool| {
-        let list = &mut pool.get_mut(endpoint.as_str())?.pooled;
+        let list = &mut pool.get_mut(key)?.pooled;
         let now = Instant::now();
         let mut i = 0;
         while i < list.len() {
@@ -246,34 +338,29 @@ fn take_ready(endpoint: &Authority, idle: Duration) -> Option<SendRequest<ProxyB
 }
 
 /// A pooled connection still busy with a response body.
-fn take_busy(endpoint: &Authority) -> Option<SendRequest<ProxyBody>> {
-    POOL.with_borrow_mut(|pool| {
-        pool.get_mut(endpoint.as_str())?
-            .pooled
-            .pop()
-            .map(|c| c.sender)
-    })
+fn take_busy(key: &str) -> Option<SendRequest<ProxyBody>> {
+    POOL.with_borrow_mut(|pool| pool.get_mut(key)?.pooled.pop().map(|c| c.sender))
 }
 
-fn shared(endpoint: &Authority) -> Arc<Shared> {
+fn shared(key: &str) -> Arc<Shared> {
     POOL.with_borrow_mut(|pool| {
-        if let Some(e) = pool.get(endpoint.as_str()) {
+        if let Some(e) = pool.get(key) {
             return e.shared.clone();
         }
-        let e = pool.entry(endpoint.as_str().into()).or_default();
+        let e = pool.entry(key.into()).or_default();
         e.shared.clone()
     })
 }
 
-fn give_back(endpoint: &Authority, sender: SendRequest<ProxyBody>, idle: Duration) {
+fn give_back(key: &str, sender: SendRequest<ProxyBody>, idle: Duration) {
     let pooled = Pooled {
         sender,
         used: Instant::now(),
     };
     POOL.with_borrow_mut(|pool| {
-        let e = match pool.get_mut(endpoint.as_str()) {
+        let e = match pool.get_mut(key) {
             Some(e) => e,
-            None => pool.entry(endpoint.as_str().into()).or_default(),
+            None => pool.entry(key.into()).or_default(),
         };
         e.idle = idle;
         e.pooled.push(pooled);
@@ -286,8 +373,9 @@ fn give_back(endpoint: &Authority, sender: SendRequest<ProxyBody>, idle: Duratio
 /// dropping the sender closes the connection once its exchange is done).
 pub fn sweep(live: &HashSet<&str>) {
     let now = Instant::now();
+    h2::sweep(live, now);
     POOL.with_borrow_mut(|pool| {
-        pool.retain(|endpoint, _| live.contains(&**endpoint));
+        pool.retain(|key, _| live.contains(endpoint_of(key)));
         for e in pool.values_mut() {
             let idle = e.idle;
             e.pooled
@@ -296,26 +384,47 @@ pub fn sweep(live: &HashSet<&str>) {
     });
 }
 
+/// The endpoint part of a pool key.
+fn endpoint_of(key: &str) -> &str {
+    key.split_once('#').map_or(key, |(endpoint, _)| endpoint)
+}
+
 /// Opens a connection, counted in `shared.open` while it lives.
 async fn connect(
-    endpoint: &Authority,
-    timeout: Duration,
+    target: &Target<'_>,
     shared: Arc<Shared>,
     slot: ConnectionSlot,
-) -> Result<SendRequest<ProxyBody>, SendError> {
+) -> Result<Conn, SendError> {
     shared.open.fetch_add(1, Ordering::Relaxed);
     let open = OpenConnection(shared, slot);
-    let stream = match tokio::time::timeout(timeout, super::dns::connect(endpoint.as_str())).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => return Err(SendError::Connect(format!("tcp connect error: {e}"))),
-        Err(_) => {
-            return Err(SendError::Connect(format!(
-                "tcp connect timed out after {} ms",
-                timeout.as_millis()
-            )));
-        }
+    let connected = target
+        .transport
+        .connect(target.endpoint, target.connect_timeout, false)
+        .await
+        .map_err(SendError::Connect)?;
+    if target.transport.speaks_h2(&connected) {
+        let conn = match connected {
+            Connected::Plain(s) => h2::handshake(s, target, open).await?,
+            Connected::Tls(s) => h2::handshake(s, target, open).await?,
+        };
+        return Ok(Conn::Http2(conn));
+    }
+    let sender = match connected {
+        Connected::Plain(s) => handshake_http1(s, target.endpoint, open).await?,
+        Connected::Tls(s) => handshake_http1(s, target.endpoint, open).await?,
     };
-    let _ = stream.set_nodelay(true);
+    Ok(Conn::Http1(sender))
+}
+
+/// Opens an HTTP/1.1 connection over `stream`; its task holds `open`.
+async fn handshake_http1<S>(
+    stream: S,
+    endpoint: &Authority,
+    open: OpenConnection,
+) -> Result<SendRequest<ProxyBody>, SendError>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
     let (sender, connection) = http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await
@@ -332,7 +441,7 @@ async fn connect(
 
 /// One open connection in its endpoint's count (and its cluster's), until
 /// dropped.
-struct OpenConnection(Arc<Shared>, #[allow(dead_code)] ConnectionSlot);
+pub(super) struct OpenConnection(Arc<Shared>, #[allow(dead_code)] ConnectionSlot);
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
@@ -342,7 +451,7 @@ impl Drop for OpenConnection {
 }
 
 /// `e` and its sources, `: `-separated.
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
