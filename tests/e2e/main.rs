@@ -34,6 +34,7 @@ mod reload;
 mod retry;
 mod routing;
 mod shared_state;
+mod tls;
 mod telemetry;
 mod traps;
 mod validate;

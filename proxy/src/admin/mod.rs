@@ -143,7 +143,7 @@ pub struct AdminApi {
 /// timers and the (small) cap of `conns`.
 pub async fn serve(listener: TcpListener, api: Arc<AdminApi>, conns: Arc<Connections>) {
     conns
-        .accept_loop(listener, move |_, activity| {
+        .accept_loop(listener, || None, move |_, activity| {
             let api = api.clone();
             service_fn(move |req| {
                 let api = api.clone();

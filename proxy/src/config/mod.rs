@@ -7,6 +7,7 @@
 pub mod files;
 pub mod limits;
 pub mod model;
+pub mod tls;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -9,6 +9,7 @@ pub mod filters;
 pub mod jwt;
 pub mod process;
 pub mod raw;
+pub mod tls;
 pub mod upstream;
 
 pub use client::{Reply, client, get, raw_status, send};
