@@ -67,7 +67,11 @@ impl RequestProps {
             "peer.ip" => self.peer.as_ref().map(|p| Cow::Borrowed(p.ip.as_str())),
             "peer.certificate_present" => {
                 let tls = self.peer.as_ref()?.tls.as_ref()?;
-                Some(Cow::Borrowed(if tls.cert.is_some() { "true" } else { "false" }))
+                Some(Cow::Borrowed(if tls.cert.is_some() {
+                    "true"
+                } else {
+                    "false"
+                }))
             }
             "peer.identity" | "peer.subject" | "peer.uri_sans" | "peer.dns_sans" => {
                 let cert = self.peer.as_ref()?.tls.as_ref()?.cert.as_ref()?;
@@ -79,7 +83,14 @@ impl RequestProps {
                 }))
             }
             "tls.version" => Some(Cow::Borrowed(self.peer.as_ref()?.tls.as_ref()?.version)),
-            "tls.sni" => self.peer.as_ref()?.tls.as_ref()?.sni.as_deref().map(Cow::Borrowed),
+            "tls.sni" => self
+                .peer
+                .as_ref()?
+                .tls
+                .as_ref()?
+                .sni
+                .as_deref()
+                .map(Cow::Borrowed),
             "request.attempt" if self.attempt > 0 => Some(Cow::Owned(self.attempt.to_string())),
             "request.retryable" if self.attempt > 0 => Some(Cow::Owned(self.retryable.to_string())),
             "upstream.endpoint" => self

@@ -130,12 +130,10 @@ pub fn dns_names(cert: &CertificateDer<'_>) -> Vec<String> {
 pub fn load_roots(path: &Path) -> Result<Arc<RootCertStore>, TlsFileError> {
     let mut roots = RootCertStore::empty();
     for cert in read_certificates(path)? {
-        roots
-            .add(cert)
-            .map_err(|e| TlsFileError::Certificate {
-                path: path.to_path_buf(),
-                what: e.to_string(),
-            })?;
+        roots.add(cert).map_err(|e| TlsFileError::Certificate {
+            path: path.to_path_buf(),
+            what: e.to_string(),
+        })?;
     }
     Ok(Arc::new(roots))
 }

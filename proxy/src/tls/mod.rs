@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use rustls::crypto::CryptoProvider;
-use rustls::server::{ProducesTickets, ServerSessionMemoryCache, StoresServerSessions};
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::{ProducesTickets, ServerSessionMemoryCache, StoresServerSessions};
 use rustls::{ServerConfig, SupportedProtocolVersion};
 
 use crate::config::ConfigError;
@@ -105,8 +105,8 @@ impl Settings {
         let provider = provider();
         let mut set: Option<CertSet> = None;
         for (j, c) in self.certs.iter().enumerate() {
-            let key = certs::load_certified_key(&c.cert_file, &c.key_file, provider)
-                .map_err(|e| {
+            let key =
+                certs::load_certified_key(&c.cert_file, &c.key_file, provider).map_err(|e| {
                     let file = match &e {
                         TlsFileError::Key { .. } => "key_file",
                         TlsFileError::Read { path, .. } | TlsFileError::Pem { path, .. }
@@ -284,15 +284,14 @@ impl ListenerTls {
                 )),
                 _ => errors.push(ConfigError::new(
                     format!("{at}.alpn[{k}]"),
-                    format!("unsupported protocol {protocol:?}: \"h2\" and \"http/1.1\" are served"),
+                    format!(
+                        "unsupported protocol {protocol:?}: \"h2\" and \"http/1.1\" are served"
+                    ),
                 )),
             }
         }
         let client_ca = match (&config.client_ca_file, config.client_auth) {
-            (Some(path), auth) => Some((
-                base_dir.join(path),
-                auth.unwrap_or(ClientAuth::Required),
-            )),
+            (Some(path), auth) => Some((base_dir.join(path), auth.unwrap_or(ClientAuth::Required))),
             (None, Some(_)) => {
                 errors.push(ConfigError::new(
                     format!("{at}.client_auth"),
@@ -323,9 +322,9 @@ impl ListenerTls {
             sessions: ServerSessionMemoryCache::new(SESSION_CACHE_SIZE),
         };
         let loaded = stamps(settings.files());
-        let server_config = settings.load().map_err(|e| {
-            vec![ConfigError::new(format!("{at}.{}", e.field), e.message)]
-        })?;
+        let server_config = settings
+            .load()
+            .map_err(|e| vec![ConfigError::new(format!("{at}.{}", e.field), e.message)])?;
         let reload_interval = (ms != 0).then(|| Duration::from_millis(ms));
         Ok(ListenerTls {
             current: ArcSwap::from_pointee(server_config),
@@ -390,6 +389,11 @@ impl ListenerTls {
     /// When the next check is due.
     pub fn next_check(&self) -> Option<Instant> {
         self.reload_interval?;
-        Some(self.watch.lock().unwrap_or_else(|e| e.into_inner()).next_check)
+        Some(
+            self.watch
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .next_check,
+        )
     }
 }

@@ -25,8 +25,7 @@ pub async fn watch_files(proxy: Arc<Proxy>) {
                 .min()
         };
         let wait = next.map_or(IDLE_CHECK, |at| {
-            at.saturating_duration_since(Instant::now())
-                .min(IDLE_CHECK)
+            at.saturating_duration_since(Instant::now()).min(IDLE_CHECK)
         });
         tokio::time::sleep(wait).await;
         let proxy = proxy.clone();

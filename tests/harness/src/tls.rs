@@ -22,6 +22,9 @@ use tokio_rustls::client::TlsStream;
 
 use crate::Reply;
 
+/// The rustls the clients here are made with.
+pub use rustls;
+
 /// A certificate authority.
 pub struct Ca {
     issuer: CertifiedIssuer<'static, KeyPair>,
@@ -187,10 +190,9 @@ pub async fn get(
         builder.body(Full::<Bytes>::default()).unwrap()
     };
     let resp = if h2 {
-        let (mut sender, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-                .await
-                .map_err(|e| e.to_string())?;
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .map_err(|e| e.to_string())?;
         tokio::spawn(conn);
         sender
             .send_request(request(Version::HTTP_2))
