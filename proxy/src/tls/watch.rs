@@ -24,9 +24,14 @@ pub async fn watch_files(proxy: Arc<Proxy>) {
                 .filter_map(|l| l.tls.as_ref()?.next_check())
                 .min()
         };
-        let wait = next.map_or(IDLE_CHECK, |at| {
-            at.saturating_duration_since(Instant::now()).min(IDLE_CHECK)
-        });
+        let Some(next) = next else {
+            // No listener watches files: nothing to read.
+            tokio::time::sleep(IDLE_CHECK).await;
+            continue;
+        };
+        let wait = next
+            .saturating_duration_since(Instant::now())
+            .min(IDLE_CHECK);
         tokio::time::sleep(wait).await;
         let proxy = proxy.clone();
         let _ = tokio::task::spawn_blocking(move || refresh_all(&proxy)).await;
