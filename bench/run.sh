@@ -6,7 +6,7 @@
 #
 # Starts on 127.0.0.1: a fast upstream, Weft without filters, Weft with the
 # four-filter Wasm chain, and (when installed) nginx and haproxy doing the
-# same work natively; loads each in interleaved rounds with wrk, weft-loadgen
+# same work natively, and Weft and nginx terminating TLS; loads each in interleaved rounds with wrk, weft-loadgen
 # (a fixed rate) and h2load,
 # pinning the proxy under test to one core and the load generator and the
 # upstream to another; writes a table of medians to bench/RESULTS.md.
@@ -27,8 +27,11 @@ usage: bench/run.sh [options]
   --warmup S           seconds of unrecorded load per target first (default 3; --quick: 1)
   --quick              smoke test: short runs, one round (not a measurement)
   --targets LIST       comma-separated subset of:
-                       direct,weft,weft-chain,nginx,nginx-chain,haproxy,haproxy-chain
+                       direct,weft,weft-chain,nginx,nginx-chain,haproxy,haproxy-chain,
+                       weft-tls,nginx-tls
   --connections N      wrk connections for the throughput runs (default 50)
+  --tls-new-connections N
+                       wrk connections of the new-TLS-connection runs (default 10)
   --rate R             requests/s of the fixed-rate runs, over 10 connections
                        (default 5000; 0: no fixed-rate runs)
   --no-h2              skip the HTTP/2 (h2load) runs
@@ -43,7 +46,7 @@ EOF
 }
 
 DURATION="" ROUNDS="" WARMUP="" QUICK=0 INSTALL=0 BUILD=1 H2=1 KEEP=0
-TARGETS_ARG="" UPSTREAM=auto CONNS=50 H2_CONNS=10 H2_STREAMS=10 RATE=5000 RATE_CONNS=10
+TARGETS_ARG="" UPSTREAM=auto CONNS=50 TLS_NEW_CONNS=10 H2_CONNS=10 H2_STREAMS=10 RATE=5000 RATE_CONNS=10
 PROXY_CPU=1 LOAD_CPU=0 OUT=$BENCH/RESULTS.md
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -54,6 +57,7 @@ while [ $# -gt 0 ]; do
         --quick) QUICK=1 ;;
         --targets) TARGETS_ARG=${2:?--targets needs a list}; shift ;;
         --connections) CONNS=${2:?--connections needs a number}; shift ;;
+        --tls-new-connections) TLS_NEW_CONNS=${2:?--tls-new-connections needs a number}; shift ;;
         --rate) RATE=${2:?--rate needs requests per second}; shift ;;
         --no-h2) H2=0 ;;
         --no-build) BUILD=0 ;;
@@ -72,7 +76,7 @@ if [ "$QUICK" = 1 ]; then
 else
     DURATION=${DURATION:-10} ROUNDS=${ROUNDS:-3} WARMUP=${WARMUP:-3}
 fi
-for n in "$DURATION" "$ROUNDS" "$WARMUP" "$CONNS" "$RATE"; do
+for n in "$DURATION" "$ROUNDS" "$WARMUP" "$CONNS" "$RATE" "$TLS_NEW_CONNS"; do
     case "$n" in ''|*[!0-9]*) echo "bench/run.sh: not a whole number: $n" >&2; exit 2 ;; esac
 done
 [ "$DURATION" -ge 1 ] && [ "$ROUNDS" -ge 1 ] && [ "$CONNS" -ge 1 ] || {
@@ -137,9 +141,9 @@ done
 
 # ---------------------------------------------------------------- targets
 API_KEY=bench-key-0123456789
-ALL_TARGETS="direct weft weft-chain nginx nginx-chain haproxy haproxy-chain"
+ALL_TARGETS="direct weft weft-chain nginx nginx-chain haproxy haproxy-chain weft-tls nginx-tls"
 declare -A PORT=([direct]=18000 [weft]=18010 [weft-chain]=18011 [nginx]=18020 [nginx-chain]=18021
-                 [haproxy]=18030 [haproxy-chain]=18031)
+                 [haproxy]=18030 [haproxy-chain]=18031 [weft-tls]=18012 [nginx-tls]=18024)
 declare -A H2PORT=([weft]=18010 [weft-chain]=18011 [nginx]=18022 [nginx-chain]=18023
                    [haproxy]=18032 [haproxy-chain]=18033)
 [ "$UPSTREAM" = nginx ] && H2PORT[direct]=18001
@@ -149,9 +153,12 @@ declare -A WHAT=([direct]="no proxy: load generator → upstream (the limit)"
                  [nginx]="nginx, plain proxy"
                  [nginx-chain]="nginx, same work natively"
                  [haproxy]="haproxy, plain proxy"
-                 [haproxy-chain]="haproxy, same work natively")
+                 [haproxy-chain]="haproxy, same work natively"
+                 [weft-tls]="Weft, no filters, terminating TLS"
+                 [nginx-tls]="nginx, plain proxy, terminating TLS")
 declare -A CONFNAME=([weft]=weft-plain.yaml [weft-chain]=weft-chain.yaml [nginx]=nginx-plain.conf
-                     [nginx-chain]=nginx-chain.conf [haproxy]=haproxy-plain.cfg [haproxy-chain]=haproxy-chain.cfg)
+                     [nginx-chain]=nginx-chain.conf [haproxy]=haproxy-plain.cfg [haproxy-chain]=haproxy-chain.cfg
+                     [weft-tls]=weft-tls.yaml [nginx-tls]=nginx-tls.conf)
 declare -A CHECK_SAW=([weft-chain]=weft [nginx-chain]=nginx [haproxy-chain]=haproxy)
 TARGETS=()
 wanted="${TARGETS_ARG//,/ }"
@@ -165,6 +172,18 @@ for t in ${wanted:-$ALL_TARGETS}; do
 done
 [ ${#TARGETS[@]} -gt 0 ] || die "no target to run"
 is_target() { case " ${TARGETS[*]} " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+# TLS targets serve HTTPS on their port and run only the TLS loads.
+is_tls() { case "$1" in *-tls) return 0 ;; *) return 1 ;; esac; }
+any_tls() { local t; for t in "${TARGETS[@]}"; do is_tls "$t" && return 0; done; return 1; }
+scheme() { if is_tls "$1"; then echo https; else echo http; fi; }
+# Whether load `mode` applies to target `t`.
+applies() { # mode target
+    case "$1" in
+        tls-*) is_tls "$2" ;;
+        h2) ! is_tls "$2" && [ -n "${H2PORT[$2]:-}" ] ;;
+        *) ! is_tls "$2" ;;
+    esac
+}
 
 ports=(18000)
 is_target weft-chain && ports+=(18019)
@@ -185,6 +204,8 @@ STARTED=()          # pids this script started (each the root of its process tre
 LOADPID=""
 declare -A PID      # target (or "upstream") → pid
 declare -A LOGFILE  # target → its access log (lines counted, then truncated)
+declare -A CIPHER   # TLS target → the TLS version and cipher curl negotiated
+TLS_DIR=$RUN/tls    # the TLS targets' certificate and key
 
 cleanup() {
     local status=$?
@@ -256,7 +277,7 @@ wait_ready() { # name port pid
             tail -n 20 "$RUN/$name"/*.log >&2 2>/dev/null || true
             die "$name exited while starting (logs above, in $RUN/$name)"
         }
-        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$port/" || true)
+        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 --insecure "$(scheme "$name")://127.0.0.1:$port/" || true)
         [ "$code" != 000 ] && [ -n "$code" ] && return 0
         sleep 0.1
     done
@@ -283,18 +304,23 @@ start_target() {
         direct) PID[$t]=${PID[upstream]}; return 0 ;;
     esac
     mkdir -p "$dir/tmp"
+    local conf=$CONF/${CONFNAME[$t]:-}
+    if is_tls "$t"; then
+        # The certificate's paths are the run directory's.
+        sed "s|@TLS_DIR@|$TLS_DIR|g" "$conf" >"$dir/${CONFNAME[$t]}"
+        conf=$dir/${CONFNAME[$t]}
+    fi
     case "$t" in
-        weft|weft-chain)
-            local conf=$CONF/${CONFNAME[$t]}
+        weft|weft-chain|weft-tls)
             "$WEFT" validate --config "$conf" >/dev/null || die "$conf does not validate"
             # The access log (telemetry filter) is written to the proxy's log, stderr.
             LOGFILE[$t]=$dir/access.log
             taskset -c "$PROXY_CPU" \
                 "$WEFT" run --config "$conf" --workers "$PROXY_CORES" --log-level info >>"$dir/stdout.log" 2>>"${LOGFILE[$t]}" &
             ;;
-        nginx|nginx-chain)
+        nginx|nginx-chain|nginx-tls)
             LOGFILE[$t]=$dir/access.log
-            taskset -c "$PROXY_CPU" nginx -p "$dir/" -c "$CONF/${CONFNAME[$t]}" -e stderr \
+            taskset -c "$PROXY_CPU" nginx -p "$dir/" -c "$conf" -e stderr \
                 >>"$dir/stdout.log" 2>>"$dir/stderr.log" &
             ;;
         haproxy|haproxy-chain)
@@ -312,8 +338,10 @@ start_target() {
 # chains 401 without, 403 with a wrong one, the header added, the consumer
 # named and the key stripped on the way upstream.
 check_target() {
-    local t=$1 url="http://127.0.0.1:${PORT[$1]}/bench" hdr=$RUN/check.hdr body=$RUN/check.body code seen
-    code=$(curl -s -o "$body" -D "$hdr" -w '%{http_code}' --max-time 5 \
+    local t=$1 url="$(scheme "$1")://127.0.0.1:${PORT[$1]}/bench" hdr=$RUN/check.hdr body=$RUN/check.body code seen
+    local tls_args=()
+    is_tls "$t" && tls_args=(--cacert "$TLS_DIR/cert.pem")
+    code=$(curl -s -o "$body" -D "$hdr" -w '%{http_code}' --max-time 5 "${tls_args[@]}" \
         -H "x-api-key: $API_KEY" -H 'x-bench-check: 1' "$url" || true)
     [ "$code" = 200 ] || die "$t: GET $url with the key answered $code, not 200"
     if [ -n "${CHECK_SAW[$t]:-}" ]; then
@@ -336,6 +364,14 @@ check_target() {
         code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 --http2-prior-knowledge \
             -H "x-api-key: $API_KEY" "http://127.0.0.1:${H2PORT[$t]}/bench" || true)
         [ "$code" = 200 ] || die "$t: HTTP/2 (prior knowledge) on port ${H2PORT[$t]} answered $code"
+    fi
+    if is_tls "$t"; then
+        local version
+        version=$(curl -s -o /dev/null -w '%{http_version}' --max-time 5 --http2 "${tls_args[@]}" \
+            -H "x-api-key: $API_KEY" "$url" || true)
+        [ "$version" = 2 ] || die "$t: HTTPS with ALPN h2 offered was answered over HTTP/$version"
+        CIPHER[$t]=$(curl -sv -o /dev/null --max-time 5 --http1.1 "${tls_args[@]}" "$url" 2>&1 |
+            sed -n 's/^\* SSL connection using //p' | head -n 1)
     fi
 }
 
@@ -370,15 +406,18 @@ measure() { # mode target round
     [ "$t" = direct ] && proxied=0
     c0=$(cpu_ticks "$pid")
     case "$mode" in
-        h1-c* | h1-rate)
+        h1-c* | h1-rate | tls-c* | tls-new)
             if [ "$mode" = h1-rate ]; then
                 load "$out" "$LOADGEN" --addr "127.0.0.1:${PORT[$t]}" --path /bench --rate "$RATE" \
                     --connections "$RATE_CONNS" --duration "$DURATION" \
                     --header "x-api-key: $API_KEY" --header 'user-agent: weft-loadgen-bench' ||
                     { cat "$out" >&2; die "weft-loadgen failed against $t"; }
             else
-                load "$out" wrk -t1 -c"${mode#h1-c}" -d"${DURATION}s" --timeout 5s -s "$BENCH/lib/wrk.lua" \
-                    "http://127.0.0.1:${PORT[$t]}/bench" || { cat "$out" >&2; die "wrk failed against $t"; }
+                # tls-new: every request on a new connection, a full TLS handshake each.
+                local conns=${mode#*-c} extra=()
+                [ "$mode" = tls-new ] && conns=$TLS_NEW_CONNS extra=(-H 'Connection: close')
+                load "$out" wrk -t1 -c"$conns" -d"${DURATION}s" --timeout 5s "${extra[@]}" -s "$BENCH/lib/wrk.lua" \
+                    "$(scheme "$t")://127.0.0.1:${PORT[$t]}/bench" || { cat "$out" >&2; die "wrk failed against $t"; }
             fi
             c1=$(cpu_ticks "$pid")
             local line
@@ -432,6 +471,14 @@ LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 say "run directory $RUN"
 say "pinning: proxies under test on core(s) $PROXY_CPU; load generator and upstream on core(s) $LOAD_CPU"
 start_upstream
+if any_tls; then
+    have openssl || die "openssl is needed for the TLS targets (weft-tls, nginx-tls)"
+    mkdir -p "$TLS_DIR"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 7 \
+        -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+        -keyout "$TLS_DIR/key.pem" -out "$TLS_DIR/cert.pem" 2>"$TLS_DIR/openssl.log" ||
+        die "openssl could not make the TLS certificate (see $TLS_DIR/openssl.log)"
+fi
 # Weft caches compiled filters on disk (module_cache): a first start compiles
 # the chain's four filters, later starts map them. Start weft-chain once with
 # a cold cache of its own to note that first start, then measure as a
@@ -462,18 +509,19 @@ done
 MODES=("h1-c$CONNS" "h1-c1")
 [ "$RATE" -gt 0 ] && MODES+=(h1-rate)
 [ "$H2" = 1 ] && MODES+=(h2)
+any_tls && MODES+=("tls-c$CONNS" tls-new)
 if [ "$WARMUP" -gt 0 ]; then
     say "warm-up: ${WARMUP}s per target"
     for t in "${TARGETS[@]}"; do
         load "$RUN/warmup.out" wrk -t1 -c"$CONNS" -d"${WARMUP}s" -s "$BENCH/lib/wrk.lua" \
-            "http://127.0.0.1:${PORT[$t]}/bench" || true
+            "$(scheme "$t")://127.0.0.1:${PORT[$t]}/bench" || true
         count_and_truncate_log "$t" >/dev/null
     done
 fi
 for round in $(seq "$ROUNDS"); do
     for mode in "${MODES[@]}"; do
         for t in "${TARGETS[@]}"; do
-            [ "$mode" = h2 ] && [ -z "${H2PORT[$t]:-}" ] && continue
+            applies "$mode" "$t" || continue
             measure "$mode" "$t" "$round"
         done
     done
@@ -568,6 +616,7 @@ TP="h1-c$CONNS"
     echo "| target | what | req/s | p50 µs | p99 µs | p99.9 µs | proxy CPU s / 10k req | RSS idle MiB | RSS after load MiB | errors |"
     echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     for t in "${TARGETS[@]}"; do
+        is_tls "$t" && continue
         rss_after=$(stat "$TP" "$t" rss_kib | cut -d' ' -f3)
         echo "| $t | ${WHAT[$t]} | $(cell "$TP" "$t" rps %.0f) | $(cell "$TP" "$t" p50_us %.0f) | $(cell "$TP" "$t" p99_us %.0f) | $(cell "$TP" "$t" p999_us %.0f) | $(cell "$TP" "$t" cpu_s_per_10k %.3f) | $(mib "${RSS_IDLE[$t]:-}") | $(mib "$rss_after") | $(stat "$TP" "$t" errors | cut -d' ' -f3) |"
     done
@@ -578,6 +627,7 @@ TP="h1-c$CONNS"
     echo "| --- | --- | --- | --- | --- | --- | --- |"
     d50=$(med h1-c1 direct p50_us)
     for t in "${TARGETS[@]}"; do
+        is_tls "$t" && continue
         echo "| $t | $(latency_cells h1-c1 "$t" "$d50") |"
     done
     if [ "$RATE" -gt 0 ]; then
@@ -590,6 +640,7 @@ TP="h1-c$CONNS"
         echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
         r50=$(med h1-rate direct p50_us)
         for t in "${TARGETS[@]}"; do
+            is_tls "$t" && continue
             echo "| $t | $(latency_cells h1-rate "$t" "$r50") | $(cell h1-rate "$t" user_s_per_10k %.3f) | $(cell h1-rate "$t" sys_s_per_10k %.3f) |"
         done
     fi
@@ -606,6 +657,28 @@ TP="h1-c$CONNS"
             echo "| $t | $(cell h2 "$t" rps %.0f) | $(cell h2 "$t" mean_us %.0f) | $(cell h2 "$t" cpu_s_per_10k %.3f) | $(stat h2 "$t" errors | cut -d' ' -f3) |"
         done
     fi
+    if any_tls; then
+        TK="tls-c$CONNS"
+        echo
+        echo "## HTTPS (TLS termination)"
+        echo
+        echo "Both terminate TLS with the same ECDSA P-256 certificate (made with openssl for the run, in the run directory) and proxy plain HTTP/1.1 to the upstream, as \`weft\` and \`nginx\` above; both offer TLS 1.2 and 1.3, ALPN h2 and http/1.1, and session tickets, and use their default cipher order (the negotiated one is in the table). wrk (OpenSSL, HTTP/1.1, no session resumption): **keep-alive** ($TK), $CONNS connections, many requests each; **new connections** (tls-new), $TLS_NEW_CONNS connections each sending \`Connection: close\`, so that every request is a new TCP connection and a full TLS handshake (ECDHE key exchange and an ECDSA signature): its req/s is new TLS connections per second."
+        echo
+        echo "| target | load | req/s | p50 µs | p99 µs | proxy CPU s / 10k req | errors | negotiated |"
+        echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
+        for t in "${TARGETS[@]}"; do
+            is_tls "$t" || continue
+            for m in "$TK" tls-new; do
+                echo "| $t | $m | $(cell "$m" "$t" rps %.0f) | $(cell "$m" "$t" p50_us %.0f) | $(cell "$m" "$t" p99_us %.0f) | $(cell "$m" "$t" cpu_s_per_10k %.3f) | $(stat "$m" "$t" errors | cut -d' ' -f3) | ${CIPHER[$t]:-—} |"
+            done
+        done
+        if is_target weft-tls && is_target nginx-tls; then
+            echo
+            for m in "$TK" tls-new; do
+                echo "- weft-tls vs nginx-tls, $m: throughput $(ratio "$(med "$m" weft-tls rps)" "$(med "$m" nginx-tls rps)" '%.2f×'), CPU per request $(ratio "$(med "$m" weft-tls cpu_s_per_10k)" "$(med "$m" nginx-tls cpu_s_per_10k)" '%.2f×')"
+            done
+        fi
+    fi
     echo
     echo "## Ratios (of medians)"
     echo
@@ -618,6 +691,7 @@ TP="h1-c$CONNS"
     if is_target direct; then
         for t in "${TARGETS[@]}"; do
             [ "$t" = direct ] && continue
+            is_tls "$t" && continue
             echo "| $t vs no proxy | $(percent "$(med "$TP" "$t" rps)" "$(med "$TP" direct rps)") of the limit | — | $(diff_us "$(med h1-c1 "$t" p50_us)" "$d50") |$( [ "$RATE" -gt 0 ] && echo " — |")"
         done
     fi

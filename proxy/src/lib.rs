@@ -22,5 +22,6 @@ pub mod reload;
 pub mod route;
 pub mod snapshot;
 pub mod telemetry;
+pub mod tls;
 pub mod upstream;
 pub mod worker;

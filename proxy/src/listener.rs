@@ -1,5 +1,6 @@
 //! Accepting connections and serving HTTP/1.1 and HTTP/2 (prior knowledge,
-//! h2c) on them; every request goes to [`Proxy::handle`].
+//! h2c) on them, or TLS with ALPN when the listener has a `tls:` block
+//! ([`crate::tls`]); every request goes to [`Proxy::handle`].
 //!
 //! Every connection is bounded ([`Connections`], from `limits:`): a cap per
 //! worker (past it the worker stops accepting and the kernel queues), a
@@ -18,12 +19,14 @@ use hyper::service::service_fn;
 use tokio::net::TcpListener;
 
 use crate::proxy::Proxy;
+use crate::tls::TlsPeer;
 
 pub use conn::{Activity, Connections, Drain, InFlight, WriteBounded};
 
 /// The client at the other end of a connection, its address formatted once
 /// per connection: every request on it adds the IP to `x-forwarded-for`,
-/// and filters read both as properties.
+/// and filters read both as properties, and the TLS parameters and client
+/// certificate read once at the handshake.
 #[derive(Debug)]
 pub struct Peer {
     /// The address.
@@ -34,6 +37,8 @@ pub struct Peer {
     pub ip: String,
     /// The IP as a header value, for `x-forwarded-for`.
     pub ip_header: HeaderValue,
+    /// The connection's TLS, on a TLS listener.
+    pub tls: Option<Box<TlsPeer>>,
 }
 
 impl Peer {
@@ -45,6 +50,15 @@ impl Peer {
             address: addr.to_string(),
             ip_header: HeaderValue::from_str(&ip).expect("an IP address is a valid header value"),
             ip,
+            tls: None,
+        }
+    }
+
+    /// The client at `addr` over TLS.
+    pub fn with_tls(addr: SocketAddr, tls: TlsPeer) -> Self {
+        Peer {
+            tls: Some(Box::new(tls)),
+            ..Peer::new(addr)
         }
     }
 }
@@ -84,10 +98,15 @@ pub async fn serve(
     proxy: Arc<Proxy>,
     conns: Arc<Connections>,
 ) {
+    let tls_of = proxy.clone();
+    let tls = move || {
+        let snapshot = tls_of.snapshot.load();
+        let tls = snapshot.listeners.get(index)?.tls.as_ref()?;
+        Some(tls.server_config())
+    };
     conns
-        .accept_loop(listener, move |addr, activity| {
+        .accept_loop(listener, tls, move |peer, activity| {
             let proxy = proxy.clone();
-            let peer = Arc::new(Peer::new(addr));
             service_fn(move |req| {
                 proxy
                     .clone()

@@ -41,6 +41,8 @@ pub struct ListenerSnapshot {
     pub routes: RouteTable,
     /// How its request paths are normalised.
     pub paths: PathsConfig,
+    /// Its TLS termination, when it has a `tls:` block.
+    pub tls: Option<Arc<crate::tls::ListenerTls>>,
 }
 
 /// The immutable state requests are served from. Replaced whole on reload.
@@ -243,6 +245,12 @@ impl Snapshot {
                     None
                 }
             };
+            let tls = l.tls.as_ref().and_then(|tls| {
+                crate::tls::ListenerTls::build(tls, base_dir, &format!("{at}.tls"))
+                    .map_err(|e| errors.0.extend(e))
+                    .ok()
+                    .map(Arc::new)
+            });
             let mut route_names = HashSet::new();
             let mut routes = Vec::new();
             for (j, r) in l.routes.iter().enumerate() {
@@ -291,6 +299,7 @@ impl Snapshot {
                     addr,
                     routes: RouteTable::new(routes),
                     paths: l.paths,
+                    tls,
                 });
             }
         }

@@ -39,6 +39,7 @@ mod route_actions;
 mod routing;
 mod shared_state;
 mod telemetry;
+mod tls;
 mod traps;
 mod upstream_protocols;
 mod validate;

@@ -128,7 +128,7 @@ async fn serve(args: RunArgs, workers: usize) -> anyhow::Result<()> {
     let addrs: Vec<_> = snapshot
         .listeners
         .iter()
-        .map(|l| (l.name.clone(), l.addr))
+        .map(|l| (l.name.clone(), l.addr, l.tls.is_some()))
         .collect();
     let admin = match &snapshot.config.admin {
         Some(admin) => Some(admin::bind(admin).await?),
@@ -144,11 +144,11 @@ async fn serve(args: RunArgs, workers: usize) -> anyhow::Result<()> {
     });
     // sockets[w][i]: worker w's socket for listener i
     let mut sockets: Vec<Vec<std::net::TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
-    for (name, addr) in addrs {
+    for (name, addr, tls) in addrs {
         let bound = weft::listener::bind(addr, workers)
             .with_context(|| format!("listener {name:?}: cannot bind {addr}"))?;
         let local = bound[0].local_addr()?;
-        tracing::info!(listener = &*name, addr = %local, workers, "listening");
+        tracing::info!(listener = &*name, addr = %local, workers, tls, "listening");
         for (w, socket) in bound.into_iter().enumerate() {
             sockets[w].push(socket);
         }
@@ -159,6 +159,8 @@ async fn serve(args: RunArgs, workers: usize) -> anyhow::Result<()> {
     let admin_drain = Drain::default();
     let traffic = weft::worker::start(sockets, &proxy, &limits, &traffic_drain)
         .context("cannot start the worker threads")?;
+    // Certificate files changed on disk are read again off the workers.
+    tokio::spawn(weft::tls::watch::watch_files(proxy.clone()));
     // A serving process fills the disk cache of compiled modules (`weft
     // validate` only reads it): the modules built so far are written off the
     // async workers, later ones as snapshots compile them.

@@ -10,6 +10,10 @@
 //! that `http-call` and sends its outcome upstream in the request header
 //! `x-callout` (`status=200 bytes=12` or `error=…`).
 //!
+//! With `"properties": ["peer.uri_sans", …]`, `request_headers` also sends
+//! each property upstream in the request header `x-property-<name>` (dots
+//! as dashes: `x-property-peer-uri_sans`), `(none)` when absent.
+//!
 //! `phases` (default: all five) is exactly what `phases()` reports, so the
 //! host must call those phases and no other. In each phase the filter:
 //!
@@ -44,6 +48,9 @@ struct Config {
     /// upstream in the request header `x-callout`.
     #[serde(default)]
     callout: Option<String>,
+    /// Properties to send upstream as `x-property-<name>` headers.
+    #[serde(default)]
+    properties: Vec<String>,
 }
 
 /// A phase, as named in the config.
@@ -84,6 +91,7 @@ const BODY_SUFFIX: &[u8] = b"\n-- inspected\n";
 struct Inspect {
     phases: Phases,
     callout: Option<String>,
+    properties: Vec<String>,
     /// The phases seen by this instance since the last `request_headers`.
     seen: Vec<String>,
 }
@@ -112,6 +120,7 @@ impl Filter for Inspect {
         Ok(Inspect {
             phases,
             callout: config.callout,
+            properties: config.properties,
             seen: Vec::new(),
         })
     }
@@ -135,6 +144,10 @@ impl Filter for Inspect {
                 .map(|c| if c.is_ascii_graphic() { c } else { ' ' })
                 .collect();
             req.set_header("x-callout", &printable);
+        }
+        for name in &self.properties {
+            let value = weft_sdk::property::get(name).unwrap_or_else(|| "(none)".into());
+            req.set_header(&format!("x-property-{}", name.replace('.', "-")), &value);
         }
         Action::Continue
     }
@@ -218,6 +231,7 @@ mod tests {
         let mut filter = Inspect {
             phases: Phases::all(),
             callout: None,
+            properties: Vec::new(),
             seen: Vec::new(),
         };
         assert_eq!(filter.seen(), "");

@@ -143,18 +143,22 @@ pub struct AdminApi {
 /// timers and the (small) cap of `conns`.
 pub async fn serve(listener: TcpListener, api: Arc<AdminApi>, conns: Arc<Connections>) {
     conns
-        .accept_loop(listener, move |_, activity| {
-            let api = api.clone();
-            service_fn(move |req| {
+        .accept_loop(
+            listener,
+            || None,
+            move |_, activity| {
                 let api = api.clone();
-                let in_flight = activity.begin();
-                async move {
-                    let response = answer(&api, req).await;
-                    drop(in_flight);
-                    Ok::<_, Infallible>(response)
-                }
-            })
-        })
+                service_fn(move |req| {
+                    let api = api.clone();
+                    let in_flight = activity.begin();
+                    async move {
+                        let response = answer(&api, req).await;
+                        drop(in_flight);
+                        Ok::<_, Infallible>(response)
+                    }
+                })
+            },
+        )
         .await;
 }
 

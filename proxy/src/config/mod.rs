@@ -9,6 +9,7 @@ pub mod files;
 pub mod limits;
 pub mod model;
 pub mod route;
+pub mod tls;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

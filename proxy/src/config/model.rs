@@ -219,6 +219,9 @@ pub struct ListenerConfig {
     /// How request paths are normalised before routing.
     #[serde(default)]
     pub paths: PathsConfig,
+    /// TLS termination; absent: plaintext HTTP/1.1 and HTTP/2 (h2c).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<super::tls::TlsConfig>,
 }
 
 /// `listeners[i].paths:` path normalisation. Dot-segments are always

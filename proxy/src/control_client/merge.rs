@@ -6,15 +6,16 @@
 //! when it is applied:
 //! - each `filters.<name>` names a pushed module with `module:` instead of
 //!   `path:`; here it becomes the `path:` of that module in the cache;
-//! - listeners have a `name` and routes but no `listen:`; here the
-//!   listeners are the local ones, in local order, each with its `listen:`
-//!   and the routes of the group's listener of its name (a group listener
+//! - listeners have a `name` and routes but no `listen:` or `tls:`; here
+//!   the listeners are the local ones, in local order, each with its
+//!   `listen:`, its `tls:` and the routes of the group's listener of its name (a group listener
 //!   missing locally is an error naming it), so a new snapshot never
 //!   changes what the proxy bound at start;
 //! - `admin:` and `module_cache:` belong to each proxy: they come from the
 //!   local configuration only.
 //!
-//! The local configuration gives listeners as `name` and `listen` only:
+//! The local configuration gives listeners as `name`, `listen` and `tls`
+//! only:
 //! routes, filters or clusters in it would be silently replaced, so they
 //! are errors. A local listener the group does not name has no routes.
 
@@ -142,6 +143,12 @@ fn bind_listeners(
                 "a group's listener has no address: each proxy binds its own",
             ));
         }
+        if listener.contains_key("tls") {
+            errors.push(ConfigError::new(
+                format!("{path}.tls"),
+                "a group's listener has no TLS files: each proxy's local config gives its own",
+            ));
+        }
         let Some(name) = listener.get("name").and_then(Value::as_str) else {
             errors.push(ConfigError::new(format!("{path}.name"), "missing"));
             continue;
@@ -170,6 +177,11 @@ fn bind_listeners(
                 _ => Map::from_iter([("name".to_string(), Value::String(l.name.clone()))]),
             };
             listener.insert("listen".into(), Value::String(l.listen.clone()));
+            if let Some(tls) = &l.tls
+                && let Ok(tls) = serde_json::to_value(tls)
+            {
+                listener.insert("tls".into(), tls);
+            }
             Value::Object(listener)
         })
         .collect();

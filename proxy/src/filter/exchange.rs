@@ -28,7 +28,8 @@ pub struct RequestProps {
     pub route: Arc<str>,
     /// The route's cluster.
     pub cluster: Arc<str>,
-    /// The client's address.
+    /// The client: its address, and its TLS and certificate on a TLS
+    /// listener.
     pub peer: Option<Arc<Peer>>,
     /// Upstream attempts made so far (0 before the first).
     pub attempt: u32,
@@ -64,6 +65,32 @@ impl RequestProps {
                 .as_ref()
                 .map(|p| Cow::Borrowed(p.address.as_str())),
             "peer.ip" => self.peer.as_ref().map(|p| Cow::Borrowed(p.ip.as_str())),
+            "peer.certificate_present" => {
+                let tls = self.peer.as_ref()?.tls.as_ref()?;
+                Some(Cow::Borrowed(if tls.cert.is_some() {
+                    "true"
+                } else {
+                    "false"
+                }))
+            }
+            "peer.identity" | "peer.subject" | "peer.uri_sans" | "peer.dns_sans" => {
+                let cert = self.peer.as_ref()?.tls.as_ref()?.cert.as_ref()?;
+                Some(Cow::Borrowed(match name {
+                    "peer.identity" => &cert.identity,
+                    "peer.subject" => &cert.subject,
+                    "peer.uri_sans" => &cert.uri_sans,
+                    _ => &cert.dns_sans,
+                }))
+            }
+            "tls.version" => Some(Cow::Borrowed(self.peer.as_ref()?.tls.as_ref()?.version)),
+            "tls.sni" => self
+                .peer
+                .as_ref()?
+                .tls
+                .as_ref()?
+                .sni
+                .as_deref()
+                .map(Cow::Borrowed),
             "request.attempt" if self.attempt > 0 => Some(Cow::Owned(self.attempt.to_string())),
             "request.retryable" if self.attempt > 0 => Some(Cow::Owned(self.retryable.to_string())),
             "upstream.endpoint" => self

@@ -138,7 +138,7 @@ pub fn via(version: Version) -> HeaderValue {
 
 /// Adds the client to `x-forwarded-for` (every line the request had, joined
 /// in order into one list), sets `x-forwarded-proto` to the listener's
-/// scheme, `http`, whatever the client sent, and adds this proxy to `Via`
+/// scheme (`https` on TLS, else `http`), whatever the client sent, and adds this proxy to `Via`
 /// for a request received over `version`.
 pub fn add_forwarded(headers: &mut HeaderMap, peer: &Peer, version: Version) {
     let mut joined: Vec<u8> = Vec::new();
@@ -160,7 +160,8 @@ pub fn add_forwarded(headers: &mut HeaderMap, peer: &Peer, version: Version) {
             .expect("joined from valid header values")
     };
     headers.insert(X_FORWARDED_FOR.clone(), value);
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    let scheme = if peer.tls.is_some() { "https" } else { "http" };
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
     headers.append(header::VIA, via(version));
 }
 

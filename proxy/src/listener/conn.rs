@@ -18,9 +18,14 @@ use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper::service::Service;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use rustls::ServerConfig;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, TryAcquireError, watch};
 use tokio::time::Sleep;
+
+use super::Peer;
+use crate::tls::TlsPeer;
 
 use crate::config::limits::LimitsConfig;
 use crate::http::ProxyBody;
@@ -69,7 +74,13 @@ impl Drain {
 /// What one worker's connections of one kind (proxy or admin) share: the
 /// HTTP settings, the limits, the cap and the drain.
 pub struct Connections {
+    /// HTTP/1.1 or HTTP/2 by the client's first bytes (plaintext, or TLS
+    /// without ALPN).
     builder: auto::Builder<TokioExecutor>,
+    /// HTTP/1.1 only: TLS with ALPN `http/1.1`.
+    http1: auto::Builder<TokioExecutor>,
+    /// HTTP/2 only: TLS with ALPN `h2`.
+    http2: auto::Builder<TokioExecutor>,
     first_bytes: Duration,
     idle_check: Duration,
     write_idle: Duration,
@@ -103,6 +114,8 @@ impl Connections {
             .keep_alive_interval(Duration::from_millis(limits.http2_keepalive_interval_ms))
             .keep_alive_timeout(Duration::from_millis(limits.http2_keepalive_timeout_ms));
         Self {
+            http1: builder.clone().http1_only(),
+            http2: builder.clone().http2_only(),
             builder,
             first_bytes: limits.first_bytes_timeout(),
             idle_check: limits.idle_timeout() / IDLE_CHECKS,
@@ -128,12 +141,19 @@ impl Connections {
     }
 
     /// Accepts connections on `listener` until the drain starts, serving
-    /// each with the service `make_service` builds for the peer's address
-    /// and the connection's [`Activity`]. The listening socket is closed on
-    /// return.
-    pub async fn accept_loop<F, S>(self: Arc<Self>, listener: TcpListener, mut make_service: F)
-    where
-        F: FnMut(SocketAddr, Arc<Activity>) -> S,
+    /// each with the service `make_service` builds for the [`Peer`] and the
+    /// connection's [`Activity`]. A connection is TLS when `tls` gives a
+    /// config for it (asked once per connection); its handshake must end
+    /// within the first-bytes timeout, and its ALPN protocol picks HTTP/2
+    /// or HTTP/1.1. The listening socket is closed on return.
+    pub async fn accept_loop<T, F, S>(
+        self: Arc<Self>,
+        listener: TcpListener,
+        mut tls: T,
+        make_service: F,
+    ) where
+        T: FnMut() -> Option<Arc<ServerConfig>>,
+        F: Fn(Arc<Peer>, Arc<Activity>) -> S + Clone + Send + 'static,
         S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = Infallible>
             + Send
             + 'static,
@@ -191,34 +211,116 @@ impl Connections {
             };
             backoff = Duration::ZERO;
             let _ = stream.set_nodelay(true);
-            let activity = Arc::new(Activity::default());
-            let service = make_service(addr, activity.clone());
+            let tls = tls();
+            let make_service = make_service.clone();
             let conns = self.clone();
             tokio::spawn(async move {
-                conns.serve(stream, addr, service, &activity).await;
+                conns.serve_accepted(stream, addr, tls, make_service).await;
                 drop(permit);
             });
         }
     }
 
-    /// Serves one connection until it ends, a timer closes it or the drain
-    /// has shut it down.
-    async fn serve<S>(&self, stream: TcpStream, addr: SocketAddr, service: S, activity: &Activity)
-    where
+    /// Serves an accepted connection: plaintext, or TLS with `tls`.
+    async fn serve_accepted<F, S>(
+        &self,
+        stream: TcpStream,
+        addr: SocketAddr,
+        tls: Option<Arc<ServerConfig>>,
+        make_service: F,
+    ) where
+        F: Fn(Arc<Peer>, Arc<Activity>) -> S,
         S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = Infallible>
             + Send
             + 'static,
         S::Future: Send + 'static,
     {
+        // The first-bytes timeout covers the TLS handshake and the first
+        // request's first bytes.
+        let first_bytes_by = tokio::time::Instant::now() + self.first_bytes;
+        let activity = Arc::new(Activity::default());
+        let Some(tls) = tls else {
+            let service = make_service(Arc::new(Peer::new(addr)), activity.clone());
+            let io = WriteBounded::new(TokioIo::new(stream), self.write_idle);
+            return self
+                .serve(io, &self.builder, addr, service, &activity, first_bytes_by)
+                .await;
+        };
+        let Some(stream) = self.handshake(stream, addr, tls, first_bytes_by).await else {
+            return;
+        };
+        let session = stream.get_ref().1;
+        let builder = match session.alpn_protocol() {
+            Some(b"h2") => &self.http2,
+            Some(_) => &self.http1,
+            None => &self.builder,
+        };
+        let peer = Arc::new(Peer::with_tls(addr, TlsPeer::of(session)));
+        let service = make_service(peer, activity.clone());
         let io = WriteBounded::new(TokioIo::new(stream), self.write_idle);
-        let conn = self.builder.serve_connection_with_upgrades(io, service);
+        self.serve(io, builder, addr, service, &activity, first_bytes_by)
+            .await;
+    }
+
+    /// The TLS handshake on `stream`, unless it fails, does not end by
+    /// `by` or the drain starts first.
+    async fn handshake(
+        &self,
+        stream: TcpStream,
+        addr: SocketAddr,
+        tls: Arc<ServerConfig>,
+        by: tokio::time::Instant,
+    ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+        let accept = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
+        let mut drain = self.drain.clone();
+        let failure = tokio::select! {
+            done = tokio::time::timeout_at(by, accept) => match done {
+                Ok(Ok(stream)) => return Some(stream),
+                Ok(Err(e)) => {
+                    tracing::debug!(peer = %addr, kind = self.kind, "TLS handshake failed: {e}");
+                    "error"
+                }
+                Err(_) => {
+                    tracing::debug!(peer = %addr, kind = self.kind, "no TLS handshake within the first-bytes timeout: closed");
+                    "timeout"
+                }
+            },
+            _ = drain.wait_for(|started| *started) => return None,
+        };
+        let _ = self.metrics.counter_add(
+            "weft_tls_handshake_failures_total",
+            vec![("reason".into(), failure.into())],
+            1,
+        );
+        None
+    }
+
+    /// Serves one connection until it ends, a timer closes it or the drain
+    /// has shut it down.
+    async fn serve<I, S>(
+        &self,
+        io: WriteBounded<I>,
+        builder: &auto::Builder<TokioExecutor>,
+        addr: SocketAddr,
+        service: S,
+        activity: &Activity,
+        first_bytes_by: tokio::time::Instant,
+    ) where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = Infallible>
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let conn = builder.serve_connection_with_upgrades(io, service);
         let mut conn = std::pin::pin!(conn);
         let mut drain = self.drain.clone();
         let drain = drain.wait_for(|started| *started);
         let mut drain = std::pin::pin!(drain);
         let mut draining = false;
-        let first_bytes_by = tokio::time::Instant::now() + self.first_bytes;
-        let check = tokio::time::sleep(self.first_bytes.min(self.idle_check));
+        let check = tokio::time::sleep_until(
+            first_bytes_by.min(tokio::time::Instant::now() + self.idle_check),
+        );
         let mut check = std::pin::pin!(check);
         let mut checking = true;
         let side = SideWake::new();
@@ -371,15 +473,15 @@ impl Drop for InFlight {
 /// A connection's socket whose writes must make progress within the idle
 /// timeout: a peer that does not read makes the write fail, and hyper
 /// closes the connection. The timer is armed only when a write has to wait.
-pub struct WriteBounded {
-    io: TokioIo<TcpStream>,
+pub struct WriteBounded<I = TcpStream> {
+    io: TokioIo<I>,
     idle: Duration,
     timer: Option<Pin<Box<Sleep>>>,
     armed: bool,
 }
 
-impl WriteBounded {
-    fn new(io: TokioIo<TcpStream>, idle: Duration) -> Self {
+impl<I: AsyncRead + AsyncWrite + Unpin> WriteBounded<I> {
+    fn new(io: TokioIo<I>, idle: Duration) -> Self {
         Self {
             io,
             idle,
@@ -420,7 +522,7 @@ impl WriteBounded {
     }
 }
 
-impl Read for WriteBounded {
+impl<I: AsyncRead + AsyncWrite + Unpin> Read for WriteBounded<I> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -430,7 +532,7 @@ impl Read for WriteBounded {
     }
 }
 
-impl Write for WriteBounded {
+impl<I: AsyncRead + AsyncWrite + Unpin> Write for WriteBounded<I> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

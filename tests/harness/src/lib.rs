@@ -11,6 +11,7 @@ pub mod jwt;
 pub mod origin;
 pub mod process;
 pub mod raw;
+pub mod tls;
 pub mod upstream;
 pub mod websocket;
 
