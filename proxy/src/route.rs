@@ -108,6 +108,8 @@ pub struct Route {
     pub timeout: std::time::Duration,
     /// Largest body buffered for a body phase.
     pub max_body_bytes: u64,
+    /// Its request counters and duration histogram, resolved at build.
+    pub metrics: crate::telemetry::http::RouteMetrics,
 }
 
 /// A listener's routes, in order.

@@ -26,6 +26,7 @@ use crate::filter::module::CompiledModule;
 use crate::filter::runtime::{InstanceBudget, MAX_MEMORY_MIB, SERVING_INSTANCES};
 use crate::filter::{ChainEntry, FilterChain, FilterRuntime};
 use crate::route::{HeaderCondition, HostMatch, Route, RouteMatch, RouteTable};
+use crate::telemetry::http::RouteMetrics;
 use crate::upstream::Cluster;
 
 /// One listener's part of a snapshot.
@@ -38,6 +39,8 @@ pub struct ListenerSnapshot {
     pub routes: RouteTable,
     /// How its request paths are normalised.
     pub paths: PathsConfig,
+    /// Counts requests no route matched (`route=""`).
+    pub unmatched: RouteMetrics,
 }
 
 /// The immutable state requests are served from. Replaced whole on reload.
@@ -227,6 +230,7 @@ impl Snapshot {
                     None
                 }
             };
+            let listener_name: Arc<str> = l.name.as_str().into();
             let mut route_names = HashSet::new();
             let mut routes = Vec::new();
             for (j, r) in l.routes.iter().enumerate() {
@@ -260,8 +264,11 @@ impl Snapshot {
                 if r.timeout_ms == 0 {
                     errors.push(format!("{at}.timeout_ms"), "must be greater than 0");
                 }
+                let name: Arc<str> = r.name.as_str().into();
+                let metrics = RouteMetrics::new(&runtime.metrics().http, &listener_name, &name);
                 routes.push(Arc::new(Route {
-                    name: r.name.as_str().into(),
+                    name,
+                    metrics,
                     matcher,
                     chain: Arc::new(chain),
                     cluster,
@@ -271,7 +278,8 @@ impl Snapshot {
             }
             if let Some(addr) = addr {
                 listeners.push(ListenerSnapshot {
-                    name: l.name.as_str().into(),
+                    unmatched: RouteMetrics::new(&runtime.metrics().http, &listener_name, &"".into()),
+                    name: listener_name.clone(),
                     addr,
                     routes: RouteTable::new(routes),
                     paths: l.paths,

@@ -78,6 +78,8 @@ pub struct Connections {
     drain: watch::Receiver<bool>,
     kind: &'static str,
     metrics: Arc<Registry>,
+    /// `weft_active_connections{kind}`.
+    active: prometheus::IntGauge,
 }
 
 impl Connections {
@@ -111,6 +113,7 @@ impl Connections {
             cap,
             drain: drain.watch(),
             kind,
+            active: metrics.http.connections(kind),
             metrics,
         }
     }
@@ -195,7 +198,9 @@ impl Connections {
             let service = make_service(addr, activity.clone());
             let conns = self.clone();
             tokio::spawn(async move {
+                conns.active.inc();
                 conns.serve(stream, addr, service, &activity).await;
+                conns.active.dec();
                 drop(permit);
             });
         }
