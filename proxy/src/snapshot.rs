@@ -278,7 +278,11 @@ impl Snapshot {
             }
             if let Some(addr) = addr {
                 listeners.push(ListenerSnapshot {
-                    unmatched: RouteMetrics::new(&runtime.metrics().http, &listener_name, &"".into()),
+                    unmatched: RouteMetrics::new(
+                        &runtime.metrics().http,
+                        &listener_name,
+                        &"".into(),
+                    ),
                     name: listener_name.clone(),
                     addr,
                     routes: RouteTable::new(routes),

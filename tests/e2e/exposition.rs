@@ -117,7 +117,8 @@ async fn a_scrape_after_traffic_through_a_chain_counts_it_and_passes_promtool() 
     let up = Upstream::start().await;
     let weft = proxy(&up).await;
     traffic(&weft).await;
-    let chain_2xx = r#"weft_requests_total{listener="public",method="GET",route="chain",status_class="2xx"} "#;
+    let chain_2xx =
+        r#"weft_requests_total{listener="public",method="GET",route="chain",status_class="2xx"} "#;
     let text = scrape_until(&weft, |t| {
         sample(t, chain_2xx) == Some(REQUESTS as f64)
             && sample(
@@ -127,7 +128,11 @@ async fn a_scrape_after_traffic_through_a_chain_counts_it_and_passes_promtool() 
     })
     .await;
     let expect = |line_start: &str, value: f64| {
-        assert_eq!(sample(&text, line_start), Some(value), "{line_start}\n{text}");
+        assert_eq!(
+            sample(&text, line_start),
+            Some(value),
+            "{line_start}\n{text}"
+        );
     };
     expect(
         r#"weft_requests_total{listener="public",method="POST",route="plain",status_class="2xx"} "#,
@@ -142,9 +147,15 @@ async fn a_scrape_after_traffic_through_a_chain_counts_it_and_passes_promtool() 
         REQUESTS as f64,
     );
     // The request bodies; the upstream echoes nothing bigger than them.
-    let received = sample(&text, r#"weft_request_body_bytes_total{listener="public"} "#);
+    let received = sample(
+        &text,
+        r#"weft_request_body_bytes_total{listener="public"} "#,
+    );
     assert_eq!(received, Some(3000.0), "{text}");
-    let sent = sample(&text, r#"weft_response_body_bytes_total{listener="public"} "#);
+    let sent = sample(
+        &text,
+        r#"weft_response_body_bytes_total{listener="public"} "#,
+    );
     assert!(sent.is_some_and(|n| n > 0.0), "{text}");
     // The scrape's own connection is open.
     let admin = sample(&text, r#"weft_active_connections{kind="admin"} "#);
@@ -159,21 +170,30 @@ async fn a_scrape_after_traffic_through_a_chain_counts_it_and_passes_promtool() 
     );
     let rss = sample(&text, "process_resident_memory_bytes ");
     assert!(rss.is_some_and(|n| n > 1e6), "{text}");
-    assert!(sample(&text, "process_open_fds ").is_some_and(|n| n > 3.0), "{text}");
+    assert!(
+        sample(&text, "process_open_fds ").is_some_and(|n| n > 3.0),
+        "{text}"
+    );
     assert!(
         text.contains("# HELP weft_requests_total "),
         "families have help:\n{text}"
     );
     // The telemetry filter's own families, beside the proxy's.
-    assert!(text.contains("# TYPE weft_user_http_requests_total counter\n"), "{text}");
+    assert!(
+        text.contains("# TYPE weft_user_http_requests_total counter\n"),
+        "{text}"
+    );
 
-    let Some((ok, out)) = tokio::task::block_in_place(|| {
-        run_with_input("promtool", &["check", "metrics"], &text)
-    }) else {
+    let Some((ok, out)) =
+        tokio::task::block_in_place(|| run_with_input("promtool", &["check", "metrics"], &text))
+    else {
         required("WEFT_REQUIRE_PROMTOOL", "promtool");
         return;
     };
-    assert!(ok, "promtool check metrics failed:\n{out}\n--- the scrape:\n{text}");
+    assert!(
+        ok,
+        "promtool check metrics failed:\n{out}\n--- the scrape:\n{text}"
+    );
 }
 
 /// Parses OpenMetrics text with the reference parser and prints each
@@ -230,19 +250,28 @@ async fn openmetrics_is_served_when_the_scraper_asks_for_it() {
     );
     assert!(!String::from_utf8_lossy(&plain.body).contains("# EOF"));
 
-    let Some((ok, out)) = tokio::task::block_in_place(|| {
-        run_with_input(python(), &["-c", PARSE_OPENMETRICS], &text)
-    }) else {
+    let Some((ok, out)) =
+        tokio::task::block_in_place(|| run_with_input(python(), &["-c", PARSE_OPENMETRICS], &text))
+    else {
         required("WEFT_REQUIRE_OPENMETRICS_PARSER", "python3");
         return;
     };
     if !ok && out.contains("No module named 'prometheus_client'") {
-        required("WEFT_REQUIRE_OPENMETRICS_PARSER", "python3-prometheus-client");
+        required(
+            "WEFT_REQUIRE_OPENMETRICS_PARSER",
+            "python3-prometheus-client",
+        );
         return;
     }
-    assert!(ok, "the OpenMetrics parser refused the scrape:\n{out}\n--- the scrape:\n{text}");
+    assert!(
+        ok,
+        "the OpenMetrics parser refused the scrape:\n{out}\n--- the scrape:\n{text}"
+    );
     assert!(out.contains("weft_requests counter"), "{out}");
-    assert!(out.contains("weft_filter_call_duration_seconds histogram"), "{out}");
+    assert!(
+        out.contains("weft_filter_call_duration_seconds histogram"),
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -281,11 +310,16 @@ async fn the_filters_view_shows_calls_and_time_per_phase() {
     };
     let add_header = filter("add-header");
     let phases = add_header["phases"].as_array().unwrap();
-    let names: Vec<&str> = phases.iter().map(|p| p["phase"].as_str().unwrap()).collect();
+    let names: Vec<&str> = phases
+        .iter()
+        .map(|p| p["phase"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["on-response-headers"], "{add_header}");
     assert_eq!(phases[0]["calls"], REQUESTS, "{add_header}");
     // One call in 8 of each filter and phase is timed: 3 of the 24.
-    let p50 = phases[0]["p50_us"].as_f64().unwrap_or_else(|| panic!("{add_header}"));
+    let p50 = phases[0]["p50_us"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{add_header}"));
     let p99 = phases[0]["p99_us"].as_f64().unwrap();
     assert!(p50 > 0.0 && p50 <= p99 && p99 < 100_000.0, "{add_header}");
     let telemetry = filter("telemetry");

@@ -244,7 +244,11 @@ fn metrics(api: &AdminApi, req: &Request<Incoming>) -> Response<ProxyBody> {
             .with_label_values(&[name])
             .set(i64::try_from(live).unwrap_or(i64::MAX));
     }
-    text(StatusCode::OK, format.content_type(), registry.render_as(format))
+    text(
+        StatusCode::OK,
+        format.content_type(),
+        registry.render_as(format),
+    )
 }
 
 /// Writes need the token; reads off loopback too, but for the open ones.

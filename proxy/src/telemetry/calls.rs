@@ -14,8 +14,21 @@ pub const SAMPLE_EVERY: u32 = 8;
 /// Upper bounds of `weft_filter_call_duration_seconds`' buckets: a phase
 /// call takes about a microsecond; the deadline is 10 ms by default.
 pub const CALL_BUCKETS: [f64; 15] = [
-    0.000_001, 0.000_002_5, 0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5,
-    0.001, 0.002_5, 0.005, 0.01, 0.025, 0.1,
+    0.000_001,
+    0.000_002_5,
+    0.000_005,
+    0.000_01,
+    0.000_025,
+    0.000_05,
+    0.000_1,
+    0.000_25,
+    0.000_5,
+    0.001,
+    0.002_5,
+    0.005,
+    0.01,
+    0.025,
+    0.1,
 ];
 
 /// The families.

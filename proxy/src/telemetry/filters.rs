@@ -238,7 +238,9 @@ impl FilterMetrics {
         for (name, kind, rows) in copied {
             let mut family = MetricFamily::default();
             family.set_name(format!("{FILTER_PREFIX}{name}"));
-            family.set_help(format!("Metric {name:?} of filters (the filter label names the filter)."));
+            family.set_help(format!(
+                "Metric {name:?} of filters (the filter label names the filter)."
+            ));
             family.set_field_type(match kind {
                 Kind::Counter => MetricType::COUNTER,
                 Kind::Gauge => MetricType::GAUGE,

@@ -42,7 +42,7 @@ pub mod scrape;
 #[cfg(test)]
 mod tests;
 
-pub use render::{OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE, Format};
+pub use render::{Format, OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
 
 /// Label pairs of one series, in the order given.
 pub type Labels = Vec<(String, String)>;
@@ -288,7 +288,9 @@ impl Registry {
         value: u64,
     ) -> Result<(), MetricError> {
         self.filters
-            .update(filter, name, Kind::Counter, labels, |s| s.counter_add(value))
+            .update(filter, name, Kind::Counter, labels, |s| {
+                s.counter_add(value)
+            })
     }
 
     /// Filter `filter` sets its gauge `name{labels}` to `value`.
@@ -396,9 +398,9 @@ impl Registry {
         let names: Vec<&str> = labels.iter().map(|(k, _)| k.as_str()).collect();
         let invalid = |_| MetricError::InvalidName(name.to_string());
         let vec = match kind {
-            Kind::Counter => {
-                NamedVec::Counter(IntCounterVec::new(Opts::new(name, help), &names).map_err(invalid)?)
-            }
+            Kind::Counter => NamedVec::Counter(
+                IntCounterVec::new(Opts::new(name, help), &names).map_err(invalid)?,
+            ),
             Kind::Gauge => {
                 NamedVec::Gauge(GaugeVec::new(Opts::new(name, help), &names).map_err(invalid)?)
             }

@@ -27,8 +27,8 @@ pub struct ReadCounter {
 impl ReadCounter {
     /// Counter `name` (no labels), read from `read`.
     pub fn new(name: &str, help: &str, read: fn() -> u64) -> Self {
-        let desc = Desc::new(name.into(), help.into(), vec![], Default::default())
-            .expect("valid family");
+        let desc =
+            Desc::new(name.into(), help.into(), vec![], Default::default()).expect("valid family");
         ReadCounter { desc, read }
     }
 }

@@ -6,8 +6,10 @@ use super::*;
 fn renders_counters_and_histograms() {
     let r = Registry::default();
     let l = vec![("route".to_string(), "api".to_string())];
-    r.counter_add("weft_test_requests_total", l.clone(), 2).unwrap();
-    r.counter_add("weft_test_requests_total", l.clone(), 3).unwrap();
+    r.counter_add("weft_test_requests_total", l.clone(), 2)
+        .unwrap();
+    r.counter_add("weft_test_requests_total", l.clone(), 3)
+        .unwrap();
     r.histogram_observe("weft_latency_seconds", l.clone(), 0.003)
         .unwrap();
     let text = r.render();
@@ -32,7 +34,8 @@ fn updates_from_several_threads_all_count() {
         for _ in 0..4 {
             scope.spawn(|| {
                 for i in 0..10_000 {
-                    r.counter_add("weft_test_requests_total", labels(), 1).unwrap();
+                    r.counter_add("weft_test_requests_total", labels(), 1)
+                        .unwrap();
                     r.gauge_add("weft_in_flight", labels(), 1.0).unwrap();
                     r.histogram_observe(
                         "weft_latency_seconds",
@@ -237,8 +240,14 @@ fn a_filters_metric_keeps_the_label_names_of_its_first_series() {
     r.filter_counter_add(&g, "hits", labels(&[("path", "/x")]), 2)
         .unwrap();
     let text = r.render();
-    assert!(text.contains("weft_user_hits{filter=\"f\",route=\"a\"} 1\n"), "{text}");
-    assert!(text.contains("weft_user_hits{filter=\"g\",path=\"/x\"} 2\n"), "{text}");
+    assert!(
+        text.contains("weft_user_hits{filter=\"f\",route=\"a\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("weft_user_hits{filter=\"g\",path=\"/x\"} 2\n"),
+        "{text}"
+    );
     // The proxy's own families by name: the same rule.
     r.counter_add("weft_test_total", labels(&[("a", "1")]), 1)
         .unwrap();
@@ -273,7 +282,10 @@ fn the_exposition_has_help_build_info_and_process_metrics() {
 fn the_wasmtime_version_is_the_pinned_one() {
     let workspace = include_str!("../../../Cargo.toml");
     let pinned = format!("wasmtime = {{ version = \"={}\"", scrape::WASMTIME_VERSION);
-    assert!(workspace.contains(&pinned), "Cargo.toml pins another wasmtime");
+    assert!(
+        workspace.contains(&pinned),
+        "Cargo.toml pins another wasmtime"
+    );
 }
 
 #[test]
@@ -298,7 +310,10 @@ fn openmetrics_names_counter_families_without_total_and_ends_with_eof() {
     );
     // A counter named without the suffix gets it on its samples.
     assert!(om.contains("# TYPE weft_user_hits counter\n"), "{om}");
-    assert!(om.contains("weft_user_hits_total{filter=\"f\"} 3\n"), "{om}");
+    assert!(
+        om.contains("weft_user_hits_total{filter=\"f\"} 3\n"),
+        "{om}"
+    );
     assert!(
         om.contains("# HELP weft_user_hits Metric \\\"hits\\\" of filters"),
         "{om}"
@@ -314,7 +329,10 @@ fn the_format_follows_accept() {
         (None, Text),
         (Some("text/plain;version=0.0.4"), Text),
         (Some("*/*"), Text),
-        (Some("application/openmetrics-text; version=1.0.0"), OpenMetrics),
+        (
+            Some("application/openmetrics-text; version=1.0.0"),
+            OpenMetrics,
+        ),
         (
             Some("application/openmetrics-text;version=1.0.0;q=0.5,text/plain;q=0.4"),
             OpenMetrics,
