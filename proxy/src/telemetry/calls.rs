@@ -8,7 +8,7 @@ use prometheus::core::{Collector, Desc, Metric};
 use prometheus::proto::MetricFamily;
 use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts};
 
-/// One call in this many (per thread) is timed.
+/// One call in this many, of each filter and phase, is timed.
 pub const SAMPLE_EVERY: u32 = 8;
 
 /// Upper bounds of `weft_filter_call_duration_seconds`' buckets: a phase
