@@ -9,7 +9,7 @@ WASM_DIR := target/wasm-filters
 # the bench load generator and the control-plane bench) is a filter component.
 FILTER_CRATES := --workspace --exclude weft --exclude weft-cli --exclude weft-api --exclude weft-control --exclude weft-demo-upstream --exclude weft-test-harness --exclude weft-sdk-macros --exclude weft-loadgen --exclude weft-cp-bench
 
-.PHONY: setup build filters quickstart mesh test lint
+.PHONY: setup build filters quickstart mesh test lint metrics-checkers
 
 ## setup: install the Wasm target filters are built for.
 setup:
@@ -31,9 +31,17 @@ quickstart: setup build filters
 mesh: setup build filters
 	./examples/mesh/run.sh
 
-## test: the whole test suite (unit and end-to-end).
-test: setup
-	$(CARGO) test --release --workspace
+## test: the whole test suite (unit and end-to-end). The metrics checks
+## need promtool and the OpenMetrics parser: installed here (Debian's
+## packages), and required by the tests.
+test: setup metrics-checkers
+	WEFT_REQUIRE_PROMTOOL=1 WEFT_REQUIRE_OPENMETRICS_PARSER=1 $(CARGO) test --release --workspace
+
+## metrics-checkers: promtool and python3's prometheus_client (apt-get as root).
+metrics-checkers:
+	@if ! command -v promtool >/dev/null || ! /usr/bin/python3 -c 'import prometheus_client.openmetrics.parser' 2>/dev/null; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus python3-prometheus-client; \
+	fi
 
 ## lint: formatting and clippy, as CI checks them.
 lint:

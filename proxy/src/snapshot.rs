@@ -27,6 +27,7 @@ use crate::filter::runtime::{InstanceBudget, MAX_MEMORY_MIB, SERVING_INSTANCES};
 use crate::filter::{ChainEntry, FilterChain, FilterRuntime};
 use crate::route::build::{self, ClusterNames};
 use crate::route::{HeaderCondition, HostMatch, Route, RouteMatch, RouteTable};
+use crate::telemetry::http::RouteMetrics;
 use crate::upstream::health::HealthSettings;
 use crate::upstream::outlier::OutlierSettings;
 use crate::upstream::{Cluster, ClusterSettings, Transport};
@@ -43,6 +44,8 @@ pub struct ListenerSnapshot {
     pub paths: PathsConfig,
     /// Its TLS termination, when it has a `tls:` block.
     pub tls: Option<Arc<crate::tls::ListenerTls>>,
+    /// Counts requests no route matched (`route=""`).
+    pub unmatched: RouteMetrics,
 }
 
 /// The immutable state requests are served from. Replaced whole on reload.
@@ -251,6 +254,7 @@ impl Snapshot {
                     .ok()
                     .map(Arc::new)
             });
+            let listener_name: Arc<str> = l.name.as_str().into();
             let mut route_names = HashSet::new();
             let mut routes = Vec::new();
             for (j, r) in l.routes.iter().enumerate() {
@@ -277,8 +281,11 @@ impl Snapshot {
                 if r.timeout_ms == 0 {
                     errors.push(format!("{at}.timeout_ms"), "must be greater than 0");
                 }
+                let name: Arc<str> = r.name.as_str().into();
+                let metrics = RouteMetrics::new(&runtime.metrics().http, &listener_name, &name);
                 routes.push(Arc::new(Route {
-                    name: r.name.as_str().into(),
+                    name,
+                    metrics,
                     matcher,
                     chain: Arc::new(chain),
                     action: parts.action,
@@ -295,7 +302,12 @@ impl Snapshot {
             }
             if let Some(addr) = addr {
                 listeners.push(ListenerSnapshot {
-                    name: l.name.as_str().into(),
+                    unmatched: RouteMetrics::new(
+                        &runtime.metrics().http,
+                        &listener_name,
+                        &"".into(),
+                    ),
+                    name: listener_name.clone(),
                     addr,
                     routes: RouteTable::new(routes),
                     paths: l.paths,

@@ -11,6 +11,7 @@ mod callout_limits;
 mod control;
 mod drain;
 mod expect;
+mod exposition;
 mod fault;
 mod filter_new;
 mod filter_test;

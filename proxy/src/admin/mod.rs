@@ -32,6 +32,7 @@ use crate::http::ProxyBody;
 use crate::listener::{Connections, Drain};
 use crate::proxy::Proxy;
 use crate::reload::Reloader;
+use crate::telemetry::Format;
 
 /// Every endpoint: method, path (`{name}` is one path segment), whether it
 /// writes, and whether it answers without the token on any listener.
@@ -199,11 +200,7 @@ async fn answer(api: &Arc<AdminApi>, req: Request<Incoming>) -> Response<ProxyBo
     match (endpoint.path, name) {
         ("/ready", _) => views::ready(api),
         ("/healthz", _) => text(StatusCode::OK, "text/plain", "ok\n".into()),
-        ("/metrics", _) => text(
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
-            api.proxy.metrics.render(),
-        ),
+        ("/metrics", _) => metrics(api, &req),
         ("/config", _) => views::config(api),
         ("/routes", _) => views::routes(api),
         ("/clusters", _) => views::clusters(api),
@@ -214,6 +211,48 @@ async fn answer(api: &Arc<AdminApi>, req: Request<Incoming>) -> Response<ProxyBo
         ("/log-level", _) => writes::log_level(req).await,
         _ => error(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
     }
+}
+
+/// `GET /metrics`: the registry in the Prometheus text format, or in
+/// OpenMetrics when the scraper's `Accept` asks for it; the gauges read from
+/// the serving snapshot are set first.
+fn metrics(api: &AdminApi, req: &Request<Incoming>) -> Response<ProxyBody> {
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    let format = Format::from_accept(accept);
+    let registry = &api.proxy.metrics;
+    let snapshot = api.proxy.snapshot.load();
+    let scraped = &registry.scraped;
+    scraped
+        .snapshot_version
+        .set(i64::try_from(snapshot.origin.version).unwrap_or(i64::MAX));
+    let mut instances: std::collections::BTreeMap<&str, usize> = snapshot
+        .config
+        .filters
+        .keys()
+        .map(|name| (name.as_str(), 0))
+        .collect();
+    for listener in &snapshot.listeners {
+        for route in listener.routes.routes() {
+            for entry in &route.chain.entries {
+                *instances.entry(&entry.name).or_default() += entry.pool.live();
+            }
+        }
+    }
+    scraped.filter_instances.reset();
+    for (name, live) in instances {
+        scraped
+            .filter_instances
+            .with_label_values(&[name])
+            .set(i64::try_from(live).unwrap_or(i64::MAX));
+    }
+    text(
+        StatusCode::OK,
+        format.content_type(),
+        registry.render_as(format),
+    )
 }
 
 /// Writes need the token; reads off loopback too, but for the open ones.

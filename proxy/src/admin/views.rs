@@ -5,6 +5,8 @@ use serde_json::{Value, json};
 
 use super::redact::redact;
 use super::{AdminApi, error, json};
+use crate::filter::ChainEntry;
+use crate::filter::chain::PHASES;
 use crate::filter::module::CONTRACT_VERSION;
 use crate::http::ProxyBody;
 use crate::upstream::Health;
@@ -198,10 +200,13 @@ pub fn filters(api: &AdminApi) -> Response<ProxyBody> {
         .map(|(name, f)| {
             let mut sha256 = None;
             let mut entries = Vec::new();
+            // Entries of one filter share their call series: one is read.
+            let mut phases = None;
             for listener in &snapshot.listeners {
                 for route in listener.routes.routes() {
                     for entry in route.chain.entries.iter().filter(|e| *e.name == **name) {
                         sha256.get_or_insert_with(|| entry.pool.sha256().to_string());
+                        phases.get_or_insert_with(|| phase_calls(entry));
                         entries.push(json!({ "listener": &*listener.name, "route": &*route.name }));
                     }
                 }
@@ -231,6 +236,7 @@ pub fn filters(api: &AdminApi) -> Response<ProxyBody> {
                 "failures": failures,
                 "overloaded": count("weft_filter_overloaded_total", None),
                 "instances_created": count("weft_filter_instances_created_total", None),
+                "phases": phases.unwrap_or_default(),
             })
         })
         .collect();
@@ -242,4 +248,22 @@ pub fn filters(api: &AdminApi) -> Response<ProxyBody> {
             "filters": filters,
         }),
     )
+}
+
+/// Calls of each phase `entry` implements, with the median and 99th
+/// percentile of their sampled times in microseconds.
+fn phase_calls(entry: &ChainEntry) -> Vec<Value> {
+    let us = |seconds: Option<f64>| seconds.map(|s| (s * 1e7).round() / 10.0);
+    PHASES
+        .iter()
+        .filter_map(|&phase| {
+            let (calls, p50, p99) = entry.call_summary(phase)?;
+            Some(json!({
+                "phase": phase.name(),
+                "calls": calls,
+                "p50_us": us(p50),
+                "p99_us": us(p99),
+            }))
+        })
+        .collect()
 }

@@ -17,6 +17,7 @@ use super::exchange::{Exchange, Phase};
 use super::instance::{FilterFailure, FilterInstance, InstancePool};
 use crate::config::OnError;
 use crate::telemetry::Registry;
+use crate::telemetry::calls::PhaseMetrics;
 
 /// One filter in a route's chain, with its own config and instances.
 pub struct ChainEntry {
@@ -27,6 +28,8 @@ pub struct ChainEntry {
     /// What a failure does to the request.
     pub on_error: OnError,
     last_phase: Option<Phase>,
+    /// Calls and call times of each phase it implements, by [`phase_index`].
+    calls: [Option<PhaseMetrics>; 5],
 }
 
 impl ChainEntry {
@@ -42,16 +45,51 @@ impl ChainEntry {
         .into_iter()
         .find(|(flag, _)| pool.phases.contains(*flag))
         .map(|(_, phase)| phase);
+        let calls = PHASES.map(|phase| {
+            pool.phases
+                .contains(flag(phase))
+                .then(|| pool.metrics().calls.phase(&name, phase.name()))
+        });
         Self {
             name,
             pool,
             on_error,
             last_phase,
+            calls,
         }
+    }
+
+    /// This entry's calls of `phase` so far, and the median and 99th
+    /// percentile of their sampled times in seconds (`None` for a phase it
+    /// does not implement).
+    pub fn call_summary(&self, phase: Phase) -> Option<(u64, Option<f64>, Option<f64>)> {
+        self.calls[phase_index(phase)]
+            .as_ref()
+            .map(PhaseMetrics::summary)
     }
 
     fn implements(&self, phase: Phase) -> bool {
         self.pool.phases.contains(flag(phase))
+    }
+}
+
+/// The phases a filter may implement, in call order.
+pub const PHASES: [Phase; 5] = [
+    Phase::RequestHeaders,
+    Phase::RequestBody,
+    Phase::ResponseHeaders,
+    Phase::ResponseBody,
+    Phase::Done,
+];
+
+/// `phase`'s place in [`PHASES`].
+fn phase_index(phase: Phase) -> usize {
+    match phase {
+        Phase::RequestHeaders => 0,
+        Phase::RequestBody => 1,
+        Phase::ResponseHeaders => 2,
+        Phase::ResponseBody => 3,
+        Phase::Done => 4,
     }
 }
 
@@ -295,8 +333,15 @@ impl ChainRun {
             Slot::Held(instance) => Ok(instance),
             _ => entry.pool.acquire(),
         };
+        // Every call counted, one in `SAMPLE_EVERY` timed (one more clock
+        // read: the call's start is the deadline's).
+        let calls = entry.calls[phase_index(phase)].as_ref();
+        let timed = calls.is_some_and(PhaseMetrics::count);
         let result = instance.and_then(|mut instance| {
             let action = instance.run(exchange, phase, &mut run.callouts_waited)?;
+            if timed && let Some(calls) = calls {
+                calls.timed(instance.last_used().elapsed());
+            }
             // A filter that pauses or retries is called again: it keeps its
             // instance (and so its state) for that.
             let again = matches!(action, Action::ContinueAfter(_) | Action::Retry(_));

@@ -16,6 +16,7 @@ use super::deadline::DeadlineWatchdog;
 use super::exchange::{Exchange, Phase};
 use super::host::{CallClock, FilterIdentity, HostState, MemoryCap};
 use super::module::CompiledModule;
+use crate::telemetry::Registry;
 
 /// Deadline of `init` (it may parse a large config).
 const INIT_DEADLINE_MS: u64 = 1_000;
@@ -207,7 +208,7 @@ impl FilterInstance {
     }
 
     /// When the instance's last call started.
-    fn last_used(&self) -> Instant {
+    pub(crate) fn last_used(&self) -> Instant {
         self.store.data().clock.started
     }
 }
@@ -438,5 +439,15 @@ impl InstancePool {
     /// The module's hash.
     pub fn sha256(&self) -> &str {
         &self.module.sha256
+    }
+
+    /// Instances of this pool alive now (held by requests or idle).
+    pub fn live(&self) -> usize {
+        self.shared.live.load(Ordering::Relaxed)
+    }
+
+    /// The registry the pool's filter reports to.
+    pub fn metrics(&self) -> &Arc<Registry> {
+        &self.identity.metrics
     }
 }

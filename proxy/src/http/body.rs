@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use prometheus::IntCounter;
 use tokio::time::Sleep;
 
 use super::expect::Gated;
@@ -109,6 +110,27 @@ impl ProxyBody {
         }
     }
 
+    /// Counts this body's data bytes in `counter` as they pass (a buffered
+    /// body's at once): the listener's body bytes. One handle clone for a
+    /// streamed body, nothing per frame but the add.
+    pub fn count_into(&mut self, counter: &IntCounter) {
+        match self {
+            ProxyBody::Empty | ProxyBody::Full(None) => {}
+            ProxyBody::Full(Some(bytes)) => counter.inc_by(bytes.len() as u64),
+            ProxyBody::Streaming(_) => {
+                let ProxyBody::Streaming(incoming) = std::mem::replace(self, ProxyBody::Empty)
+                else {
+                    unreachable!("matched above");
+                };
+                *self = Self::streamed(incoming);
+                self.count_into(counter);
+            }
+            ProxyBody::IdleBounded(b) => b.counted = Some(counter.clone()),
+            ProxyBody::Guarded(inner, _) => inner.count_into(counter),
+            ProxyBody::AwaitingContinue(gated) => gated.body.count_into(counter),
+        }
+    }
+
     /// When this body streams and has not ended: a cell that receives the
     /// instant its last frame was taken (for timeouts that start once a
     /// request has been sent).
@@ -189,6 +211,8 @@ pub struct IdleBounded {
     ended: Option<Arc<OnceLock<Instant>>>,
     /// The upstream request this body answers, in flight until dropped.
     active: Option<crate::upstream::ActiveRequest>,
+    /// Where its data bytes are counted, if anywhere.
+    counted: Option<IntCounter>,
 }
 
 impl IdleBounded {
@@ -199,6 +223,7 @@ impl IdleBounded {
             armed: false,
             ended: None,
             active: None,
+            counted: None,
         }
     }
 
@@ -212,6 +237,11 @@ impl IdleBounded {
                     }
                     // The upstream's answer is complete.
                     self.active = None;
+                }
+                if let (Some(counter), Some(Ok(frame))) = (&self.counted, &frame)
+                    && let Some(data) = frame.data_ref()
+                {
+                    counter.inc_by(data.len() as u64);
                 }
                 Poll::Ready(frame.map(|r| r.map_err(Into::into)))
             }

@@ -89,6 +89,8 @@ pub struct Connections {
     drain: watch::Receiver<bool>,
     kind: &'static str,
     metrics: Arc<Registry>,
+    /// `weft_active_connections{kind}`.
+    active: prometheus::IntGauge,
 }
 
 impl Connections {
@@ -124,6 +126,7 @@ impl Connections {
             cap,
             drain: drain.watch(),
             kind,
+            active: metrics.http.connections(kind),
             metrics,
         }
     }
@@ -215,7 +218,9 @@ impl Connections {
             let make_service = make_service.clone();
             let conns = self.clone();
             tokio::spawn(async move {
+                conns.active.inc();
                 conns.serve_accepted(stream, addr, tls, make_service).await;
+                conns.active.dec();
                 drop(permit);
             });
         }

@@ -39,6 +39,7 @@ use crate::http::{ProxyBody, grpc, headers, local, target};
 use crate::listener::{InFlight, Peer};
 use crate::snapshot::Snapshot;
 use crate::telemetry::Registry;
+use crate::telemetry::http::{RouteMetrics, method_index};
 use dispatch::Dispatch;
 use forward::keep_for_resend;
 use outgoing::{Outgoing, clone_request_head, empty_head};
@@ -81,40 +82,56 @@ impl Proxy {
         _in_flight: InFlight,
     ) -> Result<Response<ProxyBody>, Infallible> {
         let started = Instant::now();
+        let method = method_index(request.method());
         let snapshot = self.snapshot.load_full();
+        let (mut response, metrics) = self
+            .respond(&snapshot, listener, peer, request, started)
+            .await;
+        if let Some(metrics) = metrics {
+            response.body_mut().count_into(&metrics.response_bytes);
+            metrics.record(method, response.status(), started.elapsed());
+        }
+        Ok(response)
+    }
+
+    /// Steps 1–6; the route's metrics (the listener's for a request no
+    /// route took) to count the answer in.
+    async fn respond<'s>(
+        &self,
+        snapshot: &'s Snapshot,
+        listener: usize,
+        peer: Arc<Peer>,
+        request: Request<Incoming>,
+        started: Instant,
+    ) -> (Response<ProxyBody>, Option<&'s RouteMetrics>) {
         let (mut head, body) = request.into_parts();
         let request_id = headers::ensure_request_id(&mut head.headers);
         let Some(listener) = snapshot.listeners.get(listener) else {
-            return Ok(local::error(
+            let response = local::error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no_listener",
                 "listener removed",
                 &request_id,
-            ));
+            );
+            return (response, None);
         };
         if let Err(e) = target::settle(&mut head, &listener.paths) {
             let message = e.to_string();
-            return Ok(local::error(
-                StatusCode::BAD_REQUEST,
-                e.code(),
-                &message,
-                &request_id,
-            ));
+            let response = local::error(StatusCode::BAD_REQUEST, e.code(), &message, &request_id);
+            return (response, Some(&listener.unmatched));
         }
-        let Some(route) = listener.routes.find(&head).cloned() else {
+        let Some(found) = listener.routes.find(&head) else {
             let message = format!(
                 "no route matches {} {}{}",
                 head.method,
                 target::route_host(&head).unwrap_or_default(),
                 head.uri.path()
             );
-            return Ok(local::error(
-                StatusCode::NOT_FOUND,
-                "no_route",
-                &message,
-                &request_id,
-            ));
+            let response = local::error(StatusCode::NOT_FOUND, "no_route", &message, &request_id);
+            return (response, Some(&listener.unmatched));
         };
+        let metrics = &found.metrics;
+        let route = found.clone();
         let mut props = RequestProps {
             request_id,
             started: Some(started),
@@ -124,11 +141,12 @@ impl Proxy {
             ..Default::default()
         };
         let dispatch = Dispatch::new(&route, &peer, &self.metrics, &mut props);
-        let body = ProxyBody::streamed(body);
+        let mut body = ProxyBody::streamed(body);
+        body.count_into(&metrics.request_bytes);
         if route.chain.is_empty() {
             props.attempt = 1;
             let response = dispatch.send(head, body, route.timeout, &mut props).await;
-            return Ok(response.map(ProxyBody::idle_bounded));
+            return (response.map(ProxyBody::idle_bounded), Some(metrics));
         }
         let mut run = ChainRun::new(route.chain.clone(), self.metrics.clone());
         let mut ex = Box::new(Exchange {
@@ -138,7 +156,8 @@ impl Proxy {
         });
         // Boxed, so that a request without filters moves a smaller future.
         let out = Box::pin(serve_with_chain(&dispatch, &mut run, &mut ex, body)).await;
-        Ok(out.into_response(run, ex).map(ProxyBody::idle_bounded))
+        let response = out.into_response(run, ex).map(ProxyBody::idle_bounded);
+        (response, Some(metrics))
     }
 }
 

@@ -125,6 +125,8 @@ pub struct Route {
     /// `Upgrade` protocols allowed (lower case), and the route's config
     /// path, for the refusal's message.
     pub upgrades: crate::proxy::upgrade::Upgrades,
+    /// Its request counters and duration histogram, resolved at build.
+    pub metrics: crate::telemetry::http::RouteMetrics,
 }
 
 impl Route {

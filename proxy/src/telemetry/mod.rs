@@ -1,33 +1,54 @@
-//! The proxy's metrics registry: counters, gauges and histograms with labels,
-//! rendered in the Prometheus text format.
+//! The proxy's metrics, on the `prometheus` crate: its metric types, its
+//! registry and its text encoder.
 //!
-//! Two namespaces: the proxy's own `weft_*` families, and filters' metrics,
-//! exported as `weft_user_<name>` with a first label `filter` (the filter's
-//! name in the config) that the host sets. A filter can neither write the
-//! proxy's series nor another filter's, nor fix the kind of a proxy family.
-//! Filters' label names are checked when a series is made (reserved
-//! `filter`, `le`, `__*`, duplicates: refused), and each filter may make at
-//! most [`MetricLimits::max_series_per_family`] series per family, in at
-//! most [`MetricLimits::max_families_per_filter`] families: past them, and
-//! for a label value longer than
-//! [`MetricLimits::max_label_value_bytes`], the update is dropped and
-//! counted in `weft_filter_metric_updates_dropped_total{filter}`.
+//! Three kinds of families live in one [`prometheus::Registry`]:
 //!
-//! Every worker updates it on every request, so an update of a series that
-//! exists takes the lock shared and changes the series' atomics: workers do
-//! not wait on each other. Only a new series takes the lock exclusively.
-//! [`Registry::render`] takes the locks shared only to copy out pointers to
-//! the series, and formats after releasing them.
+//! - the request path's own, typed and resolved once per route or chain
+//!   entry when a snapshot is built ([`http`], [`calls`]): per request only
+//!   a pick among handles and atomic adds;
+//! - the proxy's other families, updated by name ([`Registry::counter_add`]
+//!   and friends): made on first use, their label names fixed then, with a
+//!   HELP text from [`help`] (off the request path: reloads, failures,
+//!   compiles);
+//! - filters' metrics ([`filters`]), exported as `weft_user_<name>` with a
+//!   first label `filter` (the filter's name in the config) that the host
+//!   sets. A filter can neither write the proxy's series nor another
+//!   filter's, nor fix the kind of a proxy family. Filters' label names are
+//!   checked when a series is made (reserved `filter`, `le`, `__*`,
+//!   duplicates, a label-name set other than the metric's first one:
+//!   refused), and each filter may make at most
+//!   [`MetricLimits::max_series_per_family`] series per family, in at most
+//!   [`MetricLimits::max_families_per_filter`] families: past them, and for
+//!   a label value longer than [`MetricLimits::max_label_value_bytes`], the
+//!   update is dropped and counted in
+//!   `weft_filter_metric_updates_dropped_total{filter}`.
+//!
+//! A subsystem that keeps its own atomics exports them at scrape time with a
+//! [`prometheus::core::Collector`] given to [`Registry::register`] (see
+//! [`scrape`]).
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+
+use prometheus::core::Collector;
+use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts};
+
+pub mod calls;
+mod filters;
+pub mod help;
+pub mod http;
+mod render;
+pub mod scrape;
+#[cfg(test)]
+mod tests;
+
+pub use render::{Format, OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
 
 /// Label pairs of one series, in the order given.
 pub type Labels = Vec<(String, String)>;
 
 /// Upper bounds of the default histogram buckets (seconds).
-const BUCKETS: [f64; 14] = [
+pub const BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
@@ -87,61 +108,19 @@ pub enum MetricError {
         /// The kind asked for.
         requested: &'static str,
     },
-}
-
-#[derive(Debug)]
-enum Series {
-    Counter(AtomicU64),
-    Gauge(AtomicF64),
-    Histogram(Box<Histogram>),
-}
-
-/// Cumulative bucket counts (`buckets[i]`: observations ≤ `BUCKETS[i]`).
-#[derive(Debug, Default)]
-struct Histogram {
-    buckets: [AtomicU64; BUCKETS.len()],
-    sum: AtomicF64,
-    count: AtomicU64,
-}
-
-/// An `f64` in an `AtomicU64`, by its bits.
-#[derive(Debug, Default)]
-struct AtomicF64(AtomicU64);
-
-impl AtomicF64 {
-    fn get(&self) -> f64 {
-        f64::from_bits(self.0.load(Ordering::Relaxed))
-    }
-
-    fn set(&self, value: f64) {
-        self.0.store(value.to_bits(), Ordering::Relaxed);
-    }
-
-    fn add(&self, delta: f64) {
-        let _ = self
-            .0
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
-                Some((f64::from_bits(bits) + delta).to_bits())
-            });
-    }
-}
-
-/// Series by labels, hashed with a per-process random seed (foldhash: a
-/// fraction of SipHash's cost on a handful of short strings). Both are
-/// shared pointers so that rendering copies them out of the lock.
-type SeriesMap = HashMap<Arc<Labels>, Arc<Series>, foldhash::fast::RandomState>;
-
-#[derive(Debug)]
-struct Family {
-    kind: Kind,
-    series: SeriesMap,
-}
-
-/// A filters' family: each filter's series apart, by filter name.
-#[derive(Debug)]
-struct FilterFamily {
-    kind: Kind,
-    by_filter: HashMap<Arc<str>, SeriesMap, foldhash::fast::RandomState>,
+    /// A metric's label names are fixed by its first series: another set
+    /// of names is refused.
+    #[error(
+        "metric {metric:?} has the label names [{expected}] (fixed by its first series), not [{got}]"
+    )]
+    LabelNames {
+        /// The metric.
+        metric: String,
+        /// Its label names, comma-separated.
+        expected: String,
+        /// The names given, comma-separated.
+        got: String,
+    },
 }
 
 /// Default of [`MetricLimits::max_series_per_family`].
@@ -152,8 +131,6 @@ pub const DEFAULT_MAX_FAMILIES_PER_FILTER: usize = 100;
 pub const DEFAULT_MAX_LABEL_VALUE_BYTES: usize = 1024;
 /// Prefix of the families filters define.
 pub const FILTER_PREFIX: &str = "weft_user_";
-/// The proxy's counter of filter metric updates it dropped, by filter.
-const DROPPED_TOTAL: &str = "weft_filter_metric_updates_dropped_total";
 
 /// Bounds on what filters put in the registry (config `metrics:`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,101 +153,115 @@ impl Default for MetricLimits {
     }
 }
 
+/// One of the proxy's families updated by name.
+#[derive(Clone)]
+enum NamedVec {
+    Counter(IntCounterVec),
+    Gauge(GaugeVec),
+    Histogram(HistogramVec),
+}
+
+struct Named {
+    kind: Kind,
+    /// Fixed by the first update.
+    label_names: Box<[String]>,
+    vec: NamedVec,
+}
+
 /// All metrics of the process.
-#[derive(Debug)]
 pub struct Registry {
-    families: RwLock<BTreeMap<String, Family>>,
-    /// Filters' families by the name the filter gave (exported with
-    /// [`FILTER_PREFIX`]).
-    filter_families: RwLock<BTreeMap<String, FilterFamily>>,
-    max_series_per_family: AtomicUsize,
-    max_families_per_filter: AtomicUsize,
-    max_label_value_bytes: AtomicUsize,
+    prometheus: prometheus::Registry,
+    /// The proxy's families updated by name.
+    named: RwLock<HashMap<String, Named, foldhash::fast::RandomState>>,
+    filters: Arc<filters::FilterMetrics>,
+    /// The request path's families ([`http`]).
+    pub http: http::HttpMetrics,
+    /// Filter calls per filter and phase ([`calls`]).
+    pub calls: calls::CallMetrics,
+    /// Scrape-time values set by the admin API before each render.
+    pub scraped: scrape::ScrapedGauges,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").finish_non_exhaustive()
+    }
 }
 
 impl Default for Registry {
     fn default() -> Self {
-        let limits = MetricLimits::default();
+        let prometheus = prometheus::Registry::new();
+        let filters = Arc::new(filters::FilterMetrics::default());
+        let http = http::HttpMetrics::new();
+        let calls = calls::CallMetrics::new();
+        let scraped = scrape::ScrapedGauges::new();
+        let collectors: Vec<Box<dyn Collector>> = vec![
+            Box::new(filters::Exported(filters.clone())),
+            Box::new(http.clone()),
+            Box::new(calls.clone()),
+            Box::new(scraped.clone()),
+            Box::new(scrape::log_lines_dropped()),
+            Box::new(scrape::build_info()),
+        ];
+        for c in collectors {
+            prometheus
+                .register(c)
+                .expect("the proxy's families have distinct names");
+        }
+        #[cfg(target_os = "linux")]
+        {
+            let process = prometheus::process_collector::ProcessCollector::for_self();
+            let _ = prometheus.register(Box::new(process));
+        }
         Registry {
-            families: RwLock::default(),
-            filter_families: RwLock::default(),
-            max_series_per_family: AtomicUsize::new(limits.max_series_per_family),
-            max_families_per_filter: AtomicUsize::new(limits.max_families_per_filter),
-            max_label_value_bytes: AtomicUsize::new(limits.max_label_value_bytes),
+            prometheus,
+            named: RwLock::default(),
+            filters,
+            http,
+            calls,
+            scraped,
         }
     }
-}
-
-fn add_counter(value: u64) -> impl FnOnce(&Series) {
-    move |s| {
-        if let Series::Counter(v) = s {
-            v.fetch_add(value, Ordering::Relaxed);
-        }
-    }
-}
-
-fn set_gauge(value: f64) -> impl FnOnce(&Series) {
-    move |s| {
-        if let Series::Gauge(v) = s {
-            v.set(value);
-        }
-    }
-}
-
-fn add_gauge(delta: f64) -> impl FnOnce(&Series) {
-    move |s| {
-        if let Series::Gauge(v) = s {
-            v.add(delta);
-        }
-    }
-}
-
-fn observe(value: f64) -> impl FnOnce(&Series) {
-    move |s| {
-        if let Series::Histogram(h) = s {
-            for (bound, n) in BUCKETS.iter().zip(&h.buckets) {
-                if value <= *bound {
-                    n.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            h.sum.add(value);
-            h.count.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
-fn new_series(kind: Kind) -> Arc<Series> {
-    Arc::new(match kind {
-        Kind::Counter => Series::Counter(AtomicU64::new(0)),
-        Kind::Gauge => Series::Gauge(AtomicF64::default()),
-        Kind::Histogram => Series::Histogram(Box::default()),
-    })
 }
 
 impl Registry {
     /// Sets the bounds on filters' metrics; series made before keep.
     pub fn set_limits(&self, limits: MetricLimits) {
-        self.max_series_per_family
-            .store(limits.max_series_per_family, Ordering::Relaxed);
-        self.max_families_per_filter
-            .store(limits.max_families_per_filter, Ordering::Relaxed);
-        self.max_label_value_bytes
-            .store(limits.max_label_value_bytes, Ordering::Relaxed);
+        self.filters.set_limits(limits);
+    }
+
+    /// Adds a collector whose families are gathered on every scrape: how a
+    /// subsystem exports atomics it keeps itself (its families' names must
+    /// be its own).
+    pub fn register(&self, collector: Box<dyn Collector>) -> prometheus::Result<()> {
+        self.prometheus.register(collector)
     }
 
     /// Adds `value` to counter `name{labels}`.
     pub fn counter_add(&self, name: &str, labels: Labels, value: u64) -> Result<(), MetricError> {
-        self.update(name, Kind::Counter, labels, add_counter(value))
+        self.with_named(name, Kind::Counter, &labels, |vec, values| {
+            if let NamedVec::Counter(v) = vec {
+                v.with_label_values(values).inc_by(value);
+            }
+        })
     }
 
     /// Sets gauge `name{labels}` to `value`.
     pub fn gauge_set(&self, name: &str, labels: Labels, value: f64) -> Result<(), MetricError> {
-        self.update(name, Kind::Gauge, labels, set_gauge(value))
+        self.with_named(name, Kind::Gauge, &labels, |vec, values| {
+            if let NamedVec::Gauge(v) = vec {
+                v.with_label_values(values).set(value);
+            }
+        })
     }
 
     /// Adds `delta` to gauge `name{labels}`.
     pub fn gauge_add(&self, name: &str, labels: Labels, delta: f64) -> Result<(), MetricError> {
-        self.update(name, Kind::Gauge, labels, add_gauge(delta))
+        self.with_named(name, Kind::Gauge, &labels, |vec, values| {
+            if let NamedVec::Gauge(v) = vec {
+                v.with_label_values(values).add(delta);
+            }
+        })
     }
 
     /// Records `value` in histogram `name{labels}`.
@@ -280,7 +271,11 @@ impl Registry {
         labels: Labels,
         value: f64,
     ) -> Result<(), MetricError> {
-        self.update(name, Kind::Histogram, labels, observe(value))
+        self.with_named(name, Kind::Histogram, &labels, |vec, values| {
+            if let NamedVec::Histogram(v) = vec {
+                v.with_label_values(values).observe(value);
+            }
+        })
     }
 
     /// Filter `filter` adds `value` to its counter `name{labels}`
@@ -292,7 +287,10 @@ impl Registry {
         labels: Labels,
         value: u64,
     ) -> Result<(), MetricError> {
-        self.filter_update(filter, name, Kind::Counter, labels, add_counter(value))
+        self.filters
+            .update(filter, name, Kind::Counter, labels, |s| {
+                s.counter_add(value)
+            })
     }
 
     /// Filter `filter` sets its gauge `name{labels}` to `value`.
@@ -303,7 +301,8 @@ impl Registry {
         labels: Labels,
         value: f64,
     ) -> Result<(), MetricError> {
-        self.filter_update(filter, name, Kind::Gauge, labels, set_gauge(value))
+        self.filters
+            .update(filter, name, Kind::Gauge, labels, |s| s.gauge_set(value))
     }
 
     /// Filter `filter` adds `delta` to its gauge `name{labels}`.
@@ -314,7 +313,8 @@ impl Registry {
         labels: Labels,
         delta: f64,
     ) -> Result<(), MetricError> {
-        self.filter_update(filter, name, Kind::Gauge, labels, add_gauge(delta))
+        self.filters
+            .update(filter, name, Kind::Gauge, labels, |s| s.gauge_add(delta))
     }
 
     /// Filter `filter` records `value` in its histogram `name{labels}`.
@@ -325,114 +325,107 @@ impl Registry {
         labels: Labels,
         value: f64,
     ) -> Result<(), MetricError> {
-        self.filter_update(filter, name, Kind::Histogram, labels, observe(value))
+        self.filters
+            .update(filter, name, Kind::Histogram, labels, |s| s.observe(value))
     }
 
-    /// The current value of a counter series, if it exists.
+    /// The current value of one of the proxy's counter series updated by
+    /// name, if it exists (labels in any order).
     pub fn counter_value(&self, name: &str, labels: &[(&str, &str)]) -> Option<u64> {
-        let families = self.families.read().unwrap();
-        let family = families.get(name)?;
-        family.series.iter().find_map(|(l, s)| match &**s {
-            Series::Counter(v) if same_labels(l, labels) => Some(v.load(Ordering::Relaxed)),
-            _ => None,
+        if name == filters::DROPPED_TOTAL
+            && let [("filter", filter)] = labels
+        {
+            return Some(self.filters.dropped(filter));
+        }
+        let named = self.named.read().unwrap();
+        let NamedVec::Counter(vec) = &named.get(name)?.vec else {
+            return None;
+        };
+        let families = vec.collect();
+        families.iter().flat_map(|f| f.get_metric()).find_map(|m| {
+            let have = m.get_label();
+            let same = have.len() == labels.len()
+                && labels
+                    .iter()
+                    .all(|(k, v)| have.iter().any(|p| p.name() == *k && p.value() == *v));
+            same.then(|| m.get_counter().get_value() as u64)
         })
     }
 
-    fn update(
+    /// Every family, gathered from the registry.
+    pub fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.prometheus.gather()
+    }
+
+    fn with_named(
         &self,
         name: &str,
         kind: Kind,
-        labels: Labels,
-        apply: impl FnOnce(&Series),
+        labels: &Labels,
+        apply: impl FnOnce(&NamedVec, &[&str]),
     ) -> Result<(), MetricError> {
-        // The hot path, shared: a series that exists was checked when it
-        // was made.
-        if let Some(family) = self.families.read().unwrap().get(name)
-            && family.kind == kind
-            && let Some(series) = family.series.get(&labels)
-        {
-            apply(series);
+        let values: Vec<&str> = labels.iter().map(|(_, v)| v.as_str()).collect();
+        if let Some(family) = self.named.read().unwrap().get(name) {
+            check_kind(name, family.kind, kind)?;
+            check_label_names(name, &family.label_names, labels)?;
+            apply(&family.vec, &values);
             return Ok(());
         }
-        check_names(name, &labels)?;
-        let mut families = self.families.write().unwrap();
-        let family = families.entry(name.to_string()).or_insert(Family {
-            kind,
-            series: HashMap::default(),
-        });
+        check_names(name, labels)?;
+        let mut named = self.named.write().unwrap();
+        // Another thread may have made it since the shared look.
+        if !named.contains_key(name) {
+            let vec = self.new_named(name, kind, labels)?;
+            let label_names = labels.iter().map(|(k, _)| k.clone()).collect();
+            named.insert(
+                name.to_string(),
+                Named {
+                    kind,
+                    label_names,
+                    vec,
+                },
+            );
+        }
+        let family = &named[name];
         check_kind(name, family.kind, kind)?;
-        // Another thread may have made the series since the shared look.
-        let series = family
-            .series
-            .entry(Arc::new(labels))
-            .or_insert_with(|| new_series(kind));
-        apply(series);
+        check_label_names(name, &family.label_names, labels)?;
+        apply(&family.vec, &values);
         Ok(())
     }
 
-    fn filter_update(
-        &self,
-        filter: &Arc<str>,
-        name: &str,
-        kind: Kind,
-        labels: Labels,
-        apply: impl FnOnce(&Series),
-    ) -> Result<(), MetricError> {
-        // The hot path, shared, as in `update`.
-        if let Some(family) = self.filter_families.read().unwrap().get(name)
-            && family.kind == kind
-            && let Some(series) = family.by_filter.get(&**filter)
-            && let Some(series) = series.get(&labels)
-        {
-            apply(series);
-            return Ok(());
-        }
-        check_names(name, &labels)?;
-        check_filter_labels(name, &labels)?;
-        let max_value = self.max_label_value_bytes.load(Ordering::Relaxed);
-        if labels.iter().any(|(_, v)| v.len() > max_value) {
-            self.count_dropped(filter);
-            return Ok(());
-        }
-        let max_series = self.max_series_per_family.load(Ordering::Relaxed);
-        let mut families = self.filter_families.write().unwrap();
-        let new_to_filter = families
-            .get(name)
-            .is_none_or(|f| !f.by_filter.contains_key(&**filter));
-        if new_to_filter {
-            let max_families = self.max_families_per_filter.load(Ordering::Relaxed);
-            let has = families
-                .values()
-                .filter(|f| f.by_filter.contains_key(&**filter))
-                .count();
-            if has >= max_families {
-                drop(families);
-                self.count_dropped(filter);
-                return Ok(());
+    fn new_named(&self, name: &str, kind: Kind, labels: &Labels) -> Result<NamedVec, MetricError> {
+        let help = help::of(name);
+        let names: Vec<&str> = labels.iter().map(|(k, _)| k.as_str()).collect();
+        let invalid = |_| MetricError::InvalidName(name.to_string());
+        let vec = match kind {
+            Kind::Counter => NamedVec::Counter(
+                IntCounterVec::new(Opts::new(name, help), &names).map_err(invalid)?,
+            ),
+            Kind::Gauge => {
+                NamedVec::Gauge(GaugeVec::new(Opts::new(name, help), &names).map_err(invalid)?)
             }
-        }
-        let family = families.entry(name.to_string()).or_insert(FilterFamily {
-            kind,
-            by_filter: HashMap::default(),
-        });
-        check_kind(name, family.kind, kind)?;
-        let series = family.by_filter.entry(filter.clone()).or_default();
-        if let Some(found) = series.get(&labels) {
-            apply(found);
-        } else if series.len() < max_series {
-            let made = new_series(kind);
-            apply(&made);
-            series.insert(Arc::new(labels), made);
-        } else {
-            drop(families);
-            self.count_dropped(filter);
-        }
-        Ok(())
-    }
-
-    fn count_dropped(&self, filter: &str) {
-        let labels = vec![("filter".to_string(), filter.to_string())];
-        let _ = self.counter_add(DROPPED_TOTAL, labels, 1);
+            Kind::Histogram => NamedVec::Histogram(
+                HistogramVec::new(
+                    HistogramOpts::new(name, help).buckets(BUCKETS.to_vec()),
+                    &names,
+                )
+                .map_err(invalid)?,
+            ),
+        };
+        let collector: Box<dyn Collector> = match &vec {
+            NamedVec::Counter(v) => Box::new(v.clone()),
+            NamedVec::Gauge(v) => Box::new(v.clone()),
+            NamedVec::Histogram(v) => Box::new(v.clone()),
+        };
+        // A name one of the typed families has: refused as taken.
+        self.prometheus
+            .register(collector)
+            .map_err(|_| MetricError::KindMismatch {
+                name: name.to_string(),
+                existing: "family of the proxy's",
+                requested: kind.as_str(),
+            })?;
+        Ok(vec)
     }
 }
 
@@ -445,6 +438,22 @@ fn check_kind(name: &str, existing: Kind, requested: Kind) -> Result<(), MetricE
         });
     }
     Ok(())
+}
+
+/// The labels' names are `expected`, in that order.
+fn check_label_names(name: &str, expected: &[String], labels: &Labels) -> Result<(), MetricError> {
+    if expected.len() == labels.len() && expected.iter().zip(labels).all(|(e, (k, _))| e == k) {
+        return Ok(());
+    }
+    Err(MetricError::LabelNames {
+        metric: name.to_string(),
+        expected: expected.join(","),
+        got: labels
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+    })
 }
 
 /// Metric and label names are Prometheus names; label names have no `:`.
@@ -461,40 +470,9 @@ fn check_names(name: &str, labels: &Labels) -> Result<(), MetricError> {
     Ok(())
 }
 
-/// A filter's labels: none of the proxy's names, none twice.
-fn check_filter_labels(name: &str, labels: &Labels) -> Result<(), MetricError> {
-    for (i, (label, _)) in labels.iter().enumerate() {
-        if label == "filter" || label == "le" || label.starts_with("__") {
-            return Err(MetricError::ReservedLabel {
-                metric: name.to_string(),
-                label: label.clone(),
-            });
-        }
-        if labels[..i].iter().any(|(earlier, _)| earlier == label) {
-            return Err(MetricError::DuplicateLabel {
-                metric: name.to_string(),
-                label: label.clone(),
-            });
-        }
-    }
-    Ok(())
-}
-
-fn same_labels(have: &Labels, want: &[(&str, &str)]) -> bool {
-    have.len() == want.len()
-        && have
-            .iter()
-            .zip(want)
-            .all(|((k, v), (wk, wv))| k == wk && v == wv)
-}
-
 /// `[a-zA-Z_:][a-zA-Z0-9_:]*`
 fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
 }
-
-mod render;
-#[cfg(test)]
-mod tests;

@@ -1,104 +1,131 @@
-//! The registry in the Prometheus text exposition format.
+//! The registry as the crate's text encoder writes it, or converted to
+//! OpenMetrics 1.0 text when the scraper asks for it (the crate has no
+//! OpenMetrics encoder).
 
-use std::fmt::Write;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use prometheus::{Encoder, TextEncoder};
 
-use super::{BUCKETS, FILTER_PREFIX, Kind, Labels, Registry, Series};
+use super::Registry;
+
+/// Content type of the Prometheus text format.
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// Content type of the OpenMetrics text format.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// An exposition format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// The Prometheus text format, version 0.0.4.
+    Text,
+    /// OpenMetrics 1.0 text.
+    OpenMetrics,
+}
+
+impl Format {
+    /// The format a scraper's `Accept` header asks for: OpenMetrics when it
+    /// names `application/openmetrics-text` (with a quality above 0), else
+    /// the Prometheus text format.
+    pub fn from_accept(accept: Option<&str>) -> Self {
+        let wants = accept.is_some_and(|accept| {
+            accept.split(',').any(|range| {
+                let mut parts = range.split(';').map(str::trim);
+                let media = parts.next().unwrap_or_default();
+                let refused = parts.any(|p| {
+                    p.strip_prefix("q=")
+                        .and_then(|q| q.parse::<f32>().ok())
+                        .is_some_and(|q| q <= 0.0)
+                });
+                media.eq_ignore_ascii_case("application/openmetrics-text") && !refused
+            })
+        });
+        if wants {
+            Format::OpenMetrics
+        } else {
+            Format::Text
+        }
+    }
+
+    /// Its content type.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Text => TEXT_CONTENT_TYPE,
+            Format::OpenMetrics => OPENMETRICS_CONTENT_TYPE,
+        }
+    }
+}
 
 impl Registry {
     /// The whole registry in the Prometheus text exposition format.
     pub fn render(&self) -> String {
-        // Under the locks: pointers copied out, nothing formatted.
-        let mut families: Vec<(String, Kind, Vec<Row>)> = Vec::new();
-        for (name, family) in self.families.read().unwrap().iter() {
-            let rows = family
-                .series
-                .iter()
-                .map(|(l, s)| (None, l.clone(), s.clone()))
-                .collect();
-            families.push((name.clone(), family.kind, rows));
+        let mut out = Vec::new();
+        // Fails only on a family the registry would not have made.
+        if let Err(e) = TextEncoder::new().encode(&self.gather(), &mut out) {
+            tracing::error!("cannot encode the metrics: {e}");
         }
-        for (name, family) in self.filter_families.read().unwrap().iter() {
-            let rows = family
-                .by_filter
-                .iter()
-                .flat_map(|(f, series)| {
-                    series
-                        .iter()
-                        .map(|(l, s)| (Some(f.clone()), l.clone(), s.clone()))
-                })
-                .collect();
-            families.push((format!("{FILTER_PREFIX}{name}"), family.kind, rows));
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// The whole registry in `format`.
+    pub fn render_as(&self, format: Format) -> String {
+        let text = self.render();
+        match format {
+            Format::Text => text,
+            Format::OpenMetrics => to_openmetrics(&text),
         }
-        let mut out = String::new();
-        for (name, kind, mut rows) in families {
-            let _ = writeln!(out, "# TYPE {name} {}", kind.as_str());
-            rows.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-            for (filter, labels, series) in rows {
-                render_series(&mut out, &name, filter.as_deref(), &labels, &series);
+    }
+}
+
+/// Converts the text encoder's output to OpenMetrics 1.0: a counter's
+/// family is named without `_total` (its samples keep, or get, the
+/// suffix), quotes in HELP are escaped, and `# EOF` ends it.
+pub fn to_openmetrics(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 64);
+    // The counter family being written: its name in the text format and
+    // in OpenMetrics.
+    let mut counter: Option<(String, String)> = None;
+    let lines: Vec<&str> = text.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
+            // The TYPE line follows its HELP line.
+            let is_counter = lines
+                .get(i + 1)
+                .is_some_and(|next| *next == format!("# TYPE {name} counter"));
+            out.push_str("# HELP ");
+            out.push_str(if is_counter { family(name) } else { name });
+            out.push(' ');
+            out.push_str(&help.replace('"', "\\\""));
+            out.push('\n');
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, ""));
+            if kind == "counter" {
+                counter = Some((name.to_string(), family(name).to_string()));
+                out.push_str(&format!("# TYPE {} counter\n", family(name)));
+            } else {
+                counter = None;
+                out.push_str(line);
+                out.push('\n');
             }
-        }
-        let dropped = crate::logging::lines_dropped();
-        let _ = writeln!(
-            out,
-            "# TYPE weft_log_lines_dropped_total counter\nweft_log_lines_dropped_total {dropped}"
-        );
-        out
-    }
-}
-
-/// One series to render: the filter that made it, if any, its labels and
-/// values.
-type Row = (Option<Arc<str>>, Arc<Labels>, Arc<Series>);
-
-fn render_series(out: &mut String, name: &str, filter: Option<&str>, labels: &Labels, s: &Series) {
-    let fmt = |le: Option<&str>| fmt_labels(filter, labels, le);
-    match s {
-        Series::Counter(v) => {
-            let _ = writeln!(out, "{name}{} {}", fmt(None), v.load(Ordering::Relaxed));
-        }
-        Series::Gauge(v) => {
-            let _ = writeln!(out, "{name}{} {}", fmt(None), v.get());
-        }
-        Series::Histogram(h) => {
-            let buckets = h.buckets.each_ref().map(|n| n.load(Ordering::Relaxed));
-            let sum = h.sum.get();
-            // Concurrent observations may show in a bucket before the
-            // count: the count never shows fewer than a bucket.
-            let count = h
-                .count
-                .load(Ordering::Relaxed)
-                .max(buckets[BUCKETS.len() - 1]);
-            for (bound, n) in BUCKETS.iter().zip(buckets) {
-                let le = bound.to_string();
-                let _ = writeln!(out, "{name}_bucket{} {n}", fmt(Some(&le)));
+        } else if line.starts_with('#') || line.is_empty() {
+            continue;
+        } else {
+            match &counter {
+                Some((name, family)) if !name.ends_with("_total") => {
+                    // `hits 3` → `hits_total 3`.
+                    out.push_str(family);
+                    out.push_str("_total");
+                    out.push_str(&line[name.len()..]);
+                }
+                _ => out.push_str(line),
             }
-            let _ = writeln!(out, "{name}_bucket{} {count}", fmt(Some("+Inf")));
-            let plain = fmt(None);
-            let _ = writeln!(out, "{name}_sum{plain} {sum}");
-            let _ = writeln!(out, "{name}_count{plain} {count}");
+            out.push('\n');
         }
     }
+    out.push_str("# EOF\n");
+    out
 }
 
-fn fmt_labels(filter: Option<&str>, labels: &Labels, le: Option<&str>) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    if let Some(filter) = filter {
-        parts.push(format!("filter=\"{}\"", escape(filter)));
-    }
-    parts.extend(labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))));
-    if let Some(le) = le {
-        parts.push(format!("le=\"{le}\""));
-    }
-    if parts.is_empty() {
-        return String::new();
-    }
-    format!("{{{}}}", parts.join(","))
-}
-
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// A counter's OpenMetrics family name.
+fn family(name: &str) -> &str {
+    name.strip_suffix("_total").unwrap_or(name)
 }

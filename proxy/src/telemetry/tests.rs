@@ -6,20 +6,22 @@ use super::*;
 fn renders_counters_and_histograms() {
     let r = Registry::default();
     let l = vec![("route".to_string(), "api".to_string())];
-    r.counter_add("weft_requests_total", l.clone(), 2).unwrap();
-    r.counter_add("weft_requests_total", l.clone(), 3).unwrap();
+    r.counter_add("weft_test_requests_total", l.clone(), 2)
+        .unwrap();
+    r.counter_add("weft_test_requests_total", l.clone(), 3)
+        .unwrap();
     r.histogram_observe("weft_latency_seconds", l.clone(), 0.003)
         .unwrap();
     let text = r.render();
     assert!(
-        text.contains("weft_requests_total{route=\"api\"} 5"),
+        text.contains("weft_test_requests_total{route=\"api\"} 5"),
         "{text}"
     );
     assert!(text.contains("weft_latency_seconds_bucket{route=\"api\",le=\"0.0025\"} 0"));
     assert!(text.contains("weft_latency_seconds_bucket{route=\"api\",le=\"0.005\"} 1"));
     assert!(text.contains("weft_latency_seconds_count{route=\"api\"} 1"));
     assert_eq!(
-        r.counter_value("weft_requests_total", &[("route", "api")]),
+        r.counter_value("weft_test_requests_total", &[("route", "api")]),
         Some(5)
     );
 }
@@ -32,7 +34,8 @@ fn updates_from_several_threads_all_count() {
         for _ in 0..4 {
             scope.spawn(|| {
                 for i in 0..10_000 {
-                    r.counter_add("weft_requests_total", labels(), 1).unwrap();
+                    r.counter_add("weft_test_requests_total", labels(), 1)
+                        .unwrap();
                     r.gauge_add("weft_in_flight", labels(), 1.0).unwrap();
                     r.histogram_observe(
                         "weft_latency_seconds",
@@ -46,7 +49,7 @@ fn updates_from_several_threads_all_count() {
     });
     let text = r.render();
     assert!(
-        text.contains("weft_requests_total{route=\"api\"} 40000\n"),
+        text.contains("weft_test_requests_total{route=\"api\"} 40000\n"),
         "{text}"
     );
     assert!(
@@ -217,4 +220,152 @@ fn series_past_the_cap_and_long_values_are_dropped_and_counted() {
         ),
         Some(1)
     );
+}
+
+#[test]
+fn a_filters_metric_keeps_the_label_names_of_its_first_series() {
+    let r = Registry::default();
+    let f: Arc<str> = "f".into();
+    let g: Arc<str> = "g".into();
+    r.filter_counter_add(&f, "hits", labels(&[("route", "a")]), 1)
+        .unwrap();
+    let err = r
+        .filter_counter_add(&f, "hits", labels(&[("path", "/x")]), 1)
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "metric \"hits\" has the label names [route] (fixed by its first series), not [path]"
+    );
+    // Another filter's series are its own, names included.
+    r.filter_counter_add(&g, "hits", labels(&[("path", "/x")]), 2)
+        .unwrap();
+    let text = r.render();
+    assert!(
+        text.contains("weft_user_hits{filter=\"f\",route=\"a\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("weft_user_hits{filter=\"g\",path=\"/x\"} 2\n"),
+        "{text}"
+    );
+    // The proxy's own families by name: the same rule.
+    r.counter_add("weft_test_total", labels(&[("a", "1")]), 1)
+        .unwrap();
+    assert!(matches!(
+        r.counter_add("weft_test_total", labels(&[("b", "1")]), 1),
+        Err(MetricError::LabelNames { .. })
+    ));
+}
+
+#[test]
+fn the_exposition_has_help_build_info_and_process_metrics() {
+    let r = Registry::default();
+    let text = r.render();
+    assert!(
+        text.contains("# HELP weft_log_lines_dropped_total Log lines dropped"),
+        "{text}"
+    );
+    assert!(text.contains("# TYPE weft_build_info gauge\n"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "weft_build_info{{contract_versions=\"0.4.0\",version=\"{}\",wasmtime_version=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION"),
+            scrape::WASMTIME_VERSION
+        )),
+        "{text}"
+    );
+    assert!(text.contains("process_resident_memory_bytes "), "{text}");
+    assert!(text.contains("process_start_time_seconds "), "{text}");
+}
+
+#[test]
+fn the_wasmtime_version_is_the_pinned_one() {
+    let workspace = include_str!("../../../Cargo.toml");
+    let pinned = format!("wasmtime = {{ version = \"={}\"", scrape::WASMTIME_VERSION);
+    assert!(
+        workspace.contains(&pinned),
+        "Cargo.toml pins another wasmtime"
+    );
+}
+
+#[test]
+fn openmetrics_names_counter_families_without_total_and_ends_with_eof() {
+    let r = Registry::default();
+    let f: Arc<str> = "f".into();
+    r.counter_add("weft_config_reloads_total", labels(&[("result", "ok")]), 2)
+        .unwrap();
+    r.filter_counter_add(&f, "hits", vec![], 3).unwrap();
+    r.filter_histogram_observe(&f, "seconds", vec![], 0.002)
+        .unwrap();
+    let om = r.render_as(Format::OpenMetrics);
+    assert!(om.ends_with("\n# EOF\n"), "{om}");
+    assert!(om.contains("# TYPE weft_config_reloads counter\n"), "{om}");
+    assert!(
+        om.contains("# HELP weft_config_reloads Snapshot builds"),
+        "{om}"
+    );
+    assert!(
+        om.contains("weft_config_reloads_total{result=\"ok\"} 2\n"),
+        "{om}"
+    );
+    // A counter named without the suffix gets it on its samples.
+    assert!(om.contains("# TYPE weft_user_hits counter\n"), "{om}");
+    assert!(
+        om.contains("weft_user_hits_total{filter=\"f\"} 3\n"),
+        "{om}"
+    );
+    assert!(
+        om.contains("# HELP weft_user_hits Metric \\\"hits\\\" of filters"),
+        "{om}"
+    );
+    assert!(om.contains("# TYPE weft_user_seconds histogram\n"), "{om}");
+    assert!(!om.contains("_total counter"), "{om}");
+}
+
+#[test]
+fn the_format_follows_accept() {
+    use Format::*;
+    for (accept, want) in [
+        (None, Text),
+        (Some("text/plain;version=0.0.4"), Text),
+        (Some("*/*"), Text),
+        (
+            Some("application/openmetrics-text; version=1.0.0"),
+            OpenMetrics,
+        ),
+        (
+            Some("application/openmetrics-text;version=1.0.0;q=0.5,text/plain;q=0.4"),
+            OpenMetrics,
+        ),
+        (Some("Application/OpenMetrics-Text"), OpenMetrics),
+        (Some("application/openmetrics-text;q=0"), Text),
+    ] {
+        assert_eq!(Format::from_accept(accept), want, "{accept:?}");
+    }
+}
+
+#[test]
+fn quantiles_interpolate_within_their_bucket() {
+    let buckets = [(1.0, 0), (2.0, 50), (4.0, 100)];
+    assert_eq!(calls::quantile(&buckets, 100, 0.5), Some(2.0));
+    assert_eq!(calls::quantile(&buckets, 100, 0.25), Some(1.5));
+    let p99 = calls::quantile(&buckets, 100, 0.99).unwrap();
+    assert!((p99 - 3.96).abs() < 1e-9, "{p99}");
+    assert_eq!(calls::quantile(&buckets, 0, 0.5), None);
+    // All past the last bound: the last bound.
+    assert_eq!(calls::quantile(&[(1.0, 0)], 5, 0.5), Some(1.0));
+}
+
+#[test]
+fn a_phase_times_one_call_in_eight() {
+    let r = Registry::default();
+    let phase = r.calls.phase("f", "on-done");
+    let timed = (0..24).filter(|_| phase.count()).count();
+    assert_eq!(timed, 3);
+    phase.timed(std::time::Duration::from_micros(3));
+    let (calls, p50, p99) = phase.summary();
+    assert_eq!(calls, 24);
+    let p50 = p50.unwrap();
+    assert!((2.5e-6..=5e-6).contains(&p50), "{p50}");
+    assert!(p99.unwrap() >= p50);
 }
