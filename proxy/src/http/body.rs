@@ -117,12 +117,8 @@ impl ProxyBody {
         match self {
             ProxyBody::Empty | ProxyBody::Full(None) => {}
             ProxyBody::Full(Some(bytes)) => counter.inc_by(bytes.len() as u64),
-            ProxyBody::Streaming(_) => {
-                let ProxyBody::Streaming(incoming) = std::mem::replace(self, ProxyBody::Empty)
-                else {
-                    unreachable!("matched above");
-                };
-                *self = Self::streamed(incoming);
+            ProxyBody::Streaming(_) | ProxyBody::Upstream(..) => {
+                *self = std::mem::replace(self, ProxyBody::Empty).idle_bounded();
                 self.count_into(counter);
             }
             ProxyBody::IdleBounded(b) => b.counted = Some(counter.clone()),
