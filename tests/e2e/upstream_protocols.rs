@@ -95,6 +95,32 @@ async fn tls_origination_verifies_the_upstream_and_sends_sni() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_of_a_tls_cluster_speak_tls() {
+    let ca = TestCa::default();
+    let origin = tls_origin(&ca, vec!["http/1.1"], None).await;
+    let config = yaml(
+        origin.addr,
+        "tls: { ca_file: ca.pem, sni: backend.test }, health_check: { path: /healthz, interval_ms: 100, unhealthy_threshold: 1 }",
+    );
+    let weft = start_with_files(&config, &[("ca.pem", ca.pem().as_bytes())]);
+    // Each check is a TLS connection of its own; a plaintext check would
+    // never complete a handshake (and would mark the endpoint unhealthy).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while origin.accepted().len() < 3 {
+        assert!(std::time::Instant::now() < deadline, "no TLS health checks");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        origin
+            .accepted()
+            .iter()
+            .all(|c| c.sni.as_deref() == Some("backend.test"))
+    );
+    let r = get(&format!("{}/after-checks", weft.url("public"))).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_certificate_from_an_unknown_ca_is_a_502_that_says_so() {
     let ca = TestCa::default();
     let other = TestCa::new("another CA");

@@ -70,7 +70,7 @@ impl<'a> Dispatch<'a> {
         let Some(cluster) = self.cluster else {
             return route
                 .action
-                .local_response(&head)
+                .local_response(&head, self.peer.tls.is_some())
                 .expect("a route without a cluster answers itself");
         };
         if let Some(rewrite) = &route.rewrite

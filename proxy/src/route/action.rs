@@ -36,9 +36,9 @@ impl RouteAction {
     }
 
     /// The proxy's own answer to `head`, for a redirect or direct response.
-    pub fn local_response(&self, head: &Parts) -> Option<Response<ProxyBody>> {
+    pub fn local_response(&self, head: &Parts, tls: bool) -> Option<Response<ProxyBody>> {
         match self {
-            RouteAction::Redirect(r) => Some(r.response(head)),
+            RouteAction::Redirect(r) => Some(r.response(head, tls)),
             RouteAction::Direct(d) => Some(d.response()),
             RouteAction::Cluster(_) | RouteAction::Split(_) => None,
         }
@@ -129,12 +129,13 @@ impl Redirect {
     /// whose unchanged parts are the request's (scheme `http` unless the
     /// request carried one; the port is dropped when the scheme changes,
     /// and when it is the scheme's default).
-    pub fn location(&self, head: &Parts) -> String {
+    pub fn location(&self, head: &Parts, tls: bool) -> String {
         let path = head.uri.path();
         let mut out = String::with_capacity(64);
         let absolute = self.scheme.is_some() || self.host.is_some() || self.port.is_some();
         if absolute {
-            let request_scheme = head.uri.scheme_str().unwrap_or("http");
+            let listener_scheme = if tls { "https" } else { "http" };
+            let request_scheme = head.uri.scheme_str().unwrap_or(listener_scheme);
             let scheme = self.scheme.as_deref().unwrap_or(request_scheme);
             let authority: Option<Authority> = head
                 .headers
@@ -188,13 +189,13 @@ impl Redirect {
     }
 
     /// The redirect for `head`, with an empty body.
-    pub fn response(&self, head: &Parts) -> Response<ProxyBody> {
+    pub fn response(&self, head: &Parts, tls: bool) -> Response<ProxyBody> {
         let mut response = Response::new(ProxyBody::Empty);
         *response.status_mut() = self.status;
         let headers = response.headers_mut();
         // Every part is checked at build time; the request's parts are
         // header-safe already.
-        if let Ok(location) = HeaderValue::try_from(self.location(head)) {
+        if let Ok(location) = HeaderValue::try_from(self.location(head, tls)) {
             headers.insert(header::LOCATION, location);
         }
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
@@ -259,6 +260,12 @@ mod tests {
             .0
     }
 
+    impl Redirect {
+        fn location_http(&self, head: &Parts) -> String {
+            self.location(head, false)
+        }
+    }
+
     fn redirect() -> Redirect {
         Redirect {
             status: StatusCode::MOVED_PERMANENTLY,
@@ -279,24 +286,36 @@ mod tests {
             },
             ..redirect()
         };
-        assert_eq!(r.location(&head("/old/a/b?x=1", "h:8080")), "/new/a/b?x=1");
+        assert_eq!(
+            r.location_http(&head("/old/a/b?x=1", "h:8080")),
+            "/new/a/b?x=1"
+        );
         let r = Redirect {
             strip_query: true,
             path: RedirectPath::Replace("/there".into()),
             ..redirect()
         };
-        assert_eq!(r.location(&head("/here?x=1", "h")), "/there");
+        assert_eq!(r.location_http(&head("/here?x=1", "h")), "/there");
     }
 
     #[test]
     fn a_redirect_to_another_scheme_or_host_is_absolute() {
+        // The scheme of a request without one is the listener's.
+        let host = Redirect {
+            host: Some("new.example".into()),
+            ..redirect()
+        };
+        assert_eq!(
+            host.location(&head("/a", "old.example"), true),
+            "https://new.example/a"
+        );
         let https = Redirect {
             scheme: Some("https".into()),
             ..redirect()
         };
         // The port goes with the scheme it belonged to.
         assert_eq!(
-            https.location(&head("/a?q", "example.com:8080")),
+            https.location_http(&head("/a?q", "example.com:8080")),
             "https://example.com/a?q"
         );
         let host = Redirect {
@@ -304,7 +323,7 @@ mod tests {
             ..redirect()
         };
         assert_eq!(
-            host.location(&head("/a", "old.example:8080")),
+            host.location_http(&head("/a", "old.example:8080")),
             "http://new.example:8080/a"
         );
         let port = Redirect {
@@ -312,23 +331,33 @@ mod tests {
             port: Some(443),
             ..redirect()
         };
-        assert_eq!(port.location(&head("/", "h:80")), "https://h/");
+        assert_eq!(port.location_http(&head("/", "h:80")), "https://h/");
         let ipv6 = Redirect {
             port: Some(9000),
             ..redirect()
         };
-        assert_eq!(ipv6.location(&head("/", "[::1]:80")), "http://[::1]:9000/");
+        assert_eq!(
+            ipv6.location_http(&head("/", "[::1]:80")),
+            "http://[::1]:9000/"
+        );
     }
 
     #[test]
     fn a_split_picks_by_weight() {
         let c = |name: &str| {
-            Arc::new(Cluster::new(
-                name,
-                vec!["127.0.0.1:1".parse().unwrap()],
-                std::time::Duration::from_secs(1),
-                1,
-            ))
+            let settings = crate::upstream::ClusterSettings {
+                endpoints: vec![("127.0.0.1:1".parse().unwrap(), 1)],
+                lb_policy: Default::default(),
+                hash_on: None,
+                connect_timeout: std::time::Duration::from_secs(1),
+                max_connections_per_worker: 1,
+                idle_timeout: std::time::Duration::from_secs(90),
+                dns_refresh: std::time::Duration::from_secs(5),
+                limits: (1, 1, 1),
+                health_check: None,
+                outlier: None,
+            };
+            Arc::new(Cluster::new(name, settings))
         };
         assert!(WeightedClusters::new(vec![(0, c("a"))]).is_none());
         let split = WeightedClusters::new(vec![(0, c("never")), (3, c("a")), (1, c("b"))]).unwrap();

@@ -1,7 +1,9 @@
 //! Active health checks: one task per cluster (per process, not per
 //! worker) that sends `GET <path>` to every endpoint each interval on a
 //! fresh connection and records the verdicts in the endpoints' shared
-//! state. The cluster aborts the task when it is dropped.
+//! state. A check speaks HTTP/1.1 over the cluster's transport: TLS (ALPN
+//! `http/1.1`) when the cluster has `tls`. The cluster aborts the task when
+//! it is dropped.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +14,7 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 
 use super::endpoint::{EndpointState, Health};
+use super::transport::{Connected, Transport};
 
 /// A cluster's checks, as configured.
 #[derive(Debug, Clone)]
@@ -33,13 +36,20 @@ pub struct HealthSettings {
 }
 
 /// Checks `endpoints` of `cluster` forever.
-pub async fn run(cluster: Arc<str>, endpoints: Vec<Arc<EndpointState>>, s: Arc<HealthSettings>) {
+pub async fn run(
+    cluster: Arc<str>,
+    endpoints: Vec<Arc<EndpointState>>,
+    s: Arc<HealthSettings>,
+    transport: Transport,
+) {
+    let transport = Arc::new(transport);
     loop {
         let mut round = tokio::task::JoinSet::new();
         for e in &endpoints {
-            let (e, s) = (e.clone(), s.clone());
+            let (e, s, transport) = (e.clone(), s.clone(), transport.clone());
             round.spawn(async move {
-                let verdict = match tokio::time::timeout(s.timeout, check(&e.address, &s)).await {
+                let checked = check(&e.address, &s, &transport);
+                let verdict = match tokio::time::timeout(s.timeout, checked).await {
                     Ok(verdict) => verdict,
                     Err(_) => Err(format!("no answer within {} ms", s.timeout.as_millis())),
                 };
@@ -68,15 +78,14 @@ pub async fn run(cluster: Arc<str>, endpoints: Vec<Arc<EndpointState>>, s: Arc<H
 }
 
 /// One check: `Ok` when the status is expected, else why not.
-async fn check(address: &str, s: &HealthSettings) -> Result<(), String> {
-    let stream = super::dns::connect(address)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    let _ = stream.set_nodelay(true);
-    let (mut sender, connection) = http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
-    let connection = tokio::spawn(connection);
+async fn check(address: &str, s: &HealthSettings, transport: &Transport) -> Result<(), String> {
+    let authority: http::uri::Authority = address.parse().map_err(|e| format!("{e}"))?;
+    // ALPN `http/1.1` only: a check is one HTTP/1.1 request.
+    let connected = transport.connect(&authority, s.timeout, true).await?;
+    let (mut sender, connection) = match connected {
+        Connected::Plain(stream) => handshake(stream).await?,
+        Connected::Tls(stream) => handshake(stream).await?,
+    };
     let host = s.host.as_deref().unwrap_or(address);
     let request = Request::get(s.path.as_str())
         .header(
@@ -101,4 +110,23 @@ async fn check(address: &str, s: &HealthSettings) -> Result<(), String> {
     } else {
         Err(format!("status {status}"))
     }
+}
+
+/// An HTTP/1.1 client connection over `stream`, driven by a task of its own.
+async fn handshake<S>(
+    stream: S,
+) -> Result<
+    (
+        http1::SendRequest<Empty<bytes::Bytes>>,
+        tokio::task::JoinHandle<Result<(), hyper::Error>>,
+    ),
+    String,
+>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, connection) = http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((sender, tokio::spawn(connection)))
 }

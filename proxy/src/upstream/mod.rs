@@ -306,6 +306,7 @@ impl Cluster {
                 self.name.clone(),
                 self.states.clone(),
                 hc.clone(),
+                self.transport.clone(),
             ));
             tasks.push(task.abort_handle());
         }

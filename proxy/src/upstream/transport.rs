@@ -21,6 +21,7 @@ use tokio_rustls::client::TlsStream;
 use crate::config::model::{ClusterConfig, UpstreamProtocol, UpstreamTlsConfig};
 
 /// A cluster's way to its endpoints: protocol and TLS.
+#[derive(Clone)]
 pub struct Transport {
     /// The configured protocol.
     pub protocol: UpstreamProtocol,
@@ -30,6 +31,7 @@ pub struct Transport {
     id: u64,
 }
 
+#[derive(Clone)]
 struct Tls {
     /// ALPN from the protocol.
     config: Arc<ClientConfig>,
