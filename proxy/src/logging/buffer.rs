@@ -33,6 +33,9 @@ pub const FLUSH_DELAY: Duration = Duration::from_millis(10);
 const IDLE_ROUNDS: u32 = 10;
 const BATCH_CAPACITY: usize = 16 * 1024;
 
+/// Where a buffer's batches are written.
+type Sink = dyn Fn(&[u8]) + Send + Sync;
+
 /// Log lines waiting for the writer thread.
 pub struct LogBuffer {
     pending: Mutex<Pending>,
@@ -40,7 +43,7 @@ pub struct LogBuffer {
     /// Held while a batch is taken and written, so batches go out in the
     /// order they were taken. Only writers take it, never a logging thread.
     writing: Mutex<()>,
-    sink: Box<dyn Fn(&[u8]) + Send + Sync>,
+    sink: Box<Sink>,
     /// Lines are JSON ([`Escape::Json`]).
     json: AtomicBool,
     /// Past this many buffered bytes, lines are dropped.

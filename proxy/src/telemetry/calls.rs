@@ -99,7 +99,7 @@ impl PhaseMetrics {
         self.calls.inc();
         // Every eighth call of this filter's phase (a count per thread
         // would alias with a chain's period and never time some phases).
-        self.calls.get() % u64::from(SAMPLE_EVERY) == 0
+        self.calls.get().is_multiple_of(u64::from(SAMPLE_EVERY))
     }
 
     /// Records the time of a call [`PhaseMetrics::count`] chose.
