@@ -161,6 +161,20 @@ async fn a_scrape_after_traffic_through_a_chain_counts_it_and_passes_promtool() 
     let admin = sample(&text, r#"weft_active_connections{kind="admin"} "#);
     assert!(admin.is_some_and(|n| n >= 1.0), "{text}");
     expect("weft_snapshot_version ", 1.0);
+    // Per endpoint, from the cluster's own counters.
+    let endpoint = format!(r#"cluster="backend",endpoint="{}""#, up.addr);
+    expect(
+        &format!("weft_upstream_requests_total{{{endpoint}}} "),
+        (REQUESTS + 3) as f64,
+    );
+    expect(
+        &format!("weft_upstream_responses_5xx_total{{{endpoint}}} "),
+        0.0,
+    );
+    expect(
+        &format!("weft_upstream_endpoint_healthy{{{endpoint}}} "),
+        1.0,
+    );
     assert!(
         text.contains(&format!(
             "weft_build_info{{contract_versions=\"0.4.0\",version=\"{}\",wasmtime_version=\"48.0.8\"}} 1\n",

@@ -142,6 +142,10 @@ async fn serve(args: RunArgs, workers: usize) -> anyhow::Result<()> {
         snapshot: ArcSwap::from_pointee(snapshot),
         metrics,
     });
+    let upstream = weft::upstream::metrics::UpstreamMetrics::new(&proxy);
+    if let Err(e) = proxy.metrics.register(Box::new(upstream)) {
+        tracing::warn!("the upstream metrics are not exported: {e}");
+    }
     // sockets[w][i]: worker w's socket for listener i
     let mut sockets: Vec<Vec<std::net::TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
     for (name, addr, tls) in addrs {

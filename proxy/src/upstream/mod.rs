@@ -11,6 +11,7 @@ pub mod circuit;
 pub mod dns;
 pub mod endpoint;
 pub mod health;
+pub mod metrics;
 pub mod outlier;
 mod pool;
 pub mod transport;
