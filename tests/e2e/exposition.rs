@@ -175,6 +175,7 @@ async fn a_scrape_after_traffic_through_a_chain_counts_it_and_passes_promtool() 
         &format!("weft_upstream_endpoint_healthy{{{endpoint}}} "),
         1.0,
     );
+    expect(&format!("weft_upstream_timeouts_total{{{endpoint}}} "), 0.0);
     assert!(
         text.contains(&format!(
             "weft_build_info{{contract_versions=\"0.4.0\",version=\"{}\",wasmtime_version=\"48.0.8\"}} 1\n",

@@ -34,6 +34,7 @@ pub struct EndpointState {
     requests: AtomicU64,
     responses_5xx: AtomicU64,
     connect_failures: AtomicU64,
+    timeouts: AtomicU64,
     pub(crate) consecutive_5xx: AtomicU32,
     pub(crate) consecutive_gateway: AtomicU32,
     /// Process clock (ms) when the last ejection ends; 0: never ejected.
@@ -111,6 +112,7 @@ impl EndpointState {
             requests: AtomicU64::new(0),
             responses_5xx: AtomicU64::new(0),
             connect_failures: AtomicU64::new(0),
+            timeouts: AtomicU64::new(0),
             consecutive_5xx: AtomicU32::new(0),
             consecutive_gateway: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
@@ -231,6 +233,15 @@ impl EndpointState {
 
     pub(crate) fn count_connect_failure(&self) {
         self.connect_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_timeout(&self) {
+        self.timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests that got no response headers within the route's timeout.
+    pub fn timeouts(&self) -> u64 {
+        self.timeouts.load(Ordering::Relaxed)
     }
 }
 

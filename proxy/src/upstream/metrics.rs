@@ -22,6 +22,7 @@ struct Families {
     requests: IntCounterVec,
     responses_5xx: IntCounterVec,
     connect_failures: IntCounterVec,
+    timeouts: IntCounterVec,
     active: IntGaugeVec,
     healthy: IntGaugeVec,
     connections: IntGaugeVec,
@@ -57,6 +58,11 @@ fn families() -> Families {
             "Connections to the endpoint that could not be opened.",
             ENDPOINT,
         ),
+        timeouts: counter(
+            "weft_upstream_timeouts_total",
+            "Requests to the endpoint without response headers within the route's timeout.",
+            ENDPOINT,
+        ),
         active: gauge(
             "weft_upstream_active_requests",
             "Requests to the endpoint in flight (until their response body ends).",
@@ -86,11 +92,12 @@ fn families() -> Families {
 }
 
 impl Families {
-    fn all(&self) -> [&dyn Collector; 8] {
+    fn all(&self) -> [&dyn Collector; 9] {
         [
             &self.requests,
             &self.responses_5xx,
             &self.connect_failures,
+            &self.timeouts,
             &self.active,
             &self.healthy,
             &self.connections,
@@ -145,6 +152,9 @@ impl Collector for UpstreamMetrics {
                 f.connect_failures
                     .with_label_values(&labels)
                     .inc_by(connect_failures);
+                f.timeouts
+                    .with_label_values(&labels)
+                    .inc_by(e.state.timeouts());
                 f.active
                     .with_label_values(&labels)
                     .set(i64::from(e.state.active()));

@@ -386,9 +386,11 @@ impl Cluster {
                 endpoint.state.count_connect_failure();
                 Some(Outcome::ConnectFailure)
             }
-            Err(UpstreamError::Reset { .. } | UpstreamError::Timeout { .. }) => {
+            Err(UpstreamError::Timeout { .. }) => {
+                endpoint.state.count_timeout();
                 Some(Outcome::GatewayFailure)
             }
+            Err(UpstreamError::Reset { .. }) => Some(Outcome::GatewayFailure),
             Err(_) => None,
         };
         if let (Some(outlier), Some(outcome)) = (&self.outlier, outcome) {
