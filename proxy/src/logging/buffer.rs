@@ -192,7 +192,8 @@ impl LogBuffer {
         }
         let json = self.json.load(Ordering::Relaxed);
         if cut == 0 {
-            push_escaped_as(&mut pending.lines, line, json);
+            let escape = if json { Escape::Json } else { Escape::Text };
+            push_escaped_as(&mut pending.lines, line, escape);
         } else if json {
             push_cut_json(&mut pending.lines, line, cut);
         } else {
@@ -230,14 +231,6 @@ pub enum Escape {
     Json,
 }
 
-fn push_escaped_as(out: &mut Vec<u8>, line: &[u8], json: bool) {
-    if json {
-        push_escaped_json(out, line);
-    } else {
-        push_escaped(out, line);
-    }
-}
-
 /// A JSON line standing for one cut at the line cap: what it started with,
 /// as a JSON string, and how many bytes went.
 fn push_cut_json(out: &mut Vec<u8>, kept: &[u8], cut: usize) {
@@ -249,10 +242,18 @@ fn push_cut_json(out: &mut Vec<u8>, kept: &[u8], cut: usize) {
     );
 }
 
-/// `line` with the bytes a JSON string may not hold raw (and DEL and the C1
-/// controls, which terminals obey) written as `\u00XX`; the final line
-/// feed stays.
-pub fn push_escaped_json(out: &mut Vec<u8>, line: &[u8]) {
+/// Appends one formatted event to `out` with its control characters escaped
+/// (`\n`, `\r`, `\x1b`, `\u{85}`…): tab and the final line feed stay.
+pub fn push_escaped(out: &mut Vec<u8>, line: &[u8]) {
+    push_escaped_as(out, line, Escape::Text);
+}
+
+/// Appends `line` with its control characters escaped as `escape` says:
+/// for [`Escape::Json`] every byte a JSON string may not hold raw (and DEL
+/// and the C1 controls, which terminals obey) becomes `\u00XX`. The final
+/// line feed stays.
+pub fn push_escaped_as(out: &mut Vec<u8>, line: &[u8], escape: Escape) {
+    let json = escape == Escape::Json;
     let (body, end) = match line.split_last() {
         Some((b'\n', body)) => (body, &b"\n"[..]),
         _ => (line, &b""[..]),
@@ -262,35 +263,21 @@ pub fn push_escaped_json(out: &mut Vec<u8>, line: &[u8]) {
         out.extend_from_slice(&rest[..at]);
         let skip = match (rest[at], rest.get(at + 1)) {
             (0xc2, Some(&next)) if (0x80..=0x9f).contains(&next) => {
-                let _ = write!(out, "\\u{next:04x}");
+                // A C1 control (U+0080..=U+009F), which some terminals obey.
+                let _ = match json {
+                    true => write!(out, "\\u{next:04x}"),
+                    false => write!(out, "\\u{{{next:x}}}"),
+                };
                 2
             }
             (0xc2, _) => {
                 out.push(0xc2);
                 1
             }
-            (b, _) => {
+            (b, _) if json => {
                 let _ = write!(out, "\\u{b:04x}");
                 1
             }
-        };
-        rest = &rest[at + skip..];
-    }
-    out.extend_from_slice(rest);
-    out.extend_from_slice(end);
-}
-
-/// Appends one formatted event to `out` with its control characters escaped
-/// (`\n`, `\r`, `\x1b`, `\u{85}`…): tab and the final line feed stay.
-pub fn push_escaped(out: &mut Vec<u8>, line: &[u8]) {
-    let (body, end) = match line.split_last() {
-        Some((b'\n', body)) => (body, &b"\n"[..]),
-        _ => (line, &b""[..]),
-    };
-    let mut rest = body;
-    while let Some(at) = first_suspect(rest) {
-        out.extend_from_slice(&rest[..at]);
-        let skip = match (rest[at], rest.get(at + 1)) {
             (b'\t', _) => {
                 out.push(b'\t');
                 1
@@ -301,15 +288,6 @@ pub fn push_escaped(out: &mut Vec<u8>, line: &[u8]) {
             }
             (b'\r', _) => {
                 out.extend_from_slice(b"\\r");
-                1
-            }
-            (0xc2, Some(&next)) if (0x80..=0x9f).contains(&next) => {
-                // A C1 control (U+0080..=U+009F), which some terminals obey.
-                let _ = write!(out, "\\u{{{next:x}}}");
-                2
-            }
-            (0xc2, _) => {
-                out.push(0xc2);
                 1
             }
             (b, _) => {
@@ -372,7 +350,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::{
-        Escape, FLUSH_DELAY, LogBuffer, cut_line, first_suspect, push_escaped, push_escaped_json,
+        Escape, FLUSH_DELAY, LogBuffer, cut_line, first_suspect, push_escaped, push_escaped_as,
     };
 
     fn escaped(line: &str) -> String {
@@ -435,14 +413,14 @@ mod tests {
         let mut out = Vec::new();
         // What serde_json leaves raw: DEL and the C1 controls.
         let line = format!("{}\n", serde_json::json!({"m": "a\u{7f}b\u{85}c © \u{1b}"}));
-        push_escaped_json(&mut out, line.as_bytes());
+        push_escaped_as(&mut out, line.as_bytes(), Escape::Json);
         let text = String::from_utf8(out).unwrap();
         assert_eq!(text, "{\"m\":\"a\\u007fb\\u0085c © \\u001b\"}\n");
         let back: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(back["m"], "a\u{7f}b\u{85}c © \u{1b}");
         // Raw controls in a plain line become JSON escapes too.
         let mut out = Vec::new();
-        push_escaped_json(&mut out, b"tab\tline\nend\n");
+        push_escaped_as(&mut out, b"tab\tline\nend\n", Escape::Json);
         assert_eq!(out, b"tab\\u0009line\\u000aend\n");
     }
 

@@ -219,33 +219,13 @@ pub async fn send_upgrade(
         .await
         .map_err(SendError::Connect)?;
     let mut sender = match connected {
-        Connected::Plain(s) => upgradable_http1(s, target.endpoint).await?,
-        Connected::Tls(s) => upgradable_http1(s, target.endpoint).await?,
+        Connected::Plain(s) => handshake_http1(s, target.endpoint, None).await?,
+        Connected::Tls(s) => handshake_http1(s, target.endpoint, None).await?,
     };
     sender
         .send_request(request)
         .await
         .map_err(|e| exchange_error(&e))
-}
-
-async fn upgradable_http1<S>(
-    stream: S,
-    endpoint: &Authority,
-) -> Result<SendRequest<ProxyBody>, SendError>
-where
-    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
-    let (sender, connection) = http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| SendError::Connect(error_chain(&e)))?;
-    let endpoint = endpoint.clone();
-    tokio::spawn(async move {
-        if let Err(e) = connection.with_upgrades().await {
-            tracing::debug!(%endpoint, "upstream connection ended: {e}");
-        }
-    });
-    Ok(sender)
 }
 
 /// Tells the client's body failing mid-send (hyper's user-body error: a
@@ -410,17 +390,19 @@ async fn connect(
         return Ok(Conn::Http2(conn));
     }
     let sender = match connected {
-        Connected::Plain(s) => handshake_http1(s, target.endpoint, open).await?,
-        Connected::Tls(s) => handshake_http1(s, target.endpoint, open).await?,
+        Connected::Plain(s) => handshake_http1(s, target.endpoint, Some(open)).await?,
+        Connected::Tls(s) => handshake_http1(s, target.endpoint, Some(open)).await?,
     };
     Ok(Conn::Http1(sender))
 }
 
-/// Opens an HTTP/1.1 connection over `stream`; its task holds `open`.
+/// Opens an HTTP/1.1 connection over `stream`. A pooled one's task holds
+/// `open`, its place in the counts; without one it is an `Upgrade`
+/// request's connection of its own, which becomes the tunnel after `101`.
 async fn handshake_http1<S>(
     stream: S,
     endpoint: &Authority,
-    open: OpenConnection,
+    open: Option<OpenConnection>,
 ) -> Result<SendRequest<ProxyBody>, SendError>
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
@@ -431,10 +413,17 @@ where
         .map_err(|e| SendError::Connect(error_chain(&e)))?;
     let endpoint = endpoint.clone();
     tokio::spawn(async move {
-        if let Err(e) = connection.await {
+        let ended = match open {
+            Some(open) => {
+                let ended = connection.await;
+                drop(open);
+                ended
+            }
+            None => connection.with_upgrades().await,
+        };
+        if let Err(e) = ended {
             tracing::debug!(%endpoint, "upstream connection ended: {e}");
         }
-        drop(open);
     });
     Ok(sender)
 }
