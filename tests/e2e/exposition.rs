@@ -347,3 +347,28 @@ async fn the_filters_view_shows_calls_and_time_per_phase() {
         .clone();
     assert_eq!(done["calls"], REQUESTS, "{telemetry}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_timeout_is_counted_for_its_endpoint() {
+    let up = Upstream::start().await;
+    let routes = "      - { name: slow, timeout_ms: 200, cluster: backend }";
+    let weft = start(&format!(
+        "admin: {{ listen: 127.0.0.1:0 }}\n{}",
+        config("  {}", routes, up.addr)
+    ));
+    let r = get(&format!("{}/delay/2000", weft.url("public"))).await;
+    assert_eq!(r.status, 504);
+    let endpoint = format!(r#"cluster="backend",endpoint="{}""#, up.addr);
+    let timeouts = format!("weft_upstream_timeouts_total{{{endpoint}}} ");
+    let requests = format!("weft_upstream_requests_total{{{endpoint}}} ");
+    let text = scrape_until(&weft, |t| sample(t, &timeouts) == Some(1.0)).await;
+    assert_eq!(sample(&text, &requests), Some(1.0), "{text}");
+    assert_eq!(
+        sample(
+            &text,
+            &format!("weft_upstream_responses_5xx_total{{{endpoint}}} ")
+        ),
+        Some(0.0),
+        "a timeout is not a 5xx from the endpoint:\n{text}"
+    );
+}
