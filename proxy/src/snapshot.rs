@@ -16,13 +16,15 @@ use http::{HeaderName, Method};
 
 use crate::config::files::InlineFiles;
 use crate::config::{
-    ChainEntryConfig, ClusterConfig, Config, ConfigError, ConfigErrors, DEFAULT_MAX_INSTANCES,
-    FilterModuleConfig, MatchConfig, PathsConfig,
+    BodyKind, ChainEntryConfig, ClusterConfig, Config, ConfigError, ConfigErrors,
+    DEFAULT_MAX_INSTANCES, FilterModuleConfig, MatchConfig, PathsConfig,
 };
 use crate::filter::callout::Callouts;
+use crate::filter::chain::FilterPool;
 use crate::filter::disk_cache::DiskCache;
 use crate::filter::instance::{InstancePool, Limits};
-use crate::filter::module::CompiledModule;
+use crate::filter::module::{CompiledModule, ModuleKind};
+use crate::filter::proxy_wasm::{Plugin, PluginShared};
 use crate::filter::runtime::{InstanceBudget, MAX_MEMORY_MIB, SERVING_INSTANCES};
 use crate::filter::{ChainEntry, FilterChain, FilterRuntime};
 use crate::route::build::{self, ClusterNames};
@@ -124,6 +126,19 @@ struct FilterModule {
     /// default share ([`default_max_instances`]).
     limits: Limits,
     callouts: Arc<Callouts>,
+    /// proxy-wasm only: the VM configuration and which bodies it is given.
+    vm_config: bytes::Bytes,
+    bodies: (bool, bool),
+}
+
+/// The bytes a proxy-wasm filter gets for a configuration value: a string
+/// as it is, nothing for none, anything else as JSON.
+fn proxy_wasm_config(value: Option<&serde_json::Value>) -> bytes::Bytes {
+    match value {
+        None | Some(serde_json::Value::Null) => bytes::Bytes::new(),
+        Some(serde_json::Value::String(s)) => bytes::Bytes::from(s.clone()),
+        Some(other) => bytes::Bytes::from(other.to_string()),
+    }
 }
 
 /// Collects errors while building.
@@ -493,12 +508,33 @@ fn load_modules(
                     callout_request_budget: Duration::from_millis(f.callout_request_budget_ms),
                 };
                 let callouts = Arc::new(Callouts::new(allowed));
+                let proxy_wasm = matches!(module.kind, ModuleKind::ProxyWasm(_));
+                for (key, set) in [
+                    ("vm_config", f.vm_config.is_some()),
+                    ("bodies", f.bodies.is_some()),
+                ] {
+                    if set && !proxy_wasm {
+                        errors.push(
+                            format!("{at}.{key}"),
+                            "only for proxy-wasm filters: this module is a Weft filter component"
+                                .to_string(),
+                        );
+                    }
+                }
+                let bodies = f.bodies.as_deref().map_or((true, true), |b| {
+                    (
+                        b.contains(&BodyKind::Request),
+                        b.contains(&BodyKind::Response),
+                    )
+                });
                 out.insert(
                     name.clone(),
                     FilterModule {
                         module,
                         limits,
                         callouts,
+                        vm_config: proxy_wasm_config(f.vm_config.as_ref()),
+                        bodies,
                     },
                 );
             }
@@ -605,15 +641,34 @@ impl ChainBuilder<'_> {
                 module.callouts.clone(),
                 log_file,
             );
-            match InstancePool::new(
-                runtime.engine(),
-                runtime.watchdog().clone(),
-                module.module.clone(),
-                identity,
-                config.to_string(),
-                limits,
-                runtime.instance_counts(),
-            ) {
+            let pool = match &module.module.kind {
+                ModuleKind::Component(_) => InstancePool::new(
+                    runtime.engine(),
+                    runtime.watchdog().clone(),
+                    module.module.clone(),
+                    identity,
+                    config.to_string(),
+                    limits,
+                    runtime.instance_counts(),
+                )
+                .map(FilterPool::Component),
+                ModuleKind::ProxyWasm(linked) => Plugin::new(
+                    runtime.engine(),
+                    runtime.watchdog().clone(),
+                    linked.clone(),
+                    identity,
+                    PluginShared {
+                        plugin_config: proxy_wasm_config(Some(&config)),
+                        vm_config: module.vm_config.clone(),
+                        metric_values: Default::default(),
+                    },
+                    limits,
+                    runtime.instance_counts(),
+                    module.bodies,
+                )
+                .map(FilterPool::ProxyWasm),
+            };
+            match pool {
                 Ok(pool) => chain.push(ChainEntry::new(
                     entry.filter.as_str().into(),
                     pool,

@@ -174,6 +174,26 @@ pub struct FilterModuleConfig {
     /// on SIGUSR1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_file: Option<PathBuf>,
+    /// proxy-wasm filters only: the VM configuration
+    /// (`proxy_on_vm_start`); a string is passed as its bytes, anything
+    /// else as JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_config: Option<serde_json::Value>,
+    /// proxy-wasm filters only: the bodies the filter is given, buffered
+    /// (default both). A filter that never reads a body streams faster
+    /// with `[]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bodies: Option<Vec<BodyKind>>,
+}
+
+/// A body a proxy-wasm filter is given (`filters.<name>.bodies`).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum BodyKind {
+    /// The request body (`proxy_on_request_body`).
+    Request,
+    /// The response body (`proxy_on_response_body`).
+    Response,
 }
 
 /// Default deadline of one phase call.

@@ -47,6 +47,16 @@ impl Callouts {
         }
     }
 
+    /// Whether `authority` (`host:port`) is one of the granted ones.
+    pub fn allows(&self, authority: &str) -> bool {
+        let Ok(authority) = authority.parse::<Authority>() else {
+            return false;
+        };
+        self.allowed.iter().any(|a| {
+            a.host().eq_ignore_ascii_case(authority.host()) && a.port_u16() == authority.port_u16()
+        })
+    }
+
     /// Performs `request`, blocking this thread until it is answered or
     /// for `max_wait` at most.
     pub fn call(

@@ -15,16 +15,62 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use super::bindings::weft::filter::types::{Action, LocalResponse, Phases};
 use super::exchange::{Exchange, Phase};
 use super::instance::{FilterFailure, FilterInstance, InstancePool};
+use super::proxy_wasm::{Plugin, Stream};
 use crate::config::OnError;
 use crate::telemetry::Registry;
 use crate::telemetry::calls::PhaseMetrics;
+
+/// A chain entry's instances: a Weft filter's pool, or a proxy-wasm
+/// filter's VMs.
+pub enum FilterPool {
+    /// Instances of a `weft:filter` component.
+    Component(InstancePool),
+    /// VMs of a proxy-wasm module.
+    ProxyWasm(Plugin),
+}
+
+impl FilterPool {
+    /// The phases the filter is called for.
+    pub fn phases(&self) -> Phases {
+        match self {
+            FilterPool::Component(pool) => pool.phases,
+            FilterPool::ProxyWasm(plugin) => plugin.phases,
+        }
+    }
+
+    /// Instances (or VMs) alive now.
+    pub fn live(&self) -> usize {
+        match self {
+            FilterPool::Component(pool) => pool.live(),
+            FilterPool::ProxyWasm(plugin) => plugin.live(),
+        }
+    }
+
+    /// The module's hash.
+    pub fn sha256(&self) -> &str {
+        match self {
+            FilterPool::Component(pool) => pool.sha256(),
+            FilterPool::ProxyWasm(plugin) => plugin.sha256(),
+        }
+    }
+
+    /// The registry the filter reports to.
+    pub fn metrics(&self) -> &Arc<Registry> {
+        match self {
+            FilterPool::Component(pool) => pool.metrics(),
+            FilterPool::ProxyWasm(plugin) => plugin.metrics(),
+        }
+    }
+}
 
 /// One filter in a route's chain, with its own config and instances.
 pub struct ChainEntry {
     /// The filter's name (`filters.<name>`).
     pub name: Arc<str>,
     /// Instances initialised with this entry's config.
-    pub pool: InstancePool,
+    pub pool: FilterPool,
+    /// The phases it is called for.
+    phases: Phases,
     /// What a failure does to the request.
     pub on_error: OnError,
     last_phase: Option<Phase>,
@@ -34,7 +80,8 @@ pub struct ChainEntry {
 
 impl ChainEntry {
     /// Wraps a ready pool.
-    pub fn new(name: Arc<str>, pool: InstancePool, on_error: OnError) -> Self {
+    pub fn new(name: Arc<str>, pool: FilterPool, on_error: OnError) -> Self {
+        let phases = pool.phases();
         let last_phase = [
             (Phases::DONE, Phase::Done),
             (Phases::RESPONSE_BODY, Phase::ResponseBody),
@@ -43,16 +90,17 @@ impl ChainEntry {
             (Phases::REQUEST_HEADERS, Phase::RequestHeaders),
         ]
         .into_iter()
-        .find(|(flag, _)| pool.phases.contains(*flag))
+        .find(|(flag, _)| phases.contains(*flag))
         .map(|(_, phase)| phase);
         let calls = PHASES.map(|phase| {
-            pool.phases
+            phases
                 .contains(flag(phase))
                 .then(|| pool.metrics().calls.phase(&name, phase.name()))
         });
         Self {
             name,
             pool,
+            phases,
             on_error,
             last_phase,
             calls,
@@ -69,7 +117,7 @@ impl ChainEntry {
     }
 
     fn implements(&self, phase: Phase) -> bool {
-        self.pool.phases.contains(flag(phase))
+        self.phases.contains(flag(phase))
     }
 }
 
@@ -119,7 +167,7 @@ impl FilterChain {
     pub fn new(entries: Vec<ChainEntry>) -> Self {
         let phases = entries
             .iter()
-            .fold(Phases::empty(), |all, e| all | e.pool.phases);
+            .fold(Phases::empty(), |all, e| all | e.phases);
         Self {
             entries,
             phases,
@@ -198,6 +246,8 @@ enum Slot {
     Free,
     /// The instance kept for the entry's later phases.
     Held(FilterInstance),
+    /// A proxy-wasm filter's stream context, on its VM.
+    Stream(Stream),
     /// The filter failed with `fail_open`: skipped for the rest of the request.
     FailedOpen,
 }
@@ -329,30 +379,50 @@ impl ChainRun {
         if matches!(run.slot, Slot::FailedOpen) || !entry.implements(phase) {
             return Step::Continue;
         }
-        let instance = match std::mem::replace(&mut run.slot, Slot::Free) {
-            Slot::Held(instance) => Ok(instance),
-            _ => entry.pool.acquire(),
-        };
         // Every call counted, one in `SAMPLE_EVERY` timed (one more clock
         // read: the call's start is the deadline's).
         let calls = entry.calls[phase_index(phase)].as_ref();
         let timed = calls.is_some_and(PhaseMetrics::count);
-        let result = instance.and_then(|mut instance| {
-            let action = instance.run(exchange, phase, &mut run.callouts_waited)?;
-            if timed && let Some(calls) = calls {
-                calls.timed(instance.last_used().elapsed());
+        let result = match &entry.pool {
+            FilterPool::Component(pool) => {
+                let instance = match std::mem::replace(&mut run.slot, Slot::Free) {
+                    Slot::Held(instance) => Ok(instance),
+                    _ => pool.acquire(),
+                };
+                instance.and_then(|mut instance| {
+                    let action = instance.run(exchange, phase, &mut run.callouts_waited)?;
+                    if timed && let Some(calls) = calls {
+                        calls.timed(instance.last_used().elapsed());
+                    }
+                    // A filter that pauses or retries is called again: it
+                    // keeps its instance (and so its state) for that.
+                    let again = matches!(action, Action::ContinueAfter(_) | Action::Retry(_));
+                    if entry.last_phase == Some(phase) && !again {
+                        pool.release(instance);
+                    } else {
+                        run.slot = Slot::Held(instance);
+                    }
+                    Ok(action)
+                })
             }
-            // A filter that pauses or retries is called again: it keeps its
-            // instance (and so its state) for that.
-            let again = matches!(action, Action::ContinueAfter(_) | Action::Retry(_));
-            if entry.last_phase == Some(phase) && !again {
-                entry.pool.release(instance);
-            } else {
-                run.slot = Slot::Held(instance);
+            FilterPool::ProxyWasm(plugin) => {
+                let started = timed.then(std::time::Instant::now);
+                let mut stream = match std::mem::replace(&mut run.slot, Slot::Free) {
+                    Slot::Stream(stream) => Some(stream),
+                    _ => None,
+                };
+                let result = plugin.run(&mut stream, exchange, phase, &mut run.callouts_waited);
+                if let (Some(started), Some(calls)) = (started, calls) {
+                    calls.timed(started.elapsed());
+                }
+                // A failed VM's stream is dropped with it.
+                if let Some(stream) = stream.filter(|_| result.is_ok()) {
+                    run.slot = Slot::Stream(stream);
+                }
+                result
             }
-            Ok(action)
-        });
-        let may_retry = entry.pool.phases.contains(Phases::RETRY);
+        };
+        let may_retry = entry.phases.contains(Phases::RETRY);
         match result.and_then(|action| to_step(action, phase, may_retry)) {
             Ok(Step::Pause(pause)) => match self.count_pause(pause, phase, "continue-after") {
                 Ok(()) => Step::Pause(pause.max(MIN_PAUSE)),
@@ -461,8 +531,8 @@ impl ChainRun {
 impl Drop for ChainRun {
     fn drop(&mut self) {
         for (entry, run) in self.chain.entries.iter().zip(self.slots.drain(..)) {
-            if let Slot::Held(instance) = run.slot {
-                entry.pool.release(instance);
+            if let (Slot::Held(instance), FilterPool::Component(pool)) = (run.slot, &entry.pool) {
+                pool.release(instance);
             }
         }
     }

@@ -127,6 +127,18 @@ impl CallClock {
             .saturating_sub(stalled);
         self.deadline.checked_sub(spent).filter(|d| !d.is_zero())
     }
+
+    /// What the store does when the epoch advances: stop the call when its
+    /// own time is up, else tell the watchdog when it now will be.
+    pub fn on_epoch(&self) -> wasmtime::UpdateDeadline {
+        match self.left() {
+            Some(left) => {
+                self.slot.rearm(Instant::now() + left);
+                wasmtime::UpdateDeadline::Continue(1)
+            }
+            None => wasmtime::UpdateDeadline::Interrupt,
+        }
+    }
 }
 
 impl HostState {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use wasmtime::{Engine, Store, Trap, UpdateDeadline};
+use wasmtime::{Engine, Store, Trap};
 
 use super::backtrace::Backtrace;
 use super::bindings::HttpFilter;
@@ -148,35 +148,13 @@ impl FilterInstance {
     }
 
     fn failure(&self, error: wasmtime::Error) -> FilterFailure {
-        if self.store.data().memory.hit {
-            return FilterFailure::Memory((self.lease.limits().memory_bytes >> 20) as u64);
-        }
-        if let Some(Trap::Interrupt) = error.downcast_ref::<Trap>() {
-            return FilterFailure::Deadline(self.lease.limits().deadline_ms);
-        }
-        let backtrace = Backtrace::of(&error).map(Box::new);
-        let mut message = trap_message(&error);
-        // A panic traps on `unreachable` once weft-sdk's hook has logged
-        // it: the logged message says more.
-        if let Some(panic) = &self.store.data().panic {
-            message = format!("{panic} ({message})");
-        }
-        // Imports outside the contract (WASI) are linked as traps: say so,
-        // rather than leave "unknown import" to be puzzled over. A std guest
-        // reaches them when it writes to stderr, e.g. on allocation failure.
-        if let Some(import) = message
-            .split("unknown import: ")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-        {
-            return FilterFailure::Trap {
-                message: format!(
-                    "called {import}, which filters are not given (only weft:filter imports are; a std guest calls it to write to stderr, e.g. when an allocation fails)"
-                ),
-                backtrace,
-            };
-        }
-        FilterFailure::Trap { message, backtrace }
+        let data = self.store.data();
+        classify(
+            error,
+            data.memory.hit,
+            self.lease.limits(),
+            data.panic.as_deref(),
+        )
     }
 
     /// Calls the phase, returning what the filter asks for. `callouts_waited`
@@ -211,6 +189,46 @@ impl FilterInstance {
     pub(crate) fn last_used(&self) -> Instant {
         self.store.data().clock.started
     }
+}
+
+/// What a failed call of a filter (either kind) amounts to: the memory
+/// cap hit, the deadline passed, or a trap, with the panic message the
+/// guest logged before it, if any.
+pub(crate) fn classify(
+    error: wasmtime::Error,
+    memory_hit: bool,
+    limits: &Limits,
+    panic: Option<&str>,
+) -> FilterFailure {
+    if memory_hit {
+        return FilterFailure::Memory((limits.memory_bytes >> 20) as u64);
+    }
+    if let Some(Trap::Interrupt) = error.downcast_ref::<Trap>() {
+        return FilterFailure::Deadline(limits.deadline_ms);
+    }
+    let backtrace = Backtrace::of(&error).map(Box::new);
+    let mut message = trap_message(&error);
+    // A panic traps on `unreachable` once the guest's hook has logged it:
+    // the logged message says more.
+    if let Some(panic) = panic {
+        message = format!("{panic} ({message})");
+    }
+    // Imports outside the contract (WASI) are linked as traps: say so,
+    // rather than leave "unknown import" to be puzzled over. A std guest
+    // reaches them when it writes to stderr, e.g. on allocation failure.
+    if let Some(import) = message
+        .split("unknown import: ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+    {
+        return FilterFailure::Trap {
+            message: format!(
+                "called {import}, which filters are not given (only weft:filter imports are; a std guest calls it to write to stderr, e.g. when an allocation fails)"
+            ),
+            backtrace,
+        };
+    }
+    FilterFailure::Trap { message, backtrace }
 }
 
 /// The error's messages, outermost first, without the backtrace wasmtime
@@ -357,21 +375,16 @@ impl InstancePool {
         // When the epoch advances, check the call's own time (waits on
         // callouts do not count): stop it, or tell the watchdog when its
         // deadline now passes.
-        store.epoch_deadline_callback(|ctx| {
-            let clock = &ctx.data().clock;
-            Ok(match clock.left() {
-                Some(left) => {
-                    clock.slot.rearm(Instant::now() + left);
-                    UpdateDeadline::Continue(1)
-                }
-                None => UpdateDeadline::Interrupt,
-            })
-        });
+        store.epoch_deadline_callback(|ctx| Ok(ctx.data().clock.on_epoch()));
         // The component's start functions run under `init`'s deadline.
         let clock = &store.data().clock;
         clock.slot.arm(clock.started, clock.deadline);
         store.set_epoch_deadline(1);
-        let instantiated = self.module.pre.instantiate(&mut store);
+        let pre = self
+            .module
+            .component()
+            .ok_or("not a component of the weft:filter world")?;
+        let instantiated = pre.instantiate(&mut store);
         store.data().clock.slot.disarm();
         let bindings = instantiated.map_err(|e| format!("cannot instantiate: {e:#}"))?;
         let mut instance = FilterInstance {

@@ -8,6 +8,7 @@
 //! - [`chain`]: a route's chain and one request's run through it.
 //! - [`host`]: the host functions filters import; [`accessors`]: those of
 //!   the request and response they act on.
+//! - [`proxy_wasm`]: filters of the proxy-wasm ABI, in the same chains.
 
 pub mod accessors;
 pub mod backtrace;
@@ -19,6 +20,7 @@ pub mod exchange;
 pub mod host;
 pub mod instance;
 pub mod module;
+pub mod proxy_wasm;
 pub mod runtime;
 pub mod shared;
 

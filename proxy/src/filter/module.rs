@@ -12,6 +12,7 @@ use wasmtime::component::{Component, Linker};
 use super::bindings::{HttpFilter, HttpFilterPre};
 use super::disk_cache::DiskCache;
 use super::host::HostState;
+use super::proxy_wasm::{self, LinkError, LinkedModule};
 use crate::telemetry::Registry;
 
 /// The contract version this proxy serves (`package weft:filter@…` in `wit/`).
@@ -28,10 +29,8 @@ pub enum ModuleError {
     /// The bytes are not WebAssembly at all.
     #[error("not a WebAssembly file (no \\0asm header)")]
     NotWasm,
-    /// A core module, not a component.
-    #[error(
-        "a core WebAssembly module, not a component: build it with `cargo build --target wasm32-wasip2`"
-    )]
+    /// A core module, neither a component nor a proxy-wasm filter.
+    #[error("{}", LinkError::NoAbi)]
     CoreModule,
     /// The component does not export the filter interface.
     #[error(
@@ -52,14 +51,47 @@ pub enum ModuleError {
     /// Compilation or linking failed.
     #[error("invalid component: {0}")]
     Invalid(String),
+    /// A core module that is not a proxy-wasm filter this proxy can run.
+    #[error("{0}")]
+    ProxyWasm(#[from] LinkError),
+    /// A proxy-wasm module that does not compile.
+    #[error("invalid proxy-wasm module: {0}")]
+    InvalidCore(String),
 }
 
-/// A compiled filter component, ready to instantiate.
+/// A compiled filter, ready to instantiate.
 pub struct CompiledModule {
-    /// Hex sha256 of the component bytes.
+    /// Hex sha256 of the module bytes.
     pub sha256: String,
-    /// Pre-linked component: instantiation skips import resolution.
-    pub pre: HttpFilterPre<HostState>,
+    /// Which kind of filter it is.
+    pub kind: ModuleKind,
+}
+
+/// The two kinds of filter module.
+pub enum ModuleKind {
+    /// A component of the `weft:filter` world, pre-linked: instantiation
+    /// skips import resolution.
+    Component(HttpFilterPre<HostState>),
+    /// A core module of the proxy-wasm ABI.
+    ProxyWasm(Arc<LinkedModule>),
+}
+
+impl CompiledModule {
+    /// The compiled component of a Weft filter.
+    pub fn component(&self) -> Option<&HttpFilterPre<HostState>> {
+        match &self.kind {
+            ModuleKind::Component(pre) => Some(pre),
+            ModuleKind::ProxyWasm(_) => None,
+        }
+    }
+
+    /// The contract or ABI it is built for, as `/filters` shows it.
+    pub fn contract(&self) -> String {
+        match &self.kind {
+            ModuleKind::Component(_) => format!("weft:filter@{CONTRACT_VERSION}"),
+            ModuleKind::ProxyWasm(m) => format!("proxy-wasm@{}", m.abi),
+        }
+    }
 }
 
 /// Compiled modules by content hash: the same bytes are compiled once, across
@@ -111,7 +143,13 @@ impl ModuleCache {
         if let Some(found) = self.modules.lock().unwrap().get(&sha256) {
             return Ok(found.clone());
         }
-        check_header(&bytes)?;
+        if check_header(&bytes)? == Header::Core {
+            // proxy-wasm modules are compiled in memory only.
+            let module = Arc::new(link_core(engine, &bytes, sha256.clone(), path)?);
+            let _ = self.metrics.counter_add(COMPILED_TOTAL, vec![], 1);
+            self.modules.lock().unwrap().insert(sha256, module.clone());
+            return Ok(module);
+        }
         let mut cached = disk.and_then(|d| Some((d.load(engine, &sha256)?, d.path(&sha256))));
         // Not in the disk cache: when this process writes there, compile
         // under the machine-wide lock of that module, so that proxies
@@ -169,8 +207,10 @@ impl ModuleCache {
             std::mem::take(&mut writes.pending)
         };
         for (disk, module) in pending {
-            if let Some(module) = module.upgrade() {
-                disk.store(&module.sha256, module.pre.instance_pre().component());
+            if let Some(module) = module.upgrade()
+                && let Some(pre) = module.component()
+            {
+                disk.store(&module.sha256, pre.instance_pre().component());
             }
         }
     }
@@ -183,7 +223,9 @@ impl ModuleCache {
                 return;
             }
         }
-        disk.store(&module.sha256, module.pre.instance_pre().component());
+        if let Some(pre) = module.component() {
+            disk.store(&module.sha256, pre.instance_pre().component());
+        }
     }
 
     /// Forgets modules no longer referenced outside the cache.
@@ -214,19 +256,55 @@ fn link(
         .instantiate_pre(&component)
         .and_then(HttpFilterPre::new)
         .map_err(|e| ModuleError::Invalid(format!("{e:#}")))?;
-    Ok(CompiledModule { sha256, pre })
+    Ok(CompiledModule {
+        sha256,
+        kind: ModuleKind::Component(pre),
+    })
+}
+
+/// Compiles a core module and links it as a proxy-wasm filter.
+fn link_core(
+    engine: &Engine,
+    bytes: &[u8],
+    sha256: String,
+    path: &Path,
+) -> Result<CompiledModule, ModuleError> {
+    let started = Instant::now();
+    let module = wasmtime::Module::new(engine, bytes)
+        .map_err(|e| ModuleError::InvalidCore(format!("{e:#}")))?;
+    if proxy_wasm::declares_abi(&module).is_none() {
+        return Err(ModuleError::CoreModule);
+    }
+    let linked = proxy_wasm::link(engine, module, sha256.clone())?;
+    tracing::info!(
+        module = %path.display(),
+        abi = linked.abi,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "compiled proxy-wasm filter"
+    );
+    Ok(CompiledModule {
+        sha256,
+        kind: ModuleKind::ProxyWasm(Arc::new(linked)),
+    })
+}
+
+/// What the preamble says a file is.
+#[derive(Debug, PartialEq, Eq)]
+enum Header {
+    Component,
+    Core,
 }
 
 /// Tells a core module or a stray file from a component by the preamble.
-fn check_header(bytes: &[u8]) -> Result<(), ModuleError> {
+fn check_header(bytes: &[u8]) -> Result<Header, ModuleError> {
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
         return Err(ModuleError::NotWasm);
     }
     // Core modules have version 1 with layer 0; components have layer 1.
     if bytes[4..8] == [1, 0, 0, 0] {
-        return Err(ModuleError::CoreModule);
+        return Ok(Header::Core);
     }
-    Ok(())
+    Ok(Header::Component)
 }
 
 /// Checks that the component exports the filter interface of a version this
@@ -275,11 +353,11 @@ mod tests {
     #[test]
     fn header_tells_core_modules_and_junk_apart() {
         assert!(matches!(check_header(b"hello"), Err(ModuleError::NotWasm)));
-        assert!(matches!(
-            check_header(b"\0asm\x01\0\0\0"),
-            Err(ModuleError::CoreModule)
-        ));
-        assert!(check_header(b"\0asm\x0d\0\x01\0").is_ok());
+        assert_eq!(check_header(b"\0asm\x01\0\0\0").unwrap(), Header::Core);
+        assert_eq!(
+            check_header(b"\0asm\x0d\0\x01\0").unwrap(),
+            Header::Component
+        );
     }
 
     #[test]
