@@ -269,7 +269,7 @@ fn phases(c: &mut Criterion) {
     let mut group = c.benchmark_group("phase");
     // add-header sets its headers: calling a phase again on the same
     // exchange does the same work, so the exchange is reused.
-    let mut instance = entry.pool.acquire().expect("an instance");
+    let mut instance = component_pool(entry).acquire().expect("an instance");
     let mut ex = exchange("both");
     as_forwarded(&mut ex);
     // add-header makes no callouts: nothing is waited.
@@ -292,7 +292,7 @@ fn phases(c: &mut Criterion) {
             )
         })
     });
-    entry.pool.release(instance);
+    component_pool(entry).release(instance);
 
     let mut ex = exchange("request-only");
     group.bench_function("add_header/on_request_headers_via_chain_run", |b| {
@@ -398,7 +398,7 @@ fn instances(c: &mut Criterion) {
     let config = config::parse(SMALL, false).expect("the small config parses");
     let snapshot = setup.build(&config, &filter_dir());
     let chain = chain_of(&snapshot, "both");
-    let pool = &chain.entries[0].pool;
+    let pool = component_pool(&chain.entries[0]);
 
     let mut group = c.benchmark_group("instance");
     group.bench_function("acquire_release", |b| {
@@ -412,7 +412,7 @@ fn instances(c: &mut Criterion) {
     // returned, so the pool stays empty. The `fresh` route's pool holds only
     // the instance the build created: taking it empties the pool.
     let fresh = chain_of(&snapshot, "fresh");
-    let fresh_pool = &fresh.entries[0].pool;
+    let fresh_pool = component_pool(&fresh.entries[0]);
     let first = fresh_pool.acquire().expect("the instance made at build");
     group.bench_function("create_init_drop", |b| {
         b.iter(|| drop(black_box(fresh_pool.acquire().expect("an instance"))))
@@ -457,3 +457,11 @@ criterion_group! {
     targets = phases, chain4, instances, snapshots
 }
 criterion_main!(benches);
+
+/// The instance pool of a Weft filter's chain entry.
+fn component_pool(entry: &weft::filter::ChainEntry) -> &weft::filter::instance::InstancePool {
+    match &entry.pool {
+        weft::filter::chain::FilterPool::Component(pool) => pool,
+        weft::filter::chain::FilterPool::ProxyWasm(_) => panic!("not a Weft filter"),
+    }
+}
