@@ -137,6 +137,7 @@ mod tests {
             let bytes = std::fs::read(&path).unwrap();
             // A core module: the wasm magic, then version 1.
             assert_eq!(bytes[..8], *b"\0asm\x01\0\0\0", "{}", path.display());
+            wasmparser::validate(&bytes).expect("a valid core module");
             let exports = exports(&bytes);
             for export in [
                 "proxy_abi_version_0_2_1",
@@ -156,6 +157,7 @@ mod tests {
     fn the_module_without_the_proxy_abi_is_a_core_module_without_it() {
         let bytes = core_module_without_proxy_abi();
         assert_eq!(bytes[..8], *b"\0asm\x01\0\0\0");
+        wasmparser::validate(&bytes).expect("a valid core module");
         assert_eq!(exports(&bytes), ["memory", "_initialize"]);
     }
 

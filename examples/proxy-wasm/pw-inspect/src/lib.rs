@@ -5,8 +5,8 @@
 //! Defines metrics: a counter `pw_inspect_requests_total`, a gauge
 //! `pw_inspect_last_count` and a histogram `pw_inspect_request_headers`.
 //!
-//! Misbehaves on request: `/trap` panics, `/loop` never returns, `/oom`
-//! allocates without bound. A VM configuration `trap` panics in
+//! Misbehaves on request, by the last segment of the path: `…/trap` panics,
+//! `…/loop` never returns, `…/oom` allocates without bound. A VM configuration `trap` panics in
 //! `on_vm_start`; a plugin configuration `{"reject": true}` makes
 //! `on_configure` fail.
 
@@ -148,10 +148,11 @@ fn eat_memory() -> ! {
 impl HttpContext for Inspect {
     fn on_http_request_headers(&mut self, num_headers: usize, _: bool) -> Action {
         let path = property(self, &["request", "path"]);
-        match path.as_str() {
-            "/trap" => panic!("pw-inspect: trap requested by the path"),
-            "/loop" => spin(),
-            "/oom" => eat_memory(),
+        let last_segment = path.split('?').next().and_then(|p| p.rsplit('/').next());
+        match last_segment {
+            Some("trap") => panic!("pw-inspect: trap requested by the path"),
+            Some("loop") => spin(),
+            Some("oom") => eat_memory(),
             _ => {}
         }
         let count = count_request(self);
