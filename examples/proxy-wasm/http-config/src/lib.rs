@@ -54,21 +54,24 @@ impl RootContext for ConfigRoot {
     }
 
     fn create_http_context(&self, _: u32) -> Option<Box<dyn HttpContext>> {
-        let (name, value) = self.header.clone()?;
-        Some(Box::new(AddHeader { name, value }))
+        Some(Box::new(AddHeader {
+            header: self.header.clone(),
+        }))
     }
 }
 
 struct AddHeader {
-    name: String,
-    value: String,
+    /// `None` only if a host created a context after a failed `on_configure`.
+    header: Option<(String, String)>,
 }
 
 impl Context for AddHeader {}
 
 impl HttpContext for AddHeader {
     fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
-        self.add_http_response_header(&self.name, &self.value);
+        if let Some((name, value)) = &self.header {
+            self.add_http_response_header(name, value);
+        }
         Action::Continue
     }
 }
