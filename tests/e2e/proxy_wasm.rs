@@ -107,7 +107,7 @@ impl Drop for AuthService {
 
 /// Even first bytes grant, odd ones forbid: grant, forbid, grant, …
 pub fn alternate(n: usize) -> &'static [u8] {
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         b"0 granted"
     } else {
         b"1 forbidden"
