@@ -4,6 +4,10 @@
 CARGO ?= cargo
 WASM_TARGET := wasm32-wasip2
 WASM_DIR := target/wasm-filters
+# proxy-wasm filters (examples/proxy-wasm): core modules, a workspace of their own.
+PROXY_WASM_TARGET := wasm32-wasip1
+PROXY_WASM_MANIFEST := --manifest-path examples/proxy-wasm/Cargo.toml
+PROXY_WASM_DIR := target/proxy-wasm
 # Every workspace crate but the host-only ones (the `weft` binary, the proxy, the control-plane
 # protocol and library, the demo upstream, the test harness, the SDK macros,
 # the bench load generator and the control-plane bench) is a filter component.
@@ -11,17 +15,20 @@ FILTER_CRATES := --workspace --exclude weft --exclude weft-cli --exclude weft-ap
 
 .PHONY: setup build filters quickstart mesh test lint metrics-checkers
 
-## setup: install the Wasm target filters are built for.
+## setup: install the Wasm targets filters are built for (components, and
+## core modules for the proxy-wasm filters).
 setup:
-	rustup target add $(WASM_TARGET)
+	rustup target add $(WASM_TARGET) $(PROXY_WASM_TARGET)
 
 ## build: the proxy and the demo upstream (release).
 build:
 	$(CARGO) build --release -p weft-cli -p weft-demo-upstream
 
-## filters: every built-in and example filter, into target/wasm-filters.
+## filters: every built-in and example filter, into target/wasm-filters; the
+## proxy-wasm examples into target/proxy-wasm/wasm32-wasip1/release.
 filters: setup
 	$(CARGO) build --target $(WASM_TARGET) --profile filter --target-dir $(WASM_DIR) $(FILTER_CRATES)
+	$(CARGO) build $(PROXY_WASM_MANIFEST) --workspace --target $(PROXY_WASM_TARGET) --release --target-dir $(PROXY_WASM_DIR)
 
 ## quickstart: set up, build, and run weft in front of the demo upstream.
 quickstart: setup build filters
@@ -46,5 +53,7 @@ metrics-checkers:
 ## lint: formatting and clippy, as CI checks them.
 lint:
 	$(CARGO) fmt --all -- --check
+	$(CARGO) fmt $(PROXY_WASM_MANIFEST) --all -- --check
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --target $(WASM_TARGET) --profile filter --target-dir $(WASM_DIR) $(FILTER_CRATES) -- -D warnings
+	$(CARGO) clippy $(PROXY_WASM_MANIFEST) --workspace --all-targets --target $(PROXY_WASM_TARGET) --release --target-dir $(PROXY_WASM_DIR) -- -D warnings

@@ -32,6 +32,7 @@ mod module_cache;
 mod paths;
 mod pauses;
 mod phases;
+mod proxy_wasm;
 mod quickstart;
 mod rate_limit;
 mod reload;

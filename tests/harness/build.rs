@@ -1,12 +1,18 @@
 //! Builds the workspace's filter components for `wasm32-wasip2` (profile
 //! `filter`, target dir `target/wasm-filters`) and tells the harness where
-//! they are through `WEFT_WASM_DIR`.
+//! they are through `WEFT_WASM_DIR`; builds the proxy-wasm filters of
+//! `examples/proxy-wasm` (their own workspace) for `wasm32-wasip1` into
+//! `target/proxy-wasm`, and exports that directory as `WEFT_PROXY_WASM_DIR`.
 
 use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const TARGET: &str = "wasm32-wasip2";
+/// The target of the proxy-wasm filters: core modules.
+const PROXY_WASM_TARGET: &str = "wasm32-wasip1";
+/// The proxy-wasm filters' workspace, relative to the workspace root.
+const PROXY_WASM_DIR: &str = "examples/proxy-wasm";
 const PROFILE: &str = "filter";
 /// The profile of the one filter built with its debug info.
 const DEBUG_PROFILE: &str = "filter-debug";
@@ -48,7 +54,12 @@ fn main() {
 
     compile_echo_proto(&workspace);
 
-    check_target_installed();
+    println!(
+        "cargo:rerun-if-changed={}",
+        workspace.join(PROXY_WASM_DIR).display()
+    );
+    check_target_installed(TARGET);
+    check_target_installed(PROXY_WASM_TARGET);
 
     let target_dir = workspace.join("target/wasm-filters");
     build(&workspace, &target_dir, PROFILE, &PACKAGES);
@@ -67,6 +78,42 @@ fn main() {
         "cargo:rustc-env=WEFT_WASM_DEBUG_DIR={}",
         debug_dir.display()
     );
+
+    let proxy_wasm_target_dir = workspace.join("target/proxy-wasm");
+    build_proxy_wasm(&workspace, &proxy_wasm_target_dir);
+    let proxy_wasm_dir = proxy_wasm_target_dir
+        .join(PROXY_WASM_TARGET)
+        .join("release");
+    println!(
+        "cargo:rustc-env=WEFT_PROXY_WASM_DIR={}",
+        proxy_wasm_dir.display()
+    );
+}
+
+/// Builds every proxy-wasm filter of `examples/proxy-wasm` (a workspace of
+/// its own, with its own lock file) for `wasm32-wasip1`, profile `release`.
+fn build_proxy_wasm(workspace: &Path, target_dir: &Path) {
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Command::new(cargo);
+    build
+        .current_dir(workspace)
+        .arg("build")
+        .arg("--manifest-path")
+        .arg(workspace.join(PROXY_WASM_DIR).join("Cargo.toml"))
+        .args(["--target", PROXY_WASM_TARGET, "--release", "--workspace"])
+        .arg("--target-dir")
+        .arg(target_dir);
+    clear_build_script_env(&mut build);
+    let output = build
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run cargo to build the proxy-wasm filters: {err}"));
+    if !output.status.success() {
+        panic!(
+            "building the proxy-wasm filters of {PROXY_WASM_DIR} failed ({}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
 }
 
 /// Generates the gRPC test service's code from `tests/fixtures/echo.proto`
@@ -107,9 +154,10 @@ fn build(workspace: &Path, target_dir: &Path, profile: &str, packages: &[&str]) 
     }
 }
 
-/// Fails with instructions when the `wasm32-wasip2` standard library is
-/// missing (the inner build's own error is less clear).
-fn check_target_installed() {
+/// Fails with instructions when the standard library of `target`
+/// (`wasm32-wasip2` for Weft's filters, `wasm32-wasip1` for the proxy-wasm
+/// ones) is missing (the inner build's own error is less clear).
+fn check_target_installed(target: &str) {
     let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
     let sysroot = Command::new(rustc)
         .args(["--print", "sysroot"])
@@ -121,11 +169,11 @@ fn check_target_installed() {
         // Let the build itself report what is wrong.
         return;
     };
-    let std_dir = Path::new(&sysroot).join("lib/rustlib").join(TARGET);
+    let std_dir = Path::new(&sysroot).join("lib/rustlib").join(target);
     if !std_dir.is_dir() {
         panic!(
-            "the {TARGET} target is not installed ({} is missing), and the e2e tests need the \
-             filter components built for it: run `rustup target add {TARGET}`",
+            "the {target} target is not installed ({} is missing), and the e2e tests need the \
+             filters built for it: run `make setup` or `rustup target add {TARGET} {PROXY_WASM_TARGET}`",
             std_dir.display()
         );
     }

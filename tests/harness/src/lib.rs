@@ -17,7 +17,7 @@ pub mod websocket;
 
 pub use client::{Reply, client, get, raw_status, send};
 pub use control::Control;
-pub use filters::component;
+pub use filters::{component, proxy_wasm_filter};
 pub use process::Weft;
 pub use raw::{RawConn, RawReply};
 pub use upstream::Upstream;
