@@ -651,7 +651,8 @@ impl ChainBuilder<'_> {
                     limits,
                     runtime.instance_counts(),
                 )
-                .map(FilterPool::Component),
+                .map(FilterPool::Component)
+                .map_err(|e| (format!("{at}.config"), e)),
                 ModuleKind::ProxyWasm(linked) => Plugin::new(
                     runtime.engine(),
                     runtime.watchdog().clone(),
@@ -666,7 +667,12 @@ impl ChainBuilder<'_> {
                     runtime.instance_counts(),
                     module.bodies,
                 )
-                .map(FilterPool::ProxyWasm),
+                .map(FilterPool::ProxyWasm)
+                .map_err(|e| match e.vm {
+                    // Its VM configuration is the filter's, not the entry's.
+                    true => (format!("filters.{}.vm_config", entry.filter), e.message),
+                    false => (format!("{at}.config"), e.message),
+                }),
             };
             match pool {
                 Ok(pool) => chain.push(ChainEntry::new(
@@ -674,7 +680,7 @@ impl ChainBuilder<'_> {
                     pool,
                     entry.on_error,
                 )),
-                Err(e) => errors.push(format!("{at}.config"), e),
+                Err((path, e)) => errors.push(path, e),
             }
         }
         FilterChain::new(chain)

@@ -64,7 +64,8 @@ fn thread_slot() -> usize {
 impl Plugin {
     /// Starts the entry's first VM: a module that fails to start, or a
     /// plugin that rejects its configuration, is an error here, before
-    /// any request.
+    /// any request. [`StartError::vm`] tells a VM start's failure (its
+    /// VM configuration) from the plugin's (its configuration).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         engine: &Engine,
@@ -75,7 +76,7 @@ impl Plugin {
         limits: Limits,
         counts: &InstanceCounts,
         bodies: (bool, bool),
-    ) -> Result<Self, String> {
+    ) -> Result<Self, StartError> {
         let mut phases = Phases::REQUEST_HEADERS | Phases::RESPONSE_HEADERS | Phases::DONE;
         if bodies.0 {
             phases |= Phases::REQUEST_BODY;
@@ -94,6 +95,10 @@ impl Plugin {
             limits,
             live: &live,
             engine_live: &counts.engine,
+        })
+        .map_err(|message| StartError {
+            vm: message.contains("proxy_on_vm_start") || message.contains("_initialize"),
+            message,
         })?;
         let main = Arc::new(Mutex::new(main));
         watch_ticks(&main);
@@ -271,6 +276,15 @@ fn watch_ticks(vm: &Arc<Mutex<Vm>>) {
     if let Some(period) = vm.lock().unwrap().take_tick_change() {
         ticks::schedule(vm, period);
     }
+}
+
+/// Why a plugin did not start.
+#[derive(Debug)]
+pub struct StartError {
+    /// Whether the VM failed to start (rather than the plugin's configure).
+    pub vm: bool,
+    /// What happened.
+    pub message: String,
 }
 
 /// One request's stream context, on the VM that created it.

@@ -193,11 +193,13 @@ impl Vm {
                 .map_err(|e| describe(name, e))?;
             if started == 0 {
                 return Err(format!(
-                    "the plugin failed to start: {name} returned false{}",
+                    "the plugin of filter {:?} failed to start: {name} returned false ({}; see \
+                     the filter's log lines)",
+                    &*spec.identity.name,
                     if name == "proxy_on_configure" {
-                        " (it rejected its configuration; see the filter's log lines)"
+                        "it rejected its plugin configuration"
                     } else {
-                        " (see the filter's log lines)"
+                        "it rejected its VM configuration"
                     }
                 ));
             }
