@@ -436,3 +436,37 @@ async fn proxies_sharing_the_cache_compile_a_new_module_once() {
         "one proxy compiles the new module, the other loads it"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_wasm_module_is_cached_and_loaded_like_a_component() {
+    let up = Upstream::start().await;
+    let dir = temp_dir("module-cache-proxy-wasm");
+    let filters = format!(
+        "  headers: {{ path: {} }}",
+        crate::proxy_wasm::pw("http_headers")
+    );
+    let routes = "      - { name: all, filters: [{ filter: headers }], cluster: backend }";
+    let yaml = format!(
+        "admin: {{ listen: 127.0.0.1:0 }}\nmodule_cache: {}\n{}",
+        cache_at(&dir),
+        config(&filters, routes, up.addr)
+    );
+    let hello = |weft: &Weft| {
+        let url = format!("{}/hello", weft.url("public"));
+        async move {
+            let r = get(&url).await;
+            assert_eq!(r.status, 200);
+            assert_eq!(&r.body[..], b"Hello from proxy-wasm\n");
+        }
+    };
+    let first = start(&yaml);
+    hello(&first).await;
+    assert_eq!(counts(&first).await, (1, 0));
+    assert_eq!(wait_for_artifacts(&dir, 1).await.len(), 1);
+    drop(first);
+
+    let second = start(&yaml);
+    second.wait_for_log("loaded compiled filter from cache", 1);
+    assert_eq!(counts(&second).await, (0, 1), "nothing was compiled");
+    hello(&second).await;
+}

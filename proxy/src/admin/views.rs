@@ -7,7 +7,6 @@ use super::redact::redact;
 use super::{AdminApi, error, json};
 use crate::filter::ChainEntry;
 use crate::filter::chain::PHASES;
-use crate::filter::module::CONTRACT_VERSION;
 use crate::http::ProxyBody;
 use crate::upstream::Health;
 
@@ -199,6 +198,7 @@ pub fn filters(api: &AdminApi) -> Response<ProxyBody> {
         .iter()
         .map(|(name, f)| {
             let mut sha256 = None;
+            let mut kind = None;
             let mut entries = Vec::new();
             // Entries of one filter share their call series: one is read.
             let mut phases = None;
@@ -206,6 +206,7 @@ pub fn filters(api: &AdminApi) -> Response<ProxyBody> {
                 for route in listener.routes.routes() {
                     for entry in route.chain.entries.iter().filter(|e| *e.name == **name) {
                         sha256.get_or_insert_with(|| entry.pool.sha256().to_string());
+                        kind.get_or_insert_with(|| entry.pool.kind());
                         phases.get_or_insert_with(|| phase_calls(entry));
                         entries.push(json!({ "listener": &*listener.name, "route": &*route.name }));
                     }
@@ -227,7 +228,8 @@ pub fn filters(api: &AdminApi) -> Response<ProxyBody> {
                 "name": name,
                 "path": f.path,
                 "sha256": sha256,
-                "contract_version": CONTRACT_VERSION,
+                "kind": kind.map(|(kind, _)| kind),
+                "contract_version": kind.map(|(_, version)| version),
                 "loaded_at_unix_ms": snapshot.origin.built_at_unix_ms,
                 "chain_entries": entries,
                 "deadline_ms": f.deadline_ms,

@@ -54,6 +54,15 @@ impl FilterPool {
         }
     }
 
+    /// The kind of filter (`weft` or `proxy-wasm`) and the version of
+    /// the contract or ABI it is built for.
+    pub fn kind(&self) -> (&'static str, &'static str) {
+        match self {
+            FilterPool::Component(_) => ("weft", super::module::CONTRACT_VERSION),
+            FilterPool::ProxyWasm(plugin) => ("proxy-wasm", plugin.abi()),
+        }
+    }
+
     /// The registry the filter reports to.
     pub fn metrics(&self) -> &Arc<Registry> {
         match self {

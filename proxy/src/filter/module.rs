@@ -85,13 +85,19 @@ impl CompiledModule {
         }
     }
 
-    /// The contract or ABI it is built for, as `/filters` shows it.
-    pub fn contract(&self) -> String {
+    /// Writes its build to `disk`.
+    fn store(&self, disk: &DiskCache) {
         match &self.kind {
-            ModuleKind::Component(_) => format!("weft:filter@{CONTRACT_VERSION}"),
-            ModuleKind::ProxyWasm(m) => format!("proxy-wasm@{}", m.abi),
+            ModuleKind::Component(pre) => disk.store(&self.sha256, pre.instance_pre().component()),
+            ModuleKind::ProxyWasm(linked) => disk.store_core(&self.sha256, linked.pre.module()),
         }
     }
+}
+
+/// A build, loaded from the disk cache or compiled.
+enum Artifact {
+    Component(Component),
+    Core(wasmtime::Module),
 }
 
 /// Compiled modules by content hash: the same bytes are compiled once, across
@@ -129,7 +135,8 @@ impl ModuleCache {
         }
     }
 
-    /// Reads and checks the component at `path`, and returns the build of
+    /// Reads and checks the filter module at `path` (a component or a
+    /// proxy-wasm module), and returns the build of
     /// its bytes in memory, else the one in `disk`, else a new one (written
     /// to `disk` once writes are allowed).
     pub fn load(
@@ -143,14 +150,12 @@ impl ModuleCache {
         if let Some(found) = self.modules.lock().unwrap().get(&sha256) {
             return Ok(found.clone());
         }
-        if check_header(&bytes)? == Header::Core {
-            // proxy-wasm modules are compiled in memory only.
-            let module = Arc::new(link_core(engine, &bytes, sha256.clone(), path)?);
-            let _ = self.metrics.counter_add(COMPILED_TOTAL, vec![], 1);
-            self.modules.lock().unwrap().insert(sha256, module.clone());
-            return Ok(module);
-        }
-        let mut cached = disk.and_then(|d| Some((d.load(engine, &sha256)?, d.path(&sha256))));
+        let header = check_header(&bytes)?;
+        let load = |disk: &DiskCache| match header {
+            Header::Component => disk.load(engine, &sha256).map(Artifact::Component),
+            Header::Core => disk.load_core(engine, &sha256).map(Artifact::Core),
+        };
+        let mut cached = disk.and_then(|d| Some((load(d)?, d.path(&sha256))));
         // Not in the disk cache: when this process writes there, compile
         // under the machine-wide lock of that module, so that proxies
         // sharing the cache compile it once; one that waited loads what the
@@ -160,36 +165,45 @@ impl ModuleCache {
             && let Some(disk) = disk.filter(|_| self.writes.lock().unwrap().allowed)
         {
             _compile_lock = disk.compile_lock(&sha256);
-            cached = disk.load(engine, &sha256).map(|c| (c, disk.path(&sha256)));
+            cached = load(disk).map(|c| (c, disk.path(&sha256)));
             if cached.is_some() {
                 _compile_lock = None; // compiled by another: let the next waiter load too
             }
         }
-        let (component, compiled) = match cached {
-            Some((component, file)) => {
+        let (artifact, compiled) = match cached {
+            Some((artifact, file)) => {
                 let _ = self.metrics.counter_add(CACHE_HITS_TOTAL, vec![], 1);
                 tracing::info!(
                     module = %path.display(),
                     path = %file.display(),
                     "loaded compiled filter from cache"
                 );
-                (component, false)
+                (artifact, false)
             }
             None => {
                 let started = Instant::now();
-                let component = Component::new(engine, &bytes)
-                    .map_err(|e| ModuleError::Invalid(format!("{e:#}")))?;
+                let artifact = match header {
+                    Header::Component => Component::new(engine, &bytes)
+                        .map(Artifact::Component)
+                        .map_err(|e| ModuleError::Invalid(format!("{e:#}")))?,
+                    Header::Core => wasmtime::Module::new(engine, &bytes)
+                        .map(Artifact::Core)
+                        .map_err(|e| ModuleError::InvalidCore(format!("{e:#}")))?,
+                };
                 let _ = self.metrics.counter_add(COMPILED_TOTAL, vec![], 1);
                 tracing::info!(
                     module = %path.display(),
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "compiled filter"
                 );
-                (component, true)
+                (artifact, true)
             }
         };
-        // Built or loaded, the component goes through the same checks.
-        let module = Arc::new(link(engine, component, sha256.clone())?);
+        // Built or loaded, the module goes through the same checks.
+        let module = Arc::new(match artifact {
+            Artifact::Component(component) => link(engine, component, sha256.clone())?,
+            Artifact::Core(module) => link_core(engine, module, sha256.clone())?,
+        });
         if compiled && let Some(disk) = disk {
             self.persist(disk, &module);
         }
@@ -207,10 +221,8 @@ impl ModuleCache {
             std::mem::take(&mut writes.pending)
         };
         for (disk, module) in pending {
-            if let Some(module) = module.upgrade()
-                && let Some(pre) = module.component()
-            {
-                disk.store(&module.sha256, pre.instance_pre().component());
+            if let Some(module) = module.upgrade() {
+                module.store(&disk);
             }
         }
     }
@@ -223,9 +235,7 @@ impl ModuleCache {
                 return;
             }
         }
-        if let Some(pre) = module.component() {
-            disk.store(&module.sha256, pre.instance_pre().component());
-        }
+        module.store(disk);
     }
 
     /// Forgets modules no longer referenced outside the cache.
@@ -262,26 +272,16 @@ fn link(
     })
 }
 
-/// Compiles a core module and links it as a proxy-wasm filter.
+/// Checks that a core module is a proxy-wasm filter and links it.
 fn link_core(
     engine: &Engine,
-    bytes: &[u8],
+    module: wasmtime::Module,
     sha256: String,
-    path: &Path,
 ) -> Result<CompiledModule, ModuleError> {
-    let started = Instant::now();
-    let module = wasmtime::Module::new(engine, bytes)
-        .map_err(|e| ModuleError::InvalidCore(format!("{e:#}")))?;
     if proxy_wasm::declares_abi(&module).is_none() {
         return Err(ModuleError::CoreModule);
     }
     let linked = proxy_wasm::link(engine, module, sha256.clone())?;
-    tracing::info!(
-        module = %path.display(),
-        abi = linked.abi,
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "compiled proxy-wasm filter"
-    );
     Ok(CompiledModule {
         sha256,
         kind: ModuleKind::ProxyWasm(Arc::new(linked)),

@@ -40,6 +40,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
+use wasmtime::Module;
 use wasmtime::component::Component;
 
 use crate::config::ModuleCacheConfig;
@@ -195,6 +196,32 @@ impl DiskCache {
     /// that collided on the key) or that is not this user's alone is logged
     /// and ignored; compiling replaces it.
     pub fn load(&self, engine: &Engine, sha256: &str) -> Option<Component> {
+        // SAFETY: the bytes were read from a regular file that only this
+        // user can write, in a directory only this user can write, both
+        // checked on the handles they were read through; this proxy writes
+        // files there only whole (rename) and only from
+        // `Component::serialize`. wasmtime checks that it is an artifact
+        // of a compatible engine.
+        self.load_artifact(sha256, |bytes| unsafe {
+            Component::deserialize(engine, bytes)
+        })
+    }
+
+    /// The cached build of core module `sha256` (a proxy-wasm filter), as
+    /// [`DiskCache::load`] does for components.
+    pub fn load_core(&self, engine: &Engine, sha256: &str) -> Option<Module> {
+        // SAFETY: as in `load`; core modules' files come only from
+        // `Module::serialize`, and wasmtime checks the artifact's kind.
+        self.load_artifact(sha256, |bytes| unsafe {
+            Module::deserialize(engine, bytes)
+        })
+    }
+
+    fn load_artifact<T>(
+        &self,
+        sha256: &str,
+        deserialize: impl FnOnce(&[u8]) -> wasmtime::Result<T>,
+    ) -> Option<T> {
         let dir = self.trusted.as_ref()?;
         let path = self.path(sha256);
         let bytes = match read_artifact(dir, &self.name(sha256)) {
@@ -208,14 +235,8 @@ impl DiskCache {
                 return None;
             }
         };
-        // SAFETY: the bytes were read from a regular file that only this
-        // user can write, in a directory only this user can write, both
-        // checked on the handles they were read through; this proxy writes
-        // files there only whole (rename) and only from
-        // `Component::serialize`. wasmtime checks that it is an artifact
-        // of a compatible engine.
-        match unsafe { Component::deserialize(engine, &bytes) } {
-            Ok(component) => Some(component),
+        match deserialize(&bytes) {
+            Ok(artifact) => Some(artifact),
             Err(e) => {
                 tracing::warn!(
                     path = %path.display(),
@@ -274,11 +295,24 @@ impl DiskCache {
     /// Writes `component`'s artifact for `sha256`. A failure is a warning:
     /// the proxy keeps serving from the build it has.
     pub fn store(&self, sha256: &str, component: &Component) {
+        self.store_artifact(sha256, || component.serialize());
+    }
+
+    /// Writes core module `module`'s artifact for `sha256`, as
+    /// [`DiskCache::store`] does for components.
+    pub fn store_core(&self, sha256: &str, module: &Module) {
+        self.store_artifact(sha256, || module.serialize());
+    }
+
+    fn store_artifact(&self, sha256: &str, serialize: impl FnOnce() -> wasmtime::Result<Vec<u8>>) {
         let Some(dir) = self.writable_dir() else {
             return;
         };
         let path = self.path(sha256);
-        match write_artifact(dir, &self.name(sha256), component) {
+        let written = serialize()
+            .map_err(anyhow::Error::from)
+            .and_then(|bytes| write_artifact(dir, &self.name(sha256), &bytes));
+        match written {
             Ok(()) => tracing::debug!(path = %path.display(), "wrote compiled filter to cache"),
             Err(e) => tracing::warn!(
                 path = %path.display(),
@@ -371,9 +405,8 @@ fn read_artifact(dir: &File, name: &str) -> Result<Option<Vec<u8>>, String> {
     Ok(Some(bytes))
 }
 
-fn write_artifact(dir: &File, name: &str, component: &Component) -> anyhow::Result<()> {
+fn write_artifact(dir: &File, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let bytes = component.serialize()?;
     let tmp = format!(
         ".{name}.{}.{}.tmp",
         std::process::id(),
@@ -386,7 +419,7 @@ fn write_artifact(dir: &File, name: &str, component: &Component) -> anyhow::Resu
             libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
             0o600,
         )?;
-        file.write_all(&bytes)?;
+        file.write_all(bytes)?;
         // On disk before the name is: a crash never leaves a torn file
         // under the final name.
         file.sync_all()?;

@@ -128,6 +128,11 @@ impl Plugin {
         &self.module.sha256
     }
 
+    /// The ABI version the module declares.
+    pub fn abi(&self) -> &'static str {
+        self.module.abi
+    }
+
     /// The registry the filter reports to.
     pub fn metrics(&self) -> &Arc<Registry> {
         &self.identity.metrics
