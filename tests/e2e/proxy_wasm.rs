@@ -7,6 +7,7 @@
 mod chain;
 mod failures;
 mod inspect;
+mod swap;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -89,7 +89,10 @@ fn tick(vm: &Arc<Mutex<Vm>>) {
         return;
     }
     if let Err(failure) = guard.tick() {
-        tracing::warn!("proxy-wasm filter failed in proxy_on_tick: {failure}");
+        tracing::warn!(
+            filter = guard.filter(),
+            "filter failed in proxy_on_tick: {failure}"
+        );
     }
     let change = guard.take_tick_change();
     drop(guard);

@@ -212,6 +212,11 @@ impl Vm {
         Ok(vm)
     }
 
+    /// The filter's name.
+    pub fn filter(&self) -> &str {
+        &self.store.data().identity.name
+    }
+
     /// Why the VM may not be called, if it may not.
     pub fn broken(&self) -> Option<&str> {
         self.broken.as_deref()
