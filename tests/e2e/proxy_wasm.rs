@@ -304,3 +304,34 @@ async fn hello_world_logs_its_start_and_a_line_on_every_tick() {
         "tick time {ms} is {off} ms from now: {line}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_of_abi_0_2_0_runs_with_its_own_callback_shapes() {
+    let up = Upstream::start().await;
+    let dir = weft_test_harness::process::temp_dir("pw-abi-0-2-0");
+    std::fs::create_dir_all(&dir).unwrap();
+    let module = dir.join("abi_0_2_0.wasm");
+    std::fs::write(
+        &module,
+        weft_test_harness::filters::proxy_wasm_abi_0_2_0_module(),
+    )
+    .unwrap();
+    let filters = format!("  old: {{ path: {} }}", module.display());
+    let routes = "      - { name: all, filters: [{ filter: old }], cluster: backend }";
+    let weft = start(&format!(
+        "admin: {{ listen: 127.0.0.1:0 }}\n{}",
+        config(&filters, routes, up.addr)
+    ));
+    // A two-argument headers callback, and its local response.
+    let r = get(&format!("{}/x", weft.url("public"))).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(&r.body[..], b"from abi 0.2.0");
+    assert_eq!(up.hits(), 0);
+    // `proxy_continue_request`, the v0.2.0 name, lets a request through.
+    let r = get(&format!("{}/a/pass", weft.url("public"))).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["path"], "/a/pass");
+    assert_eq!(up.hits(), 1);
+    let filters = get(&format!("{}/filters", weft.url("admin"))).await.json();
+    assert_eq!(filters["filters"][0]["contract_version"], "0.2.0");
+}

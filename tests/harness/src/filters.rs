@@ -91,6 +91,56 @@ pub fn core_module_without_proxy_abi() -> Vec<u8> {
     module
 }
 
+/// A proxy-wasm module of ABI v0.2.0, written by hand: its headers
+/// callback takes no `end_of_stream`, and it answers every request itself
+/// with 200 `from abi 0.2.0` (or, on a path ending in `/pass`, lets it
+/// through with `proxy_continue_request`, the v0.2.0 name).
+pub fn proxy_wasm_abi_0_2_0_module() -> Vec<u8> {
+    wat::parse_str(
+        r#"(module
+  (import "env" "proxy_send_local_response"
+    (func $reply (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_header_map_value"
+    (func $header (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_continue_request" (func $continue (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "from abi 0.2.0")
+  (data (i32.const 64) ":path")
+  (global $heap (mut i32) (i32.const 1024))
+  (func (export "malloc") (param $size i32) (result i32)
+    (local $at i32)
+    global.get $heap
+    local.set $at
+    global.get $heap
+    local.get $size
+    i32.add
+    global.set $heap
+    local.get $at)
+  (func (export "proxy_abi_version_0_2_0"))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_request_headers") (param $context i32) (param $headers i32) (result i32)
+    (local $ptr i32)
+    (local $len i32)
+    ;; The path, written by the host at the pointer stored at 128.
+    (drop (call $header (i32.const 0) (i32.const 64) (i32.const 5) (i32.const 128) (i32.const 132)))
+    (local.set $ptr (i32.load (i32.const 128)))
+    (local.set $len (i32.load (i32.const 132)))
+    ;; Ends in "/pass": continue (the v0.2.0 way), and go on.
+    (if (i32.and
+          (i32.ge_u (local.get $len) (i32.const 5))
+          (i32.eq
+            (i32.load (i32.sub (i32.add (local.get $ptr) (local.get $len)) (i32.const 4)))
+            (i32.const 0x73736170)))
+      (then
+        (drop (call $continue))
+        (return (i32.const 0))))
+    (drop (call $reply (i32.const 200) (i32.const 0) (i32.const 0)
+      (i32.const 16) (i32.const 14) (i32.const 0) (i32.const 0) (i32.const 0)))
+    (i32.const 1)))"#,
+    )
+    .expect("valid text")
+}
+
 #[cfg(test)]
 mod tests {
     use super::{PROXY_WASM_FILTERS, component, core_module_without_proxy_abi, proxy_wasm_filter};
