@@ -324,17 +324,40 @@ pub fn set_buffer(
     let Some(old) = body.as_ref() else {
         return Status::NotFound;
     };
+    let new = splice(old, start, size, data);
+    let len = new.len();
+    *body = Some(new);
+    if let Some(headers) = headers {
+        headers.remove(http::header::TRANSFER_ENCODING);
+        headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    Status::Ok
+}
+
+/// `old` with `size` bytes from `start` replaced by `data` (clamped to its
+/// end: a start past it appends).
+fn splice(old: &[u8], start: usize, size: usize, data: &[u8]) -> Bytes {
     let start = start.min(old.len());
     let end = start.saturating_add(size).min(old.len());
     let mut new = BytesMut::with_capacity(old.len() - (end - start) + data.len());
     new.extend_from_slice(&old[..start]);
     new.extend_from_slice(data);
     new.extend_from_slice(&old[end..]);
-    let len = new.len();
-    *body = Some(new.freeze());
-    if let Some(headers) = headers {
-        headers.remove(http::header::TRANSFER_ENCODING);
-        headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
+    new.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::splice;
+
+    #[test]
+    fn set_buffer_bytes_replaces_prepends_and_appends() {
+        let body = b"hello world";
+        // The SDK's "replace all": start 0, size usize::MAX (u32 on wasm32).
+        assert_eq!(&splice(body, 0, u32::MAX as usize, b"bye")[..], b"bye");
+        assert_eq!(&splice(body, 0, 0, b">> ")[..], b">> hello world");
+        assert_eq!(&splice(body, 100, 0, b"!")[..], b"hello world!");
+        assert_eq!(&splice(body, 6, 5, b"there")[..], b"hello there");
+        assert_eq!(&splice(b"", 0, 10, b"x")[..], b"x");
     }
-    Status::Ok
 }
