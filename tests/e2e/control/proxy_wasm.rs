@@ -1,6 +1,6 @@
 //! Proxy-wasm filters through the mesh: pushed, listed with their ABI as
-//! their contract, applied and served like Weft filters, and replaced by
-//! a Weft filter under the same name.
+//! their contract, checked when applied, served like Weft filters, and
+//! replaced by a Weft filter under the same name.
 
 use weft_test_harness::Upstream;
 
@@ -41,6 +41,21 @@ async fn a_pushed_proxy_wasm_filter_is_served_and_replaced_by_a_weft_filter_of_t
         .find(|l| l.starts_with("edge "))
         .unwrap_or_else(|| panic!("edge not listed: {listed:?}"));
     assert!(row.contains("  proxy-wasm@0.2.1  "), "{row}");
+
+    // A proxy-wasm module that imports what the proxy does not provide is
+    // stored, but an apply naming it is refused (it is linked there).
+    let broken = std::fs::read(weft_test_harness::proxy_wasm_filter("unknown_import"))
+        .expect("unknown_import.wasm");
+    let (broken, _) = pushed(&cp, "broken", &broken);
+    let refused = apply(&cp, "web", &edge_config(&broken, None, up.addr), false);
+    assert!(!refused.success(), "{refused:?}");
+    assert!(
+        refused.stderr.contains("filters.edge")
+            && refused
+                .stderr
+                .contains("proxy_no_such_function, which this proxy does not provide"),
+        "{refused:?}"
+    );
 
     applied(&cp, "web", &edge_config("edge", None, up.addr), 1, 1);
     let proxy = serving(waiting);
