@@ -11,7 +11,7 @@ use anyhow::Context;
 use clap::Args;
 use weft::control_client::{CachedModule, ConfigFormat, GroupSnapshot, group_config_alone};
 use weft::filter::FilterRuntime;
-use weft::filter::module::CONTRACT_VERSION;
+use weft::filter::module::{CONTRACT_VERSION, PROXY_WASM_ABI};
 use weft::snapshot::Snapshot;
 use weft::telemetry::Registry;
 use weft_control::apply::{ApplyCheck, ConfigValidator};
@@ -40,8 +40,10 @@ pub struct ControlArgs {
     /// silent for three intervals is marked gone.
     #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
     heartbeat_interval_ms: u64,
-    /// A filter contract version the mesh serves (repeat for several)
-    /// [default: the one this weft serves].
+    /// A filter contract version the mesh serves (repeat for several):
+    /// `0.4.0` (or `weft:filter@0.4.0`) for Weft's contract,
+    /// `proxy-wasm@0.2.1` for proxy-wasm filters [default: the two this weft
+    /// serves].
     #[arg(long = "contract-version")]
     contract_versions: Vec<String>,
     /// Log filter (e.g. `info`, `weft_control=debug`); overrides WEFT_LOG.
@@ -70,7 +72,7 @@ fn run(args: ControlArgs) -> anyhow::Result<()> {
     let data = args.data.unwrap_or_else(default_data_dir);
     let data = std::path::absolute(&data).unwrap_or(data);
     let contract_versions = if args.contract_versions.is_empty() {
-        vec![CONTRACT_VERSION.to_string()]
+        served_here()
     } else {
         args.contract_versions
     };
@@ -94,6 +96,11 @@ fn run(args: ControlArgs) -> anyhow::Result<()> {
         tracing::info!("control plane stopped");
         anyhow::Ok(())
     })
+}
+
+/// The contracts this weft's proxy serves: Weft's and the proxy-wasm ABI.
+fn served_here() -> Vec<String> {
+    vec![CONTRACT_VERSION.to_string(), PROXY_WASM_ABI.to_string()]
 }
 
 /// The proxy's own checks of a group's configuration, run by the control
@@ -142,7 +149,7 @@ impl ProxyChecks {
             let path = self
                 .module_file(check.store, &record.sha256)
                 .map_err(|e| vec![format!("module {}@{}: {e}", record.name, record.version)])?;
-            if !contract_served(&record.contract_version, &[CONTRACT_VERSION.to_string()]) {
+            if !contract_served(&record.contract_version, &served_here()) {
                 unloadable.push(path.display().to_string());
             }
             modules.push(CachedModule {

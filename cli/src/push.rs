@@ -7,13 +7,14 @@ use anyhow::{Context, bail};
 use clap::Args;
 use weft_api::push_chunks;
 use weft_api::v1::ListModulesRequest;
-use weft_control::module_check::check_module;
+use weft_control::module_check::{check_module, contract_label};
 
 use crate::{ControlAddr, Output, TokenArgs, remote};
 
 #[derive(Args)]
 pub struct PushArgs {
-    /// The module: a component built for wasm32-wasip2.
+    /// The module: a Weft filter (a component built for wasm32-wasip2) or a
+    /// proxy-wasm filter (a core module).
     file: PathBuf,
     /// Its name in the registry (e.g. `api-key`); a push of different
     /// bytes under a name makes its next version.
@@ -64,15 +65,18 @@ pub async fn run(args: PushArgs) -> anyhow::Result<ExitCode> {
             })
         ),
         Output::Text if pushed.already_existed => println!(
-            "unchanged {}@{} sha256={} contract=weft:filter@{}: these bytes were pushed before",
-            pushed.name, pushed.version, pushed.sha256, pushed.contract_version
-        ),
-        Output::Text => println!(
-            "pushed {}@{} sha256={} contract=weft:filter@{} size={}",
+            "unchanged {}@{} sha256={} contract={}: these bytes were pushed before",
             pushed.name,
             pushed.version,
             pushed.sha256,
-            pushed.contract_version,
+            contract_label(&pushed.contract_version)
+        ),
+        Output::Text => println!(
+            "pushed {}@{} sha256={} contract={} size={}",
+            pushed.name,
+            pushed.version,
+            pushed.sha256,
+            contract_label(&pushed.contract_version),
             bytes.len()
         ),
     }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::Args;
 use serde_json::{Value, json};
 use weft_api::v1::{ListModulesRequest, Phase, ProxyStatus, StatusRequest};
+use weft_control::module_check::contract_label;
 
 use crate::remote::{self, ago};
 use crate::{ControlAddr, Output};
@@ -182,7 +183,7 @@ pub async fn modules(args: ModulesArgs) -> anyhow::Result<ExitCode> {
                     m.version.to_string(),
                     m.sha256[..m.sha256.len().min(12)].to_string(),
                     m.size.to_string(),
-                    m.contract_version.clone(),
+                    contract_label(&m.contract_version).to_string(),
                     ago(m.pushed_at_unix_ms),
                     if m.running_on.is_empty() {
                         "-".to_string()

@@ -15,7 +15,7 @@
 
 use serde_json::Value;
 
-use crate::module_check::contract_served;
+use crate::module_check::{contract_label, contract_served};
 use crate::store::{ConfigFormat, ModuleSelector, ResolvedModule, Store};
 
 /// What a [`ConfigValidator`] is asked to check.
@@ -143,8 +143,10 @@ fn resolve_filter(
         .ok_or_else(|| format!("{path}.module: no module {reference:?} in the registry"))?;
     if !contract_served(&module.contract_version, served) {
         return Err(format!(
-            "{path}.module: {}@{} is built for contract weft:filter@{}, which the mesh does not serve",
-            module.name, module.version, module.contract_version
+            "{path}.module: {}@{} is built for contract {}, which the mesh does not serve",
+            module.name,
+            module.version,
+            contract_label(&module.contract_version)
         ));
     }
     Ok(ResolvedModule {

@@ -15,7 +15,7 @@ use weft_api::v1::{
     SnapshotUpdate,
 };
 
-use crate::module_check::contract_served;
+use crate::module_check::{contract_label, contract_labels, contract_served};
 use crate::proxies::StreamId;
 use crate::service::Inner;
 use crate::store::{ConfigFormat, GroupState, unix_ms};
@@ -232,8 +232,10 @@ fn unservable(state: &GroupState, contracts: &[String]) -> Option<String> {
         .filter(|r| !contract_served(&r.module.contract_version, contracts))
         .map(|r| {
             format!(
-                "{}@{} (weft:filter@{})",
-                r.module.name, r.module.version, r.module.contract_version
+                "{}@{} ({})",
+                r.module.name,
+                r.module.version,
+                contract_label(&r.module.contract_version)
             )
         })
         .collect();
@@ -241,11 +243,11 @@ fn unservable(state: &GroupState, contracts: &[String]) -> Option<String> {
         return None;
     }
     Some(format!(
-        "version {} of group {} names {}, but this proxy serves weft:filter@{}: not sent",
+        "version {} of group {} names {}, but this proxy serves {}: not sent",
         state.version,
         state.group,
         bad.join(", "),
-        contracts.join(", weft:filter@")
+        contract_labels(contracts)
     ))
 }
 

@@ -24,6 +24,8 @@ use weft_control::server::{ControlPlane, ServeError};
 use weft_test_harness::components::{
     filter_component, filter_component_of_contract, other_world_component, padded,
 };
+use weft_test_harness::filters::core_module_without_proxy_abi;
+use weft_test_harness::proxy_wasm_filter;
 
 type Client = ControlClient<tonic::transport::Channel>;
 const TOKEN: &str = "s3cret-token";
@@ -298,12 +300,22 @@ impl Drop for Subscriber {
 
 impl Subscriber {
     async fn connect(client: &mut Client, node: &str, contract: &str, serving: u64) -> Self {
+        Self::connect_serving(client, node, &[contract], serving).await
+    }
+
+    /// Connects as a proxy that serves every contract in `contracts`.
+    async fn connect_serving(
+        client: &mut Client,
+        node: &str,
+        contracts: &[&str],
+        serving: u64,
+    ) -> Self {
         let (to_plane, rx) = mpsc::channel(16);
         let subscriber_hello = Hello {
             node: node.into(),
             group: "web".into(),
             weft_version: "0.1.0".into(),
-            contract_versions: vec![contract.into()],
+            contract_versions: contracts.iter().map(|c| c.to_string()).collect(),
             snapshot_version: serving,
             module_sha256s: Vec::new(),
         };
@@ -608,5 +620,155 @@ async fn subscriptions_get_snapshots_and_their_acks_nacks_and_refusals_show_in_s
         "{web1_status:?}"
     );
     drop(current);
+    plane.stop().await;
+}
+
+/// A valid core module exporting one function, `() -> ()`, as `name`.
+fn core_module_exporting(name: &str) -> Vec<u8> {
+    use wasm_encoder::{
+        CodeSection, ExportKind, ExportSection, Function, FunctionSection, Instruction, Module,
+        TypeSection,
+    };
+    let mut types = TypeSection::new();
+    types.ty().function([], []);
+    let mut functions = FunctionSection::new();
+    functions.function(0);
+    let mut exports = ExportSection::new();
+    exports.export(name, ExportKind::Func, 0);
+    let mut body = Function::new([]);
+    body.instruction(&Instruction::End);
+    let mut code = CodeSection::new();
+    code.function(&body);
+    let mut module = Module::new();
+    module
+        .section(&types)
+        .section(&functions)
+        .section(&exports)
+        .section(&code);
+    module.finish()
+}
+
+const PROXY_WASM_CONFIG: &str = "
+filters:
+  headers: { module: headers }
+  legacy: { module: legacy }
+listeners:
+  - name: public
+    routes:
+      - { name: all, filters: [{ filter: headers }, { filter: legacy }], cluster: backend }
+clusters:
+  backend: { endpoints: ['127.0.0.1:9000'] }
+";
+
+#[tokio::test]
+async fn proxy_wasm_modules_are_pushed_with_their_abi_and_sent_only_to_proxies_that_run_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let plane = start(dir.path(), options(Some(TOKEN))).await;
+    let mut client = plane.client().await;
+
+    // A proxy-wasm filter built with the SDK: ABI 0.2.1.
+    let headers = std::fs::read(proxy_wasm_filter("http_headers")).unwrap();
+    let pushed = push(&mut client, "headers", &headers).await.unwrap();
+    assert_eq!(
+        (pushed.version, pushed.contract_version.as_str()),
+        (1, "proxy-wasm@0.2.1")
+    );
+    // A module declaring only ABI 0.2.0.
+    let legacy = push(
+        &mut client,
+        "legacy",
+        &core_module_exporting("proxy_abi_version_0_2_0"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(legacy.contract_version, "proxy-wasm@0.2.0");
+    let listed = client
+        .list_modules(ListModulesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.contract_versions, ["0.4.0", "proxy-wasm@0.2.1"]);
+    let contracts: Vec<(&str, &str)> = listed
+        .modules
+        .iter()
+        .map(|m| (m.name.as_str(), m.contract_version.as_str()))
+        .collect();
+    assert!(
+        contracts.contains(&("headers", "proxy-wasm@0.2.1"))
+            && contracts.contains(&("legacy", "proxy-wasm@0.2.0")),
+        "{contracts:?}"
+    );
+
+    // Core modules without the ABI export are still refused, saying why.
+    for (name, bytes) in [
+        ("plain", core_module_without_proxy_abi()),
+        ("on-start", core_module_exporting("proxy_on_vm_start")),
+    ] {
+        let err = push(&mut client, name, &bytes).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{name}: {err}");
+        for part in [
+            "a core WebAssembly module, not a component",
+            "not a proxy-wasm filter either",
+            "proxy_abi_version_0_2_1",
+        ] {
+            assert!(err.message().contains(part), "{name}: {}", err.message());
+        }
+    }
+
+    // A proxy that advertises proxy-wasm@0.2.1 is sent both (0.2.0 runs
+    // there too); one that serves only Weft's contract is refused, in
+    // words that name the ABI as it is.
+    let applied = apply(&mut client, "web", PROXY_WASM_CONFIG).await;
+    assert_eq!(
+        (applied.version, applied.errors.len()),
+        (1, 0),
+        "{applied:?}"
+    );
+    let mut new =
+        Subscriber::connect_serving(&mut client, "new-1", &["0.4.0", "proxy-wasm@0.2.1"], 0).await;
+    let Out::Snapshot(snapshot) = new.next().await else {
+        panic!("expected a snapshot")
+    };
+    let sent: Vec<(&str, &str)> = snapshot
+        .modules
+        .iter()
+        .map(|m| (m.name.as_str(), m.contract_version.as_str()))
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            ("headers", "proxy-wasm@0.2.1"),
+            ("legacy", "proxy-wasm@0.2.0")
+        ]
+    );
+    let (fetched, _) = fetch(&mut client, &pushed.sha256).await;
+    assert_eq!(fetched, headers);
+    let mut old = Subscriber::connect(&mut client, "old-1", "0.4.0", 0).await;
+    let Out::Refusal(refusal) = old.next().await else {
+        panic!("expected a refusal")
+    };
+    assert!(
+        refusal.error.contains(
+            "names headers@1 (proxy-wasm@0.2.1), legacy@1 (proxy-wasm@0.2.0), but this proxy \
+             serves weft:filter@0.4.0: not sent"
+        ),
+        "{}",
+        refusal.error
+    );
+    plane.stop().await;
+
+    // A mesh that serves only Weft's contract refuses the push itself.
+    let dir = tempfile::tempdir().unwrap();
+    let mut weft_only = options(Some(TOKEN));
+    weft_only.contract_versions = vec!["0.4.0".into()];
+    let plane = start(dir.path(), weft_only).await;
+    let mut client = plane.client().await;
+    let err = push(&mut client, "headers", &headers).await.unwrap_err();
+    assert!(
+        err.message()
+            .contains("built for contract proxy-wasm@0.2.1, but the mesh serves weft:filter@0.4.0"),
+        "{}",
+        err.message()
+    );
     plane.stop().await;
 }

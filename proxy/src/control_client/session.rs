@@ -20,7 +20,7 @@ use weft_api::v1::{Ack, Heartbeat, Hello, Nack, Phase, Progress, ProxyMessage, S
 use super::cache::{Cache, CachedModule};
 use super::fetch::{FetchFailure, fetch_missing};
 use super::{ClientOptions, ConfigFormat, GroupSnapshot, SharedSink};
-use crate::filter::module::CONTRACT_VERSION;
+use crate::filter::module::{CONTRACT_VERSION, PROXY_WASM_ABI};
 
 /// Time allowed to open the connection to the control plane.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -186,7 +186,7 @@ impl Client {
             node: self.options.node.clone(),
             group: self.options.group.clone(),
             weft_version: env!("CARGO_PKG_VERSION").into(),
-            contract_versions: vec![CONTRACT_VERSION.into()],
+            contract_versions: vec![CONTRACT_VERSION.into(), PROXY_WASM_ABI.into()],
             snapshot_version: hello_version,
             module_sha256s: self.cache.module_hashes(),
         };

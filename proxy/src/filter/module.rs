@@ -17,6 +17,9 @@ use crate::telemetry::Registry;
 
 /// The contract version this proxy serves (`package weft:filter@…` in `wit/`).
 pub const CONTRACT_VERSION: &str = "0.4.0";
+/// The proxy-wasm ABI this proxy serves, as it advertises it to the control
+/// plane: it runs modules of ABI 0.2.1 and 0.2.0 alike.
+pub const PROXY_WASM_ABI: &str = "proxy-wasm@0.2.1";
 const CONTRACT_NAMESPACE: &str = "weft:filter/";
 const FILTER_EXPORT: &str = "weft:filter/filter";
 

@@ -7,6 +7,7 @@ mod bad_inputs;
 mod crashes;
 mod groups;
 mod mesh_example;
+mod proxy_wasm;
 mod serving;
 mod tokens;
 
