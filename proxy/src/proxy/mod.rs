@@ -154,8 +154,9 @@ impl Proxy {
             let sent = dispatch.send(head, body, route.timeout, &mut props);
             let response = match limit {
                 None => sent.await,
-                // Boxed: the timer stays out of every other request's future.
-                Some(limit) => match Box::pin(limit.within(started, sent)).await {
+                // Boxed, both: the exchange's future is moved once, and the
+                // timer stays out of every other request's future.
+                Some(limit) => match Box::pin(limit.within(started, Box::pin(sent))).await {
                     Some(response) => response,
                     None => limit.expired(&props.request_id),
                 },
