@@ -5,7 +5,8 @@
 #   bench/run.sh [--install] [--duration S] [--rounds N] [--quick] [options]
 #
 # Starts on 127.0.0.1: a fast upstream, Weft without filters, Weft with the
-# four-filter Wasm chain, and (when installed) nginx and haproxy doing the
+# four-filter Wasm chain, Weft sending to the upstream over HTTP/2 (h2c),
+# and (when installed) nginx and haproxy doing the
 # same work natively, and Weft and nginx terminating TLS; loads each in interleaved rounds with wrk, weft-loadgen
 # (a fixed rate) and h2load,
 # pinning the proxy under test to one core and the load generator and the
@@ -28,7 +29,7 @@ usage: bench/run.sh [options]
   --quick              smoke test: short runs, one round (not a measurement)
   --targets LIST       comma-separated subset of:
                        direct,weft,weft-chain,nginx,nginx-chain,haproxy,haproxy-chain,
-                       weft-tls,nginx-tls
+                       weft-tls,nginx-tls,weft-h2up
   --connections N      wrk connections for the throughput runs (default 50)
   --tls-new-connections N
                        wrk connections of the new-TLS-connection runs (default 10)
@@ -141,11 +142,12 @@ done
 
 # ---------------------------------------------------------------- targets
 API_KEY=bench-key-0123456789
-ALL_TARGETS="direct weft weft-chain nginx nginx-chain haproxy haproxy-chain weft-tls nginx-tls"
+ALL_TARGETS="direct weft weft-chain nginx nginx-chain haproxy haproxy-chain weft-tls nginx-tls weft-h2up"
 declare -A PORT=([direct]=18000 [weft]=18010 [weft-chain]=18011 [nginx]=18020 [nginx-chain]=18021
-                 [haproxy]=18030 [haproxy-chain]=18031 [weft-tls]=18012 [nginx-tls]=18024)
+                 [haproxy]=18030 [haproxy-chain]=18031 [weft-tls]=18012 [nginx-tls]=18024
+                 [weft-h2up]=18013)
 declare -A H2PORT=([weft]=18010 [weft-chain]=18011 [nginx]=18022 [nginx-chain]=18023
-                   [haproxy]=18032 [haproxy-chain]=18033)
+                   [haproxy]=18032 [haproxy-chain]=18033 [weft-h2up]=18013)
 [ "$UPSTREAM" = nginx ] && H2PORT[direct]=18001
 declare -A WHAT=([direct]="no proxy: load generator → upstream (the limit)"
                  [weft]="Weft, no filters"
@@ -155,10 +157,11 @@ declare -A WHAT=([direct]="no proxy: load generator → upstream (the limit)"
                  [haproxy]="haproxy, plain proxy"
                  [haproxy-chain]="haproxy, same work natively"
                  [weft-tls]="Weft, no filters, terminating TLS"
-                 [nginx-tls]="nginx, plain proxy, terminating TLS")
+                 [nginx-tls]="nginx, plain proxy, terminating TLS"
+                 [weft-h2up]="Weft, no filters, HTTP/2 (h2c) to the upstream")
 declare -A CONFNAME=([weft]=weft-plain.yaml [weft-chain]=weft-chain.yaml [nginx]=nginx-plain.conf
                      [nginx-chain]=nginx-chain.conf [haproxy]=haproxy-plain.cfg [haproxy-chain]=haproxy-chain.cfg
-                     [weft-tls]=weft-tls.yaml [nginx-tls]=nginx-tls.conf)
+                     [weft-tls]=weft-tls.yaml [nginx-tls]=nginx-tls.conf [weft-h2up]=weft-h2up.yaml)
 declare -A CHECK_SAW=([weft-chain]=weft [nginx-chain]=nginx [haproxy-chain]=haproxy)
 TARGETS=()
 wanted="${TARGETS_ARG//,/ }"
@@ -187,7 +190,7 @@ applies() { # mode target
 
 ports=(18000)
 is_target weft-chain && ports+=(18019)
-[ "$UPSTREAM" = nginx ] && ports+=(18001)
+{ [ "$UPSTREAM" = nginx ] || is_target weft-h2up; } && ports+=(18001)
 for t in "${TARGETS[@]}"; do
     ports+=("${PORT[$t]}")
     [ -n "${H2PORT[$t]:-}" ] && ports+=("${H2PORT[$t]}")
@@ -296,6 +299,14 @@ start_upstream() {
     PID[upstream]=$!
     STARTED+=("$!")
     wait_ready upstream 18000 "${PID[upstream]}"
+    # nginx serves h2c on 18001 too; the demo needs a second process for it.
+    if [ "$UPSTREAM" = demo ] && is_target weft-h2up; then
+        taskset -c "$LOAD_CPU" "$DEMO" --listen 127.0.0.1:18001 --h2c \
+            >>"$dir/stdout-h2c.log" 2>>"$dir/stderr-h2c.log" &
+        PID[upstream-h2c]=$!
+        STARTED+=("$!")
+        wait_ready upstream 18001 "${PID[upstream-h2c]}"
+    fi
 }
 
 start_target() {
@@ -311,7 +322,7 @@ start_target() {
         conf=$dir/${CONFNAME[$t]}
     fi
     case "$t" in
-        weft|weft-chain|weft-tls)
+        weft|weft-chain|weft-tls|weft-h2up)
             "$WEFT" validate --config "$conf" >/dev/null || die "$conf does not validate"
             # The access log (telemetry filter) is written to the proxy's log, stderr.
             LOGFILE[$t]=$dir/access.log
@@ -356,6 +367,9 @@ check_target() {
         if [ -n "${CHECK_SAW[$t]:-}" ]; then
             grep -qi '^x-saw-consumer: bench' "$hdr" || die "$t: the upstream did not get x-consumer: bench"
             ! grep -qi '^x-saw-api-key:' "$hdr" || die "$t: the API key was not stripped"
+        fi
+        if [ "$t" = weft-h2up ]; then
+            grep -qi '^x-saw-protocol: HTTP/2' "$hdr" || die "$t: the upstream was not reached over HTTP/2"
         fi
     elif [ -n "${CHECK_SAW[$t]:-}" ]; then
         grep -q "\"x-bench\":\"${CHECK_SAW[$t]}\"" "$body" || die "$t: the upstream did not see x-bench: ${CHECK_SAW[$t]}"
@@ -501,7 +515,7 @@ for t in "${TARGETS[@]}"; do
     RSS_IDLE[$t]=$(rss_kib "${PID[$t]}")
 done
 WEFT_THREADS=""
-for t in weft weft-chain; do
+for t in weft weft-chain weft-h2up; do
     is_target "$t" || continue
     WEFT_THREADS+="${WEFT_THREADS:+; }$t: $(cat /proc/"${PID[$t]}"/task/*/comm | sort | uniq -c | awk '{printf "%s%s×%s", sep, $1, $2; sep=", "}')"
 done
@@ -605,7 +619,7 @@ TP="h1-c$CONNS"
     echo
     echo "- CPU pinning: each proxy under test runs on core(s) $PROXY_CPU (\`taskset -c $PROXY_CPU\`); the load generator and the upstream on core(s) $LOAD_CPU. Workers: nginx \`worker_processes 1\`, haproxy \`nbthread 1\`, Weft \`--workers $PROXY_CORES\`."
     echo "- Weft threads at start: ${WEFT_THREADS:-—}"
-    echo "- Upstream: $( [ "$UPSTREAM" = nginx ] && echo 'nginx, 1 worker, a fixed 12-byte JSON answer, no log' || echo 'weft-demo-upstream (JSON echo of the request)'), on 127.0.0.1:18000."
+    echo "- Upstream: $( [ "$UPSTREAM" = nginx ] && echo 'nginx, 1 worker, a fixed 12-byte JSON answer, no log' || echo 'weft-demo-upstream (JSON echo of the request)'), on 127.0.0.1:18000$(is_target weft-h2up && echo '; weft-h2up sends to its h2c (prior knowledge) port 127.0.0.1:18001')."
     echo "- Load: wrk 1 thread, HTTP/1.1 keep-alive, closed loop: $CONNS connections (throughput) and 1 connection (latency).$( [ "$RATE" -gt 0 ] && echo " weft-loadgen (bench/loadgen), open loop: $RATE req/s over $RATE_CONNS connections.") Every request carries the API key, to every target.$( [ "$H2" = 1 ] && echo " h2load 1 thread, $H2_CONNS connections × $H2_STREAMS streams, h2c prior knowledge.")"
     echo "- ${DURATION} s per run, ${WARMUP} s warm-up per target first, $ROUNDS round(s) interleaved (every target in turn, then again). Medians, with min–max over the rounds when there are several."
     [ -n "$RSS_COLD" ] && echo "- Weft caches compiled filters on disk (\`module_cache\`, here in the run directory). RSS idle of weft-chain is that of a restart (cache warm); its first start, compiling the four filters, idled at $(mib "$RSS_COLD") MiB."
@@ -648,7 +662,7 @@ TP="h1-c$CONNS"
         echo
         echo "## HTTP/2 (h2c prior knowledge), $H2_CONNS connections × $H2_STREAMS streams"
         echo
-        echo "Proxies talk HTTP/1.1 to the upstream; \`direct\` is h2load straight to the upstream's h2c port."
+        echo "Proxies talk HTTP/1.1 to the upstream (weft-h2up: HTTP/2); \`direct\` is h2load straight to the upstream's h2c port."
         echo
         echo "| target | req/s | mean µs | proxy CPU s / 10k req | errors |"
         echo "| --- | --- | --- | --- | --- |"
@@ -695,7 +709,7 @@ TP="h1-c$CONNS"
             echo "| $t vs no proxy | $(percent "$(med "$TP" "$t" rps)" "$(med "$TP" direct rps)") of the limit | — | $(diff_us "$(med h1-c1 "$t" p50_us)" "$d50") |$( [ "$RATE" -gt 0 ] && echo " — |")"
         done
     fi
-    for pair in "weft-chain nginx-chain" "weft-chain haproxy-chain" "weft nginx" "weft haproxy" "weft-chain weft"; do
+    for pair in "weft-chain nginx-chain" "weft-chain haproxy-chain" "weft nginx" "weft haproxy" "weft-chain weft" "weft-h2up weft"; do
         read -r a b <<<"$pair"
         is_target "$a" && is_target "$b" || continue
         echo "| $a vs $b | $(ratio "$(med "$TP" "$a" rps)" "$(med "$TP" "$b" rps)" '%.2f×') | $(ratio "$(med "$TP" "$a" cpu_s_per_10k)" "$(med "$TP" "$b" cpu_s_per_10k)" '%.2f×') | $(diff_us "$(med h1-c1 "$a" p50_us)" "$(med h1-c1 "$b" p50_us)") |$( [ "$RATE" -gt 0 ] && echo " $(ratio "$(med h1-rate "$a" user_s_per_10k)" "$(med h1-rate "$b" user_s_per_10k)" '%.2f×') |")"

@@ -296,8 +296,23 @@ impl Snapshot {
                 if r.timeout_ms == 0 {
                     errors.push(format!("{at}.timeout_ms"), "must be greater than 0");
                 }
+                if r.max_stream_duration_ms > crate::proxy::stream_limit::MAX_STREAM_DURATION_MS {
+                    errors.push(
+                        format!("{at}.max_stream_duration_ms"),
+                        format!(
+                            "must be at most {} (30 days); 0 is no limit",
+                            crate::proxy::stream_limit::MAX_STREAM_DURATION_MS
+                        ),
+                    );
+                }
                 let name: Arc<str> = r.name.as_str().into();
                 let metrics = RouteMetrics::new(&runtime.metrics().http, &listener_name, &name);
+                let stream_limit = crate::proxy::stream_limit::StreamLimit::build(
+                    r.max_stream_duration_ms,
+                    &runtime.metrics().http,
+                    &listener_name,
+                    &name,
+                );
                 routes.push(Arc::new(Route {
                     name,
                     metrics,
@@ -308,6 +323,7 @@ impl Snapshot {
                     mirror: parts.mirror,
                     timeout: Duration::from_millis(r.timeout_ms),
                     max_body_bytes: r.max_body_bytes,
+                    stream_limit,
                     upgrades: crate::proxy::upgrade::Upgrades::build(
                         &r.upgrades,
                         &at,

@@ -40,6 +40,7 @@ mod retry;
 mod route_actions;
 mod routing;
 mod shared_state;
+mod stream_limit;
 mod telemetry;
 mod tls;
 mod traps;

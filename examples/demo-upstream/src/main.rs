@@ -6,6 +6,10 @@
 //! ```
 //!
 //! A header sent several times appears once, its values joined with `, `.
+//!
+//! With `--h2c` it also speaks HTTP/2 cleartext with prior knowledge on the
+//! same port (told apart by the connection's first bytes): an upstream for
+//! a `protocol: http2` cluster.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -17,7 +21,8 @@ use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
 use serde::{Serialize, Serializer};
 use tokio::net::TcpListener;
 
@@ -29,6 +34,9 @@ struct Args {
     /// printed).
     #[arg(long, default_value = "127.0.0.1:9000")]
     listen: SocketAddr,
+    /// Also serve HTTP/2 cleartext (prior knowledge) on the same port.
+    #[arg(long)]
+    h2c: bool,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -46,12 +54,21 @@ async fn main() -> anyhow::Result<()> {
                 continue;
             }
         };
+        let h2c = args.h2c;
         tokio::spawn(async move {
             let service = service_fn(echo);
-            if let Err(err) = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
+            let io = TokioIo::new(stream);
+            let served = if h2c {
+                auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(io, service)
+                    .await
+            } else {
+                http1::Builder::new()
+                    .serve_connection(io, service)
+                    .await
+                    .map_err(Into::into)
+            };
+            if let Err(err) = served {
                 eprintln!("demo upstream: connection error: {err}");
             }
         });

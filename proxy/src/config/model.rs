@@ -329,6 +329,11 @@ pub struct RouteConfig {
     /// Time allowed for the upstream's response headers (504 after it).
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// Time allowed for the whole exchange, from the request's headers to
+    /// the response's last byte: 504 before the response's headers, the
+    /// response cut off after. 0 (the default) is no limit.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_stream_duration_ms: u64,
     /// Largest body buffered for a filter's body phase (413 above it).
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: u64,
@@ -349,6 +354,9 @@ pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
 
 fn default_timeout_ms() -> u64 {
     DEFAULT_TIMEOUT_MS
+}
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 fn default_max_body_bytes() -> u64 {
     DEFAULT_MAX_BODY_BYTES

@@ -127,6 +127,21 @@ impl ProxyBody {
         }
     }
 
+    /// Puts this body's stream (if any, also under a hook) under a whole-
+    /// stream deadline made by `deadline` (called only for a stream): past
+    /// it the body fails with [`StreamExpired`].
+    pub fn limit_stream(&mut self, deadline: impl FnOnce() -> Box<StreamDeadline>) {
+        match self {
+            ProxyBody::IdleBounded(b) => b.deadline = Some(deadline()),
+            ProxyBody::Streaming(_) | ProxyBody::Upstream(..) => {
+                *self = std::mem::replace(self, ProxyBody::Empty).idle_bounded();
+                self.limit_stream(deadline);
+            }
+            ProxyBody::Guarded(inner, _) => inner.limit_stream(deadline),
+            _ => {}
+        }
+    }
+
     /// When this body streams and has not ended: a cell that receives the
     /// instant its last frame was taken (for timeouts that start once a
     /// request has been sent).
@@ -209,6 +224,37 @@ pub struct IdleBounded {
     active: Option<crate::upstream::ActiveRequest>,
     /// Where its data bytes are counted, if anywhere.
     counted: Option<IntCounter>,
+    /// The route's whole-stream deadline, if it has one.
+    deadline: Option<Box<StreamDeadline>>,
+}
+
+/// A deadline on a whole response stream (a route's
+/// `max_stream_duration_ms`) and where its expiry is counted.
+pub struct StreamDeadline {
+    /// When the stream must have ended.
+    pub at: tokio::time::Instant,
+    /// The route's limit, for the error.
+    pub limit: Duration,
+    /// Counts expiries.
+    pub expired: IntCounter,
+    /// The route, for the log.
+    pub route: Arc<str>,
+    /// The request, for the log.
+    pub request_id: Box<str>,
+}
+
+impl StreamDeadline {
+    /// Counts and logs the expiry; the error that cuts the stream.
+    fn expire(&self) -> BoxError {
+        self.expired.inc();
+        tracing::debug!(
+            route = &*self.route,
+            request_id = &*self.request_id,
+            limit_ms = self.limit.as_millis() as u64,
+            "stream duration limit passed: response cut off"
+        );
+        Box::new(StreamExpired(self.limit))
+    }
 }
 
 impl IdleBounded {
@@ -220,6 +266,7 @@ impl IdleBounded {
             ended: None,
             active: None,
             counted: None,
+            deadline: None,
         }
     }
 
@@ -227,6 +274,13 @@ impl IdleBounded {
         match Pin::new(&mut self.incoming).poll_frame(cx) {
             Poll::Ready(frame) => {
                 self.armed = false;
+                // A stream whose frames are always ready never arms the
+                // timer: its deadline is checked here (limited routes only).
+                if let (Some(deadline), Some(_)) = (&self.deadline, &frame)
+                    && tokio::time::Instant::now() >= deadline.at
+                {
+                    return Poll::Ready(Some(Err(deadline.expire())));
+                }
                 if frame.is_none() || self.incoming.is_end_stream() {
                     if let Some(ended) = self.ended.take() {
                         let _ = ended.set(Instant::now());
@@ -243,7 +297,10 @@ impl IdleBounded {
             }
             Poll::Pending => {
                 if !self.armed {
-                    let deadline = tokio::time::Instant::now() + idle_timeout();
+                    let mut deadline = tokio::time::Instant::now() + idle_timeout();
+                    if let Some(limit) = &self.deadline {
+                        deadline = deadline.min(limit.at);
+                    }
                     match &mut self.timer {
                         Some(timer) => timer.as_mut().reset(deadline),
                         None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
@@ -252,7 +309,12 @@ impl IdleBounded {
                 }
                 let timer = self.timer.as_mut().expect("armed above");
                 match timer.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyIdle(idle_timeout()))))),
+                    Poll::Ready(()) => match &self.deadline {
+                        Some(limit) if timer.deadline() >= limit.at => {
+                            Poll::Ready(Some(Err(limit.expire())))
+                        }
+                        _ => Poll::Ready(Some(Err(Box::new(BodyIdle(idle_timeout()))))),
+                    },
                     Poll::Pending => Poll::Pending,
                 }
             }
@@ -264,6 +326,11 @@ impl IdleBounded {
 #[derive(Debug, thiserror::Error)]
 #[error("no body data for {} ms", .0.as_millis())]
 pub struct BodyIdle(pub Duration);
+
+/// A streamed response outlived its route's `max_stream_duration_ms`.
+#[derive(Debug, thiserror::Error)]
+#[error("stream cut off after the route's max_stream_duration_ms ({} ms)", .0.as_millis())]
+pub struct StreamExpired(pub Duration);
 
 /// Why buffering a body failed.
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,8 @@
 //! 200, `content-type: application/grpc`, `grpc-status` and a
 //! percent-encoded `grpc-message`, and no body. The code follows the
 //! HTTP-to-gRPC mapping of the gRPC spec (and Envoy), except that the
-//! route's timeout is `DEADLINE_EXCEEDED`.
+//! route's timeouts (`timeout_ms`, `max_stream_duration_ms`) are
+//! `DEADLINE_EXCEEDED`.
 
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 
@@ -50,7 +51,7 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
 
 /// The gRPC status for the proxy's own HTTP status `status` (error `code`).
 pub fn status_for(status: StatusCode, code: &str) -> u8 {
-    if code == "upstream_timeout" {
+    if code == "upstream_timeout" || code == "stream_timeout" {
         return code::DEADLINE_EXCEEDED;
     }
     match status.as_u16() {

@@ -15,6 +15,10 @@
 //!    4) and, if wanted, `on-response-body`;
 //! 6. answer; `on-done` runs when the response body is finished.
 //!
+//! A route's `max_stream_duration_ms` ([`stream_limit`]) bounds steps 2–6
+//! from the request's headers: 504 before step 6, the response cut off
+//! during it.
+//!
 //! A filter's `respond` skips ahead to step 5 with its response; a filter
 //! failure with `fail_closed` answers 500; `continue-after` pauses the phase
 //! without holding a thread.
@@ -23,6 +27,7 @@ mod dispatch;
 mod forward;
 mod mirror;
 mod outgoing;
+pub mod stream_limit;
 pub mod upgrade;
 
 use std::convert::Infallible;
@@ -143,10 +148,24 @@ impl Proxy {
         let dispatch = Dispatch::new(&route, &peer, &self.metrics, &mut props);
         let mut body = ProxyBody::streamed(body);
         body.count_into(&metrics.request_bytes);
+        let limit = route.stream_limit.as_ref();
         if route.chain.is_empty() {
             props.attempt = 1;
-            let response = dispatch.send(head, body, route.timeout, &mut props).await;
-            return (response.map(ProxyBody::idle_bounded), Some(metrics));
+            let sent = dispatch.send(head, body, route.timeout, &mut props);
+            let response = match limit {
+                None => sent.await,
+                // Boxed, both: the exchange's future is moved once, and the
+                // timer stays out of every other request's future.
+                Some(limit) => match Box::pin(limit.within(started, Box::pin(sent))).await {
+                    Some(response) => response,
+                    None => limit.expired(&props.request_id),
+                },
+            };
+            let mut response = response.map(ProxyBody::idle_bounded);
+            if let Some(limit) = limit {
+                limit.bound(started, &props.request_id, response.body_mut());
+            }
+            return (response, Some(metrics));
         }
         let mut run = ChainRun::new(route.chain.clone(), self.metrics.clone());
         let mut ex = Box::new(Exchange {
@@ -155,7 +174,17 @@ impl Proxy {
             ..Default::default()
         });
         // Boxed, so that a request without filters moves a smaller future.
-        let out = Box::pin(serve_with_chain(&dispatch, &mut run, &mut ex, body)).await;
+        let serving = Box::pin(serve_with_chain(&dispatch, &mut run, &mut ex, body));
+        let mut out = match limit {
+            None => serving.await,
+            Some(limit) => match Box::pin(limit.within(started, serving)).await {
+                Some(out) => out,
+                None => Outgoing::from_response(limit.expired(&ex.props.request_id)),
+            },
+        };
+        if let Some(limit) = limit {
+            limit.bound(started, &ex.props.request_id, &mut out.body);
+        }
         let response = out.into_response(run, ex).map(ProxyBody::idle_bounded);
         (response, Some(metrics))
     }

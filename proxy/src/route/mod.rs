@@ -122,6 +122,8 @@ pub struct Route {
     pub timeout: std::time::Duration,
     /// Largest body buffered for a body phase.
     pub max_body_bytes: u64,
+    /// Bound on the whole exchange (`max_stream_duration_ms`), if any.
+    pub stream_limit: Option<crate::proxy::stream_limit::StreamLimit>,
     /// `Upgrade` protocols allowed (lower case), and the route's config
     /// path, for the refusal's message.
     pub upgrades: crate::proxy::upgrade::Upgrades,

@@ -35,6 +35,7 @@ pub struct HttpMetrics {
     request_bytes: IntCounterVec,
     response_bytes: IntCounterVec,
     connections: IntGaugeVec,
+    stream_timeouts: IntCounterVec,
 }
 
 impl HttpMetrics {
@@ -75,7 +76,19 @@ impl HttpMetrics {
                 &["kind"],
             )
             .expect("valid family"),
+            stream_timeouts: counter(
+                "weft_stream_timeouts_total",
+                "Exchanges that outlived their route's max_stream_duration_ms, by listener, route and phase (head: answered 504; body: response cut off). Routes with the limit only.",
+                &["listener", "route", "phase"],
+            ),
         }
+    }
+
+    /// The counter of `route`'s exchanges on `listener` that outlived its
+    /// `max_stream_duration_ms` in `phase` (`head`, `body`).
+    pub fn stream_timeouts(&self, listener: &str, route: &str, phase: &str) -> IntCounter {
+        self.stream_timeouts
+            .with_label_values(&[listener, route, phase])
     }
 
     /// The gauge of open connections of `kind` (`proxy`, `admin`).
@@ -91,6 +104,7 @@ impl Collector for HttpMetrics {
         all.extend(self.request_bytes.desc());
         all.extend(self.response_bytes.desc());
         all.extend(self.connections.desc());
+        all.extend(self.stream_timeouts.desc());
         all
     }
 
@@ -100,6 +114,7 @@ impl Collector for HttpMetrics {
         all.extend(self.request_bytes.collect());
         all.extend(self.response_bytes.collect());
         all.extend(self.connections.collect());
+        all.extend(self.stream_timeouts.collect());
         all
     }
 }
