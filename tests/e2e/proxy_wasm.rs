@@ -8,6 +8,7 @@ mod chain;
 mod failures;
 mod inspect;
 mod swap;
+mod trailers;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -197,6 +197,12 @@ pub struct Exchange {
     pub request_body: Option<Bytes>,
     /// The buffered response body (only during `on-response-body`).
     pub response_body: Option<Bytes>,
+    /// The trailers that ended the buffered request body, if any (only
+    /// during `on-request-body`; kept and sent on).
+    pub request_trailers: Option<http::HeaderMap>,
+    /// The trailers that ended the buffered response body, if any (only
+    /// during `on-response-body`; kept and sent on).
+    pub response_trailers: Option<http::HeaderMap>,
     /// The request's properties.
     pub props: RequestProps,
     /// The phase being run.

@@ -12,6 +12,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use prometheus::IntCounter;
@@ -58,6 +59,10 @@ pub enum ProxyBody {
     Empty,
     /// A buffered body, sent in one frame.
     Full(Option<Bytes>),
+    /// A buffered body and the trailers that came after it: the data in
+    /// one frame, then the trailers. Its length is not announced, so that
+    /// HTTP/1.1 frames it chunked, where trailers can follow.
+    Trailed(Box<Trailed>),
     /// A body streamed from the other side, frame by frame, as hyper gives
     /// it; [`ProxyBody::idle_bounded`] puts it under the idle timeout.
     Streaming(Incoming),
@@ -83,6 +88,17 @@ impl ProxyBody {
             ProxyBody::Empty
         } else {
             ProxyBody::Full(Some(bytes))
+        }
+    }
+
+    /// A buffered body followed by `trailers`, when there are some.
+    pub fn full_with_trailers(bytes: Bytes, trailers: Option<HeaderMap>) -> Self {
+        match trailers {
+            None => Self::full(bytes),
+            Some(trailers) => ProxyBody::Trailed(Box::new(Trailed {
+                data: (!bytes.is_empty()).then_some(bytes),
+                trailers: Some(trailers),
+            })),
         }
     }
 
@@ -117,6 +133,7 @@ impl ProxyBody {
         match self {
             ProxyBody::Empty | ProxyBody::Full(None) => {}
             ProxyBody::Full(Some(bytes)) => counter.inc_by(bytes.len() as u64),
+            ProxyBody::Trailed(t) => counter.inc_by(t.data.as_ref().map_or(0, |b| b.len() as u64)),
             ProxyBody::Streaming(_) | ProxyBody::Upstream(..) => {
                 *self = std::mem::replace(self, ProxyBody::Empty).idle_bounded();
                 self.count_into(counter);
@@ -169,6 +186,10 @@ impl Body for ProxyBody {
         match self.get_mut() {
             ProxyBody::Empty => Poll::Ready(None),
             ProxyBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            ProxyBody::Trailed(t) => Poll::Ready(match t.data.take() {
+                Some(data) => Some(Ok(Frame::data(data))),
+                None => t.trailers.take().map(|h| Ok(Frame::trailers(h))),
+            }),
             ProxyBody::Streaming(incoming) => Pin::new(incoming)
                 .poll_frame(cx)
                 .map(|f| f.map(|r| r.map_err(Into::into))),
@@ -185,6 +206,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Empty => true,
             ProxyBody::Full(bytes) => bytes.is_none(),
+            ProxyBody::Trailed(t) => t.data.is_none() && t.trailers.is_none(),
             ProxyBody::Streaming(incoming) | ProxyBody::Upstream(incoming, _) => {
                 incoming.is_end_stream()
             }
@@ -200,6 +222,7 @@ impl Body for ProxyBody {
             ProxyBody::Full(bytes) => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
+            ProxyBody::Trailed(_) => SizeHint::default(),
             ProxyBody::Streaming(incoming) | ProxyBody::Upstream(incoming, _) => {
                 incoming.size_hint()
             }
@@ -351,10 +374,26 @@ pub enum BufferError {
     Stream(BoxError),
 }
 
-/// Reads a whole body into memory, refusing one larger than `limit` or one
-/// that does not fit in the process's budget of buffered bytes. The bytes
-/// count against the budget until the last clone of the result is dropped.
+/// The data and trailers of a [`ProxyBody::Trailed`], each sent once.
+pub struct Trailed {
+    data: Option<Bytes>,
+    trailers: Option<HeaderMap>,
+}
+
+/// Reads a whole body into memory, as [`buffer_message`] does, and drops
+/// its trailers.
 pub async fn buffer(body: ProxyBody, limit: u64) -> Result<Bytes, BufferError> {
+    buffer_message(body, limit).await.map(|(bytes, _)| bytes)
+}
+
+/// Reads a whole body into memory, with the trailers that end it, refusing
+/// one larger than `limit` or one that does not fit in the process's budget
+/// of buffered bytes. The bytes count against the budget until the last
+/// clone of the result is dropped.
+pub async fn buffer_message(
+    body: ProxyBody,
+    limit: u64,
+) -> Result<(Bytes, Option<HeaderMap>), BufferError> {
     use http_body_util::BodyExt;
     let mut body = body.idle_bounded();
     if body.size_hint().lower() > limit {
@@ -362,13 +401,20 @@ pub async fn buffer(body: ProxyBody, limit: u64) -> Result<Bytes, BufferError> {
     }
     let mut held = Reservation(0);
     let mut chunks: Vec<Bytes> = Vec::new();
+    let mut trailers: Option<HeaderMap> = None;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| match e.downcast::<BodyIdle>() {
             Ok(idle) => BufferError::Idle(*idle),
             Err(e) => BufferError::Stream(e),
         })?;
-        let Ok(data) = frame.into_data() else {
-            continue;
+        let data = match frame.into_data() {
+            Ok(data) => data,
+            Err(frame) => {
+                if let Ok(more) = frame.into_trailers() {
+                    trailers.get_or_insert_with(HeaderMap::new).extend(more);
+                }
+                continue;
+            }
         };
         let len = data.len() as u64;
         if held.0 + len > limit {
@@ -378,11 +424,11 @@ pub async fn buffer(body: ProxyBody, limit: u64) -> Result<Bytes, BufferError> {
         chunks.push(data);
     }
     let bytes = match chunks.len() {
-        0 => return Ok(Bytes::new()),
+        0 => return Ok((Bytes::new(), trailers)),
         1 => chunks.pop().expect("one chunk"),
         _ => Bytes::from(chunks.concat()),
     };
-    Ok(Bytes::from_owner(Held { bytes, _held: held }))
+    Ok((Bytes::from_owner(Held { bytes, _held: held }), trailers))
 }
 
 /// Bytes counted against the buffered-body budget, given back on drop.

@@ -39,7 +39,7 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::filter::{ChainRun, Exchange, Phase, RequestProps, Step};
-use crate::http::body::{BufferError, buffer};
+use crate::http::body::{BufferError, buffer_message};
 use crate::http::{ProxyBody, grpc, headers, local, target};
 use crate::listener::{InFlight, Peer};
 use crate::snapshot::Snapshot;
@@ -213,14 +213,23 @@ async fn serve_with_chain(
     }
     // 3. request body, only when a filter asked for it
     let body = if run.chain().wants(Phase::RequestBody) {
-        match buffer(body, limit).await {
-            Ok(bytes) => ex.request_body = Some(bytes),
+        match buffer_message(body, limit).await {
+            Ok((bytes, trailers)) => {
+                (ex.request_body, ex.request_trailers) = (Some(bytes), trailers)
+            }
             Err(e) => return Outgoing::buffer_error(e, &ex.props.request_id),
         }
         if let Some(answer) = request_phase(run, ex, Phase::RequestBody, limit).await {
             return answer;
         }
-        ProxyBody::full(ex.request_body.take().unwrap_or_default())
+        let bytes = ex.request_body.take().unwrap_or_default();
+        if ex.request_trailers.is_some()
+            && let Some(head) = ex.request.as_mut()
+        {
+            // Unannounced length: chunked on HTTP/1.1, where trailers follow.
+            head.headers.remove(http::header::CONTENT_LENGTH);
+        }
+        ProxyBody::full_with_trailers(bytes, ex.request_trailers.take())
     } else {
         body
     };
@@ -360,8 +369,8 @@ async fn response_phases(
         return Answer::Send(out);
     }
     let body = std::mem::replace(&mut out.body, ProxyBody::Empty);
-    match buffer(body, limit).await {
-        Ok(bytes) => ex.response_body = Some(bytes),
+    match buffer_message(body, limit).await {
+        Ok((bytes, trailers)) => (ex.response_body, ex.response_trailers) = (Some(bytes), trailers),
         Err(e) => {
             let (status, code) = match e {
                 BufferError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
@@ -377,7 +386,10 @@ async fn response_phases(
         }
     }
     let step = response_phase(run, ex, Phase::ResponseBody, &mut out, false).await;
-    out.set_buffered_body(ex.response_body.take().unwrap_or_default());
+    out.set_buffered_body(
+        ex.response_body.take().unwrap_or_default(),
+        ex.response_trailers.take(),
+    );
     Answer::Send(match step {
         Step::Respond(reply) => Outgoing::local(reply),
         Step::Failed(f) => Outgoing::failure(f, ex),

@@ -35,12 +35,19 @@ impl Outgoing {
         }
     }
 
-    /// Replaces the body with `bytes`, which the proxy read whole: a
-    /// non-empty body's length becomes `Content-Length` (an empty one keeps
-    /// the upstream's, which for HEAD and 304 describes a body not sent),
-    /// and the announcement of trailers, lost with the stream, goes.
-    pub fn set_buffered_body(&mut self, bytes: Bytes) {
+    /// Replaces the body with `bytes`, which the proxy read whole, and the
+    /// trailers that ended it. Without trailers, a non-empty body's length
+    /// becomes `Content-Length` (an empty one keeps the upstream's, which
+    /// for HEAD and 304 describes a body not sent), and an announcement of
+    /// trailers goes; with them, the length is not announced, so that
+    /// HTTP/1.1 frames the body chunked and the trailers follow it.
+    pub fn set_buffered_body(&mut self, bytes: Bytes, trailers: Option<http::HeaderMap>) {
         let headers = &mut self.head.headers;
+        if trailers.is_some() {
+            headers.remove(header::CONTENT_LENGTH);
+            self.body = ProxyBody::full_with_trailers(bytes, trailers);
+            return;
+        }
         headers.remove(header::TRAILER);
         let len = bytes.len() as u64;
         let announced = headers
@@ -198,12 +205,12 @@ mod tests {
     #[test]
     fn a_buffered_body_is_framed_by_its_length_without_trailers() {
         let mut out = with_headers(&[("content-length", "100"), ("trailer", "x-digest")]);
-        out.set_buffered_body(Bytes::from_static(b"hello"));
+        out.set_buffered_body(Bytes::from_static(b"hello"), None);
         assert_eq!(out.head.headers.get("content-length").unwrap(), "5");
         assert!(!out.head.headers.contains_key("trailer"));
         // Empty: a HEAD or 304 answer keeps the length of the body not sent.
         let mut out = with_headers(&[("content-length", "100")]);
-        out.set_buffered_body(Bytes::new());
+        out.set_buffered_body(Bytes::new(), None);
         assert_eq!(out.head.headers.get("content-length").unwrap(), "100");
     }
 }

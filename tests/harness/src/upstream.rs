@@ -3,7 +3,8 @@
 //!
 //! Paths with meaning: `/delay/<ms>` waits before answering; `/status/<code>`
 //! answers with that status. Every other request gets 200 with the echo:
-//! `{"method", "path", "headers": {name: value}, "body_bytes"}`.
+//! `{"method", "path", "headers": {name: value}, "body_bytes", "trailers":
+//! {name: value}}`.
 //!
 //! Flaky paths, counted per upstream and per `<key>` (see [`Upstream::seen`]):
 //! `/flaky/<key>/<n>/<code>` answers the first `n` requests for `<key>` with
@@ -191,9 +192,18 @@ pub(crate) async fn answer(
     // Count the body without keeping it: large bodies stream through.
     let mut body = body;
     let mut body_bytes = 0u64;
+    let mut trailers = BTreeMap::new();
     while let Some(frame) = body.frame().await {
         match frame {
-            Ok(f) => body_bytes += f.data_ref().map_or(0, |d| d.len() as u64),
+            Ok(f) => {
+                body_bytes += f.data_ref().map_or(0, |d| d.len() as u64);
+                for (k, v) in f.trailers_ref().into_iter().flatten() {
+                    trailers.insert(
+                        k.to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    );
+                }
+            }
             Err(_) => break,
         }
     }
@@ -212,6 +222,7 @@ pub(crate) async fn answer(
         "path": head.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
         "headers": headers,
         "body_bytes": body_bytes,
+        "trailers": trailers,
         "version": format!("{:?}", head.version),
     });
     let mut resp = Response::new(Full::new(Bytes::from(echo.to_string())));

@@ -76,10 +76,20 @@ pub fn pairs(state: &VmState, map: MapType) -> Option<Pairs> {
             pairs.extend(headers_of(&response.headers, false));
             Some(pairs)
         }
-        // Trailers are not given to proxy-wasm filters: empty maps.
-        MapType::RequestTrailers | MapType::ResponseTrailers | MapType::CallResponseTrailers => {
-            Some(Vec::new())
+        // The trailers that ended a buffered body, during its callback;
+        // an empty map otherwise.
+        MapType::RequestTrailers | MapType::ResponseTrailers => {
+            let trailers = match map {
+                MapType::RequestTrailers => state.exchange.request_trailers.as_ref(),
+                _ => state.exchange.response_trailers.as_ref(),
+            };
+            Some(
+                trailers
+                    .filter(|_| state.on_current_stream())
+                    .map_or_else(Vec::new, |t| headers_of(t, false)),
+            )
         }
+        MapType::CallResponseTrailers => Some(Vec::new()),
         MapType::CallResponseHeaders => state.call_response.as_ref().map(|r| {
             r.headers
                 .iter()
@@ -117,6 +127,9 @@ pub enum Edit<'a> {
 pub fn edit(state: &mut VmState, map: MapType, edit: Edit<'_>) -> Status {
     match map {
         MapType::RequestHeaders | MapType::ResponseHeaders if state.on_current_stream() => {}
+        MapType::RequestTrailers | MapType::ResponseTrailers if state.on_current_stream() => {
+            return edit_trailers(state, map, edit);
+        }
         MapType::RequestTrailers | MapType::ResponseTrailers => return Status::Ok,
         _ => return Status::NotFound,
     }
@@ -141,6 +154,51 @@ pub fn edit(state: &mut VmState, map: MapType, edit: Edit<'_>) -> Status {
         Edit::Remove(k) => write_one(state, request, k, None, false),
         Edit::All(_) => unreachable!(),
     }
+}
+
+/// Edits the trailers that ended a buffered body; with none, writes are
+/// dropped (a body that ended without trailers goes on without them).
+fn edit_trailers(state: &mut VmState, map: MapType, edit: Edit<'_>) -> Status {
+    let trailers = match map {
+        MapType::RequestTrailers => state.exchange.request_trailers.as_mut(),
+        _ => state.exchange.response_trailers.as_mut(),
+    };
+    let Some(trailers) = trailers else {
+        return Status::Ok;
+    };
+    let parse = |k: &[u8], v: &[u8]| {
+        Some((
+            HeaderName::from_bytes(&k.to_ascii_lowercase()).ok()?,
+            HeaderValue::from_bytes(v).ok()?,
+        ))
+    };
+    match edit {
+        Edit::Replace(k, v) | Edit::Add(k, v) => {
+            let Some((name, value)) = parse(k, v) else {
+                return Status::BadArgument;
+            };
+            if matches!(edit, Edit::Add(..)) {
+                trailers.append(name, value);
+            } else {
+                trailers.insert(name, value);
+            }
+        }
+        Edit::Remove(k) => {
+            if let Ok(name) = HeaderName::from_bytes(&k.to_ascii_lowercase()) {
+                trailers.remove(name);
+            }
+        }
+        Edit::All(pairs) => {
+            trailers.clear();
+            for (k, v) in pairs {
+                let Some((name, value)) = parse(&k, &v) else {
+                    return Status::BadArgument;
+                };
+                trailers.append(name, value);
+            }
+        }
+    }
+    Status::Ok
 }
 
 trait RetainManaged {

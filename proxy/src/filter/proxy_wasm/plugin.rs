@@ -265,7 +265,24 @@ impl Plugin {
             }
             Phase::Done => unreachable!("handled above"),
         };
-        let proceed = guard.stream_call(s.context, exchange, call, waited)?;
+        let mut proceed = guard.stream_call(s.context, exchange, call, waited)?;
+        // A body that ended with trailers: they come next, as on Envoy.
+        let trailers = match phase {
+            Phase::RequestBody => exchange
+                .request_trailers
+                .as_ref()
+                .map(|t| StreamCall::RequestTrailers { trailers: t.len() }),
+            Phase::ResponseBody => exchange
+                .response_trailers
+                .as_ref()
+                .map(|t| StreamCall::ResponseTrailers { trailers: t.len() }),
+            _ => None,
+        };
+        if let Some(call) = trailers
+            && proceed
+        {
+            proceed = guard.stream_call(s.context, exchange, call, waited)?;
+        }
         let change = guard.take_tick_change();
         let action = s.outcome(&mut guard, proceed);
         s.paused = matches!(action, Action::ContinueAfter(_)).then_some(phase);

@@ -50,6 +50,8 @@ struct Callbacks {
     on_request_body: Option<Cb3R>,
     on_response_headers: Option<HeadersCb>,
     on_response_body: Option<Cb3R>,
+    on_request_trailers: Option<Cb2R>,
+    on_response_trailers: Option<Cb2R>,
     on_done: Option<Cb1R>,
     on_log: Option<Cb1>,
     on_delete: Option<Cb1>,
@@ -63,6 +65,8 @@ pub enum StreamCall {
     RequestBody { size: usize, end: bool },
     ResponseHeaders { headers: usize, end: bool },
     ResponseBody { size: usize, end: bool },
+    RequestTrailers { trailers: usize },
+    ResponseTrailers { trailers: usize },
 }
 
 /// Counts a VM in its plugin and in the engine while it lives.
@@ -265,6 +269,12 @@ impl Vm {
                 None => Ok(0),
             }
         };
+        let trailers = |cb: Option<Cb2R>, n: usize| {
+            move |s: &mut Store<VmState>| match cb {
+                Some(f) => f.call(s, (id, n as i32)),
+                None => Ok(0),
+            }
+        };
         self.with_exchange(context, exchange, |vm| {
             let action = match call {
                 StreamCall::RequestHeaders { headers: n, end } => {
@@ -278,6 +288,12 @@ impl Vm {
                 }
                 StreamCall::ResponseBody { size, end } => {
                     vm.invoke(context, body(set.on_response_body, size, end))
+                }
+                StreamCall::RequestTrailers { trailers: n } => {
+                    vm.invoke(context, trailers(set.on_request_trailers, n))
+                }
+                StreamCall::ResponseTrailers { trailers: n } => {
+                    vm.invoke(context, trailers(set.on_response_trailers, n))
                 }
             }?;
             vm.make_calls(context, waited)?;
@@ -468,6 +484,8 @@ fn c_copy(c: &Callbacks) -> CallbackSet {
         on_request_body: c.on_request_body.clone(),
         on_response_headers: c.on_response_headers.clone(),
         on_response_body: c.on_response_body.clone(),
+        on_request_trailers: c.on_request_trailers.clone(),
+        on_response_trailers: c.on_response_trailers.clone(),
     }
 }
 
@@ -477,6 +495,8 @@ struct CallbackSet {
     on_request_body: Option<Cb3R>,
     on_response_headers: Option<HeadersCb>,
     on_response_body: Option<Cb3R>,
+    on_request_trailers: Option<Cb2R>,
+    on_response_trailers: Option<Cb2R>,
 }
 
 fn describe(step: &str, failure: FilterFailure) -> String {
@@ -522,6 +542,8 @@ impl Callbacks {
             on_request_body: get!("proxy_on_request_body"),
             on_response_headers: headers(store, "proxy_on_response_headers"),
             on_response_body: get!("proxy_on_response_body"),
+            on_request_trailers: get!("proxy_on_request_trailers"),
+            on_response_trailers: get!("proxy_on_response_trailers"),
             on_done: get!("proxy_on_done"),
             on_log: get!("proxy_on_log"),
             on_delete: get!("proxy_on_delete"),
