@@ -66,3 +66,41 @@ clusters:
         Some("done")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_wasm_filter_reads_and_adds_response_trailers() {
+    let server = GrpcEcho::start().await;
+    let weft = start(&format!(
+        r#"filters:
+  inspect: {{ path: {} }}
+listeners:
+  - name: public
+    listen: 127.0.0.1:0
+    routes:
+      - {{ name: grpc, filters: [{{ filter: inspect, config: {{}} }}], cluster: grpc }}
+clusters:
+  grpc: {{ endpoints: ["{}"], protocol: http2 }}
+"#,
+        pw("pw_inspect"),
+        server.addr
+    ));
+    let mut c = client(&weft.url("public")).await;
+    // The stream ends with the server's error status and its trailer, and
+    // the filter's own trailer, which saw the server's.
+    let outbound = tokio_stream::iter([echo("fail")]);
+    let mut inbound = c.chat(outbound).await.expect("chat call").into_inner();
+    let status = tokio::time::timeout(Duration::from_secs(10), inbound.message())
+        .await
+        .expect("the end within 10 s")
+        .expect_err("the call ends with the server's status");
+    assert_eq!(status.code(), Code::Aborted, "{status:?}");
+    let trailer = |name: &str| {
+        status
+            .metadata()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    assert_eq!(trailer("x-echo-trailer").as_deref(), Some("done"));
+    let seen = trailer("x-pw-trailers").expect("the filter's trailer");
+    assert!(seen.ends_with("grpc-status 10"), "{seen}");
+}

@@ -193,4 +193,15 @@ impl HttpContext for Inspect {
         self.set_http_response_header("x-pw-response-headers", Some(&upstream_headers.to_string()));
         Action::Continue
     }
+
+    fn on_http_response_trailers(&mut self, _: usize) -> Action {
+        let trailers = self.get_http_response_trailers();
+        let status = trailers
+            .iter()
+            .find(|(name, _)| name == "grpc-status")
+            .map_or("none", |(_, value)| value.as_str());
+        let seen = format!("{} trailers, grpc-status {status}", trailers.len());
+        self.add_http_response_trailer("x-pw-trailers", &seen);
+        Action::Continue
+    }
 }
