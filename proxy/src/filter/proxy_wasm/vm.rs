@@ -254,7 +254,7 @@ impl Vm {
         waited: &mut Duration,
     ) -> Result<bool, FilterFailure> {
         self.usable()?;
-        let set = c_copy(&self.callbacks);
+        let set = self.callbacks.clone();
         let id = context as i32;
         let headers = |cb: Option<HeadersCb>, n: usize, end: bool| {
             move |s: &mut Store<VmState>| match cb {
@@ -476,27 +476,6 @@ impl Vm {
         self.store.data_mut().pending_calls.clear();
         Ok(())
     }
-}
-
-fn c_copy(c: &Callbacks) -> CallbackSet {
-    CallbackSet {
-        on_request_headers: c.on_request_headers.clone(),
-        on_request_body: c.on_request_body.clone(),
-        on_response_headers: c.on_response_headers.clone(),
-        on_response_body: c.on_response_body.clone(),
-        on_request_trailers: c.on_request_trailers.clone(),
-        on_response_trailers: c.on_response_trailers.clone(),
-    }
-}
-
-/// The stream callbacks, copied out so the VM can be borrowed mutably.
-struct CallbackSet {
-    on_request_headers: Option<HeadersCb>,
-    on_request_body: Option<Cb3R>,
-    on_response_headers: Option<HeadersCb>,
-    on_response_body: Option<Cb3R>,
-    on_request_trailers: Option<Cb2R>,
-    on_response_trailers: Option<Cb2R>,
 }
 
 fn describe(step: &str, failure: FilterFailure) -> String {
