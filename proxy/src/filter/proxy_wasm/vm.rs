@@ -313,17 +313,20 @@ impl Vm {
             let c = self.callbacks.clone();
             let (done, log, delete) = (c.on_done, c.on_log, c.on_delete);
             let id = context as i32;
+            // One call under one deadline: the three are the stream's end.
             self.with_exchange(context, exchange, |vm| {
-                if let Some(f) = done {
-                    vm.invoke(context, |s| f.call(s, id))?;
-                }
-                if let Some(f) = log {
-                    vm.invoke(context, |s| f.call(s, id))?;
-                }
-                if let Some(f) = delete {
-                    vm.invoke(context, |s| f.call(s, id))?;
-                }
-                Ok(())
+                vm.invoke(context, |s| {
+                    if let Some(f) = done {
+                        f.call(&mut *s, id)?;
+                    }
+                    if let Some(f) = log {
+                        f.call(&mut *s, id)?;
+                    }
+                    if let Some(f) = delete {
+                        f.call(&mut *s, id)?;
+                    }
+                    Ok(())
+                })
             })
         });
         self.store.data_mut().forget(context);
