@@ -1,8 +1,9 @@
-//! The filter runtime: Wasm components of the `weft:filter` world, compiled
-//! once, pooled, and run per request under a deadline and a memory cap.
+//! The filter runtime: Wasm components of the `weft:filter` world (and
+//! proxy-wasm modules), compiled once, instantiated ahead of requests, and
+//! run per request under a deadline and a memory cap.
 //!
 //! - [`runtime`]: the engine and module cache (one per process).
-//! - [`module`]: loading and checking a component; [`disk_cache`]: its
+//! - [`module`]: loading and checking a module; [`disk_cache`]: its
 //!   compiled build kept on disk between runs.
 //! - [`instance`]: instances and their pools.
 //! - [`chain`]: a route's chain and one request's run through it.

@@ -1,5 +1,6 @@
-//! Loading a filter component: checking it serves our contract and compiling
-//! it once per content hash (or loading its build from the disk cache).
+//! Loading a filter module — a component of our contract, or a proxy-wasm
+//! core module — checking it and compiling it once per content hash (or
+//! loading its build from the disk cache).
 
 use std::collections::HashMap;
 use std::path::Path;
