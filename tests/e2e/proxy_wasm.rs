@@ -336,3 +336,30 @@ async fn a_module_of_abi_0_2_0_runs_with_its_own_callback_shapes() {
     let filters = get(&format!("{}/filters", weft.url("admin"))).await.json();
     assert_eq!(filters["filters"][0]["contract_version"], "0.2.0");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_are_given_whole_by_default_and_stream_with_an_empty_list() {
+    let up = Upstream::start().await;
+    let filters = format!(
+        "  given: {{ path: {} }}\n  streams: {{ path: {}, bodies: [] }}",
+        pw("http_headers"),
+        pw("http_headers")
+    );
+    let routes = "      - { name: given, match: { path_prefix: /given/ }, max_body_bytes: 16, filters: [{ filter: given }], cluster: backend }
+      - { name: streams, max_body_bytes: 16, filters: [{ filter: streams }], cluster: backend }";
+    let weft = start(&config(&filters, routes, up.addr));
+    let post = |path: &str| {
+        Request::post(format!("{}{path}", weft.url("public")))
+            .body(Full::new(Bytes::from(vec![b'x'; 100])))
+            .unwrap()
+    };
+    // Given whole: buffered, and past the route's limit.
+    let r = send(&client(false), post("/given/x")).await;
+    assert_eq!(r.status, 413, "{:?}", r.body);
+    assert_eq!(up.hits(), 0);
+    // `bodies: []`: the filter runs its header callbacks, the body streams.
+    let r = send(&client(false), post("/streams/x")).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.header("x-powered-by"), Some("proxy-wasm"));
+    assert_eq!(r.json()["body_bytes"], 100);
+}

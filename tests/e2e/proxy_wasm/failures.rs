@@ -210,3 +210,24 @@ fn a_module_importing_an_unknown_proxy_function_is_refused() {
         "names the import: {out}"
     );
 }
+
+#[test]
+fn proxy_wasm_keys_on_a_weft_filter_are_config_errors() {
+    let yaml = one_filter(
+        &format!(
+            "  hdr: {{ path: {}, vm_config: x, bodies: [request] }}",
+            crate::wasm("headers")
+        ),
+        "{ filter: hdr, config: { response: { set: { x-a: b } } } }",
+    );
+    let (ok, out) = validate(bin(), &yaml, "weft.yaml", &[]);
+    assert!(!ok, "{out}");
+    for key in ["vm_config", "bodies"] {
+        assert!(
+            out.contains(&format!(
+                "filters.hdr.{key}: only for proxy-wasm filters: this module is a Weft filter component"
+            )),
+            "{key}: {out}"
+        );
+    }
+}
