@@ -59,9 +59,13 @@ pub struct CallResponse {
 
 /// The data of one VM's store.
 pub struct VmState {
+    /// The VM's memory cap.
     pub memory: MemoryCap,
+    /// The running callback's deadline and clock.
     pub clock: CallClock,
+    /// The filter: its name, shared state, metrics, callouts, log file.
     pub identity: Arc<FilterIdentity>,
+    /// What every VM of the chain entry shares.
     pub plugin: Arc<PluginShared>,
     /// Set once instantiated.
     pub guest: Option<Guest>,

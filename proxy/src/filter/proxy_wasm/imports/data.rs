@@ -15,7 +15,8 @@ use crate::filter::proxy_wasm::state::{
 /// Most metrics one VM may define.
 const MAX_METRICS: usize = 256;
 
-pub fn add_to_linker(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {
+/// Adds the property, shared-data and metric functions to `linker`.
+pub(super) fn add_to_linker(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {
     let env = "env";
     linker.func_wrap(
         env,

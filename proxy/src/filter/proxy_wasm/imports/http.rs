@@ -13,7 +13,9 @@ use crate::filter::proxy_wasm::state::{PendingCall, VmState, give, read, read_st
 /// Most HTTP calls one context may have waiting.
 const MAX_PENDING_CALLS: usize = 16;
 
-pub fn add_to_linker(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {
+/// Adds the header-map, buffer, local-response, resumption and HTTP-call
+/// functions to `linker`.
+pub(super) fn add_to_linker(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {
     let env = "env";
     linker.func_wrap(
         env,
