@@ -363,3 +363,32 @@ async fn bodies_are_given_whole_by_default_and_stream_with_an_empty_list() {
     assert_eq!(r.header("x-powered-by"), Some("proxy-wasm"));
     assert_eq!(r.json()["body_bytes"], 100);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_call_past_the_callout_budget_arrives_failed_and_in_time() {
+    let up = Upstream::start().await;
+    // Accepts connections (the kernel's backlog) and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    let filters = format!(
+        "  auth: {{ path: {}, allow_http: [\"{addr}\"], callout_phase_budget_ms: 300 }}",
+        pw("http_auth_random")
+    );
+    let routes = format!(
+        "      - {{ name: all, filters: [{{ filter: auth, config: \"{addr}\" }}], cluster: backend }}"
+    );
+    let weft = start(&config(&filters, &routes, up.addr));
+    let started = std::time::Instant::now();
+    let r = get(&format!("{}/x", weft.url("public"))).await;
+    // The call is cut at the phase's budget, well before its own 5 s
+    // timeout, and arrives with no body: the filter forbids.
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(r.status, 403, "{:?}", r.body);
+    assert_eq!(up.hits(), 0);
+    tokio::task::block_in_place(|| weft.wait_for_log("http call failed", 1));
+    drop(silent);
+}

@@ -210,7 +210,7 @@ impl Vm {
         }
         // Calls made while starting are answered now.
         let mut waited = Duration::ZERO;
-        vm.make_calls(ROOT_CONTEXT, &mut waited)
+        vm.make_calls(&mut waited)
             .map_err(|e| describe("proxy_on_http_call_response", e))?;
         vm.store.data_mut().clock.deadline = Duration::from_millis(spec.limits.deadline_ms);
         Ok(vm)
@@ -296,7 +296,7 @@ impl Vm {
                     vm.invoke(context, trailers(set.on_response_trailers, n))
                 }
             }?;
-            vm.make_calls(context, waited)?;
+            vm.make_calls(waited)?;
             Ok(action == super::abi::ACTION_CONTINUE)
         })
     }
@@ -356,7 +356,7 @@ impl Vm {
             self.invoke(ROOT_CONTEXT, |s| f.call(s, ROOT_CONTEXT as i32))?;
         }
         let mut waited = Duration::ZERO;
-        self.make_calls(ROOT_CONTEXT, &mut waited)
+        self.make_calls(&mut waited)
     }
 
     fn usable(&self) -> Result<(), FilterFailure> {
@@ -413,11 +413,13 @@ impl Vm {
     /// Makes the HTTP calls dispatched so far, each bounded by what is
     /// left of the callout budgets, and calls `proxy_on_http_call_response`
     /// for each (no headers and no body when the call failed).
-    fn make_calls(&mut self, context: u32, waited: &mut Duration) -> Result<(), FilterFailure> {
+    fn make_calls(&mut self, waited: &mut Duration) -> Result<(), FilterFailure> {
         let Some(on_response) = self.callbacks.on_http_call_response.clone() else {
             self.store.data_mut().pending_calls.clear();
             return Ok(());
         };
+        // What this callback's calls waited, against the phase's budget.
+        let mut phase_waited = Duration::ZERO;
         for _ in 0..MAX_CALL_ROUNDS {
             let pending = std::mem::take(&mut self.store.data_mut().pending_calls);
             if pending.is_empty() {
@@ -425,20 +427,25 @@ impl Vm {
             }
             for call in pending {
                 let identity = self.store.data().identity.clone();
-                let budget = self
+                let budget = (self
                     .limits
                     .callout_phase_budget
-                    .min(self.limits.callout_request_budget.saturating_sub(*waited));
+                    .saturating_sub(phase_waited))
+                .min(self.limits.callout_request_budget.saturating_sub(*waited));
                 let started = Instant::now();
                 let result = if budget.is_zero() {
                     Err(format!(
-                        "no callout budget left (filters.{}.callout_request_budget_ms)",
-                        identity.name
+                        "no callout budget left: the callout waits of this phase or request \
+                         reached their limit (filters.{name}.callout_phase_budget_ms, \
+                         filters.{name}.callout_request_budget_ms)",
+                        name = identity.name
                     ))
                 } else {
                     identity.callouts.call(call.request, &identity.name, budget)
                 };
-                *waited += started.elapsed();
+                let took = started.elapsed();
+                *waited += took;
+                phase_waited += took;
                 let response = match result {
                     Ok(r) => {
                         let mut headers = vec![(":status".to_string(), r.status.to_string())];
@@ -455,11 +462,8 @@ impl Vm {
                 };
                 let (headers, body) = (response.headers.len(), response.body.len());
                 self.store.data_mut().call_response = Some(response);
-                let target = if call.context == context {
-                    context
-                } else {
-                    call.context
-                };
+                // The response goes to the context that made the call.
+                let target = call.context;
                 let result = self.invoke(target, |s| {
                     on_response.call(
                         s,
