@@ -35,22 +35,11 @@ fn push_json_str(out: &mut Vec<u8>, text: &str) {
 
 #[cfg(test)]
 mod tests {
+    use crate::logging::Captured;
     use crate::logging::clock::LogClock;
 
     #[test]
     fn filter_lines_are_what_tracing_writes_as_json() {
-        use std::sync::{Arc, Mutex};
-        #[derive(Clone, Default)]
-        struct Captured(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Captured {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(buf);
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
         let captured = Captured::default();
         let subscriber = || {
             let writer = captured.clone();

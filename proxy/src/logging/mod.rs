@@ -386,8 +386,26 @@ fn printable(word: u64) -> bool {
     word & HIGH == 0 && (word + ONES * 0x60) & HIGH == HIGH && zero_bytes(word ^ (ONES * 0x7f)) == 0
 }
 
+/// A writer that keeps what tracing writes, for tests that compare the
+/// proxy's own formatting with tracing's.
+#[cfg(test)]
+#[derive(Clone, Default)]
+pub(crate) struct Captured(pub std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+#[cfg(test)]
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::Captured;
     use super::LogClock;
 
     #[test]
@@ -414,18 +432,6 @@ mod tests {
 
     #[test]
     fn filter_lines_are_what_tracing_writes() {
-        use std::sync::{Arc, Mutex};
-        #[derive(Clone, Default)]
-        struct Captured(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Captured {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(buf);
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
         let captured = Captured::default();
         let subscriber = || {
             let writer = captured.clone();

@@ -40,7 +40,6 @@ enum HeadersCb {
 }
 
 /// The callbacks the module exports (absent ones are not called).
-#[derive(Clone)]
 struct Callbacks {
     on_context_create: Cb2,
     on_vm_start: Option<Cb2R>,
@@ -67,6 +66,13 @@ pub enum StreamCall {
     ResponseBody { size: usize, end: bool },
     RequestTrailers { trailers: usize },
     ResponseTrailers { trailers: usize },
+}
+
+/// The one stream callback a call makes, with its arguments.
+enum Selected {
+    Headers(Option<HeadersCb>, usize, bool),
+    Body(Option<Cb3R>, usize, bool),
+    Trailers(Option<Cb2R>, usize),
 }
 
 /// Counts a VM in its plugin and in the engine while it lives.
@@ -254,48 +260,41 @@ impl Vm {
         waited: &mut Duration,
     ) -> Result<bool, FilterFailure> {
         self.usable()?;
-        let set = self.callbacks.clone();
         let id = context as i32;
-        let headers = |cb: Option<HeadersCb>, n: usize, end: bool| {
-            move |s: &mut Store<VmState>| match cb {
-                Some(HeadersCb::WithEnd(f)) => f.call(s, (id, n as i32, end as i32)),
-                Some(HeadersCb::Plain(f)) => f.call(s, (id, n as i32)),
-                None => Ok(0),
+        // Only the callback called is taken out of the set.
+        let c = &self.callbacks;
+        let callback = match call {
+            StreamCall::RequestHeaders { headers, end } => {
+                Selected::Headers(c.on_request_headers.clone(), headers, end)
+            }
+            StreamCall::ResponseHeaders { headers, end } => {
+                Selected::Headers(c.on_response_headers.clone(), headers, end)
+            }
+            StreamCall::RequestBody { size, end } => {
+                Selected::Body(c.on_request_body.clone(), size, end)
+            }
+            StreamCall::ResponseBody { size, end } => {
+                Selected::Body(c.on_response_body.clone(), size, end)
+            }
+            StreamCall::RequestTrailers { trailers } => {
+                Selected::Trailers(c.on_request_trailers.clone(), trailers)
+            }
+            StreamCall::ResponseTrailers { trailers } => {
+                Selected::Trailers(c.on_response_trailers.clone(), trailers)
             }
         };
-        let body = |cb: Option<Cb3R>, n: usize, end: bool| {
-            move |s: &mut Store<VmState>| match cb {
-                Some(f) => f.call(s, (id, n as i32, end as i32)),
-                None => Ok(0),
+        let call = move |s: &mut Store<VmState>| match callback {
+            Selected::Headers(Some(HeadersCb::WithEnd(f)), n, end) => {
+                f.call(s, (id, n as i32, end as i32))
             }
-        };
-        let trailers = |cb: Option<Cb2R>, n: usize| {
-            move |s: &mut Store<VmState>| match cb {
-                Some(f) => f.call(s, (id, n as i32)),
-                None => Ok(0),
-            }
+            Selected::Headers(Some(HeadersCb::Plain(f)), n, _) => f.call(s, (id, n as i32)),
+            Selected::Body(Some(f), n, end) => f.call(s, (id, n as i32, end as i32)),
+            Selected::Trailers(Some(f), n) => f.call(s, (id, n as i32)),
+            // Not exported: go on.
+            _ => Ok(super::abi::ACTION_CONTINUE),
         };
         self.with_exchange(context, exchange, |vm| {
-            let action = match call {
-                StreamCall::RequestHeaders { headers: n, end } => {
-                    vm.invoke(context, headers(set.on_request_headers, n, end))
-                }
-                StreamCall::RequestBody { size, end } => {
-                    vm.invoke(context, body(set.on_request_body, size, end))
-                }
-                StreamCall::ResponseHeaders { headers: n, end } => {
-                    vm.invoke(context, headers(set.on_response_headers, n, end))
-                }
-                StreamCall::ResponseBody { size, end } => {
-                    vm.invoke(context, body(set.on_response_body, size, end))
-                }
-                StreamCall::RequestTrailers { trailers: n } => {
-                    vm.invoke(context, trailers(set.on_request_trailers, n))
-                }
-                StreamCall::ResponseTrailers { trailers: n } => {
-                    vm.invoke(context, trailers(set.on_response_trailers, n))
-                }
-            }?;
+            let action = vm.invoke(context, call)?;
             vm.make_calls(waited)?;
             Ok(action == super::abi::ACTION_CONTINUE)
         })
@@ -310,8 +309,8 @@ impl Vm {
         exchange: &mut Box<Exchange>,
     ) -> Result<(), FilterFailure> {
         let result = self.usable().and_then(|()| {
-            let c = self.callbacks.clone();
-            let (done, log, delete) = (c.on_done, c.on_log, c.on_delete);
+            let c = &self.callbacks;
+            let (done, log, delete) = (c.on_done.clone(), c.on_log.clone(), c.on_delete.clone());
             let id = context as i32;
             // One call under one deadline: the three are the stream's end.
             self.with_exchange(context, exchange, |vm| {
