@@ -75,6 +75,14 @@ impl FilterRuntime {
             // for a module without DWARF).
             .wasm_backtrace_details(WasmBacktraceDetails::Enable)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+        // `WEFT_WASM_ALLOCATOR=on-demand` allocates each instance's memory
+        // when it is created instead of from the pool's reservation, which
+        // valgrind cannot map: for counting instructions with callgrind
+        // (bench/README.md). Weft's own instance caps still apply; the
+        // engine's memory slots and guard pages do not.
+        if std::env::var_os("WEFT_WASM_ALLOCATOR").is_some_and(|v| v == "on-demand") {
+            config.allocation_strategy(InstanceAllocationStrategy::OnDemand);
+        }
         // `WEFT_WASM_PROFILER=perfmap` writes /tmp/perf-PID.map so `perf`
         // names the filters' compiled functions (bench/README.md).
         if std::env::var_os("WEFT_WASM_PROFILER").is_some_and(|v| v == "perfmap") {

@@ -182,6 +182,17 @@ impl LogBuffer {
     /// Appends one formatted line, cut at the line cap; drops it when the
     /// buffer is full.
     pub fn push(&self, line: &[u8]) {
+        self.push_as(line, false);
+    }
+
+    /// [`push`](Self::push) for a text line that holds no byte to escape
+    /// but its final line feed (a filter's line, its fields quoted as
+    /// `Debug` quotes them): copied as it is.
+    pub fn push_escaped_text(&self, line: &[u8]) {
+        self.push_as(line, true);
+    }
+
+    fn push_as(&self, line: &[u8], escaped_text: bool) {
         let (line, cut) = cut_line(line, self.max_line());
         let max_buffered = self.max_buffered.load(Ordering::Relaxed);
         let mut pending = self.pending();
@@ -191,7 +202,9 @@ impl LogBuffer {
             return;
         }
         let json = self.json.load(Ordering::Relaxed);
-        if cut == 0 {
+        if cut == 0 && escaped_text && !json {
+            pending.lines.extend_from_slice(line);
+        } else if cut == 0 {
             let escape = if json { Escape::Json } else { Escape::Text };
             push_escaped_as(&mut pending.lines, line, escape);
         } else if json {

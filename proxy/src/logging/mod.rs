@@ -39,11 +39,13 @@ use tracing_subscriber::EnvFilter;
 pub use buffer::FLUSH_DELAY;
 use buffer::{Escape, LogBuffer};
 use clock::LogClock;
+use quote::push_debug_str;
 
 mod buffer;
 mod clock;
 pub mod files;
 mod json;
+mod quote;
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -223,10 +225,11 @@ pub fn filter_line(level: tracing::Level, filter: &str, request_id: &str, messag
         line.clear();
         if JSON.load(Ordering::Relaxed) {
             json::format_filter_line(line, level, filter, request_id, message);
+            buffer.push(line);
         } else {
             format_filter_line(line, level, filter, request_id, message);
+            buffer.push_escaped_text(line);
         }
-        buffer.push(line);
     });
 }
 
@@ -304,88 +307,6 @@ fn format_filter_line(
     out.push(b'\n');
 }
 
-/// `text` as `{:?}` writes it: quoted, `"` and `\\` escaped. Printable
-/// ASCII (names, request ids, JSON access lines) is copied a word of eight
-/// bytes at a time, the bytes to escape found with bit tricks (a JSON line
-/// has a quote every few bytes: a copy per run between them, or a branch
-/// per byte, cost more than the rest of the line); anything else goes
-/// through `Debug`.
-fn push_debug_str(out: &mut Vec<u8>, text: &str) {
-    let bytes = text.as_bytes();
-    let start = out.len();
-    // Room for the quotes, every byte escaped and a whole word's store past
-    // the end; cut to what was written.
-    out.resize(start + 2 * bytes.len() + 2 + 8, 0);
-    let buf = &mut out[start..];
-    buf[0] = b'"';
-    let mut n = 1;
-    let mut i = 0;
-    while let Some(chunk) = bytes.get(i..i + 8) {
-        let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
-        if !printable(word) {
-            out.truncate(start);
-            let _ = write!(out, "{text:?}");
-            return;
-        }
-        let mut special = zero_bytes(word ^ (ONES * u64::from(b'"')))
-            | zero_bytes(word ^ (ONES * u64::from(b'\\')));
-        // The word is stored whole, then again from each byte to escape on,
-        // shifted down, one byte further on for the backslash.
-        let mut rest = word;
-        let mut left = 8;
-        loop {
-            buf[n..n + 8].copy_from_slice(&rest.to_le_bytes());
-            if special == 0 {
-                n += left;
-                break;
-            }
-            let at = special.trailing_zeros() / 8;
-            n += at as usize;
-            buf[n] = b'\\';
-            n += 1;
-            buf[n] = (rest >> (8 * at)) as u8;
-            n += 1;
-            // Past the escaped byte (at most 7 bytes in, so shifts below 64).
-            rest = (rest >> (8 * at)) >> 8;
-            special = (special >> (8 * at)) >> 8;
-            left -= at as usize + 1;
-        }
-        i += 8;
-    }
-    for &b in &bytes[i..] {
-        if !(0x20..0x7f).contains(&b) {
-            out.truncate(start);
-            let _ = write!(out, "{text:?}");
-            return;
-        }
-        buf[n] = b'\\';
-        n += usize::from(b == b'"' || b == b'\\');
-        buf[n] = b;
-        n += 1;
-    }
-    buf[n] = b'"';
-    out.truncate(start + n + 1);
-}
-
-/// A byte of 1s in every byte of a word.
-const ONES: u64 = 0x0101_0101_0101_0101;
-/// The high bit of every byte of a word.
-const HIGH: u64 = 0x8080_8080_8080_8080;
-
-/// The high bit of each zero byte of `x`, and no other bit.
-fn zero_bytes(x: u64) -> u64 {
-    let low7 = !HIGH;
-    !(((x & low7) + low7) | x | low7)
-}
-
-/// Whether every byte of `word` is printable ASCII (0x20..0x7f), which
-/// `Debug` writes as is.
-fn printable(word: u64) -> bool {
-    // ASCII; then no byte below 0x20 (adding 0x60 sets each byte's high
-    // bit only from 0x20 on, and carries into no other byte); then no DEL.
-    word & HIGH == 0 && (word + ONES * 0x60) & HIGH == HIGH && zero_bytes(word ^ (ONES * 0x7f)) == 0
-}
-
 /// A writer that keeps what tracing writes, for tests that compare the
 /// proxy's own formatting with tracing's.
 #[cfg(test)]
@@ -407,28 +328,7 @@ impl std::io::Write for Captured {
 mod tests {
     use super::Captured;
     use super::LogClock;
-
-    #[test]
-    fn quoted_strings_are_what_debug_writes() {
-        // Printable ASCII takes the word-wise path, the rest `Debug`.
-        let printable: &[u8] = b"ab \"\\~:{}";
-        let any: &[u8] = b"ab \"\\\x1f\x7f~ \t";
-        let mut rng = fastrand::Rng::with_seed(7);
-        for len in 0..80 {
-            for round in 0..100 {
-                let alphabet = if round % 2 == 0 { printable } else { any };
-                let mut text: String = (0..len)
-                    .map(|_| alphabet[rng.usize(..alphabet.len())] as char)
-                    .collect();
-                if rng.usize(..10) == 0 {
-                    text.insert(rng.usize(..=text.len()), '\u{e9}');
-                }
-                let mut ours = b"x".to_vec();
-                super::push_debug_str(&mut ours, &text);
-                assert_eq!(ours[1..], format!("{text:?}").into_bytes(), "{text:?}");
-            }
-        }
-    }
+    use super::buffer::Escape;
 
     #[test]
     fn filter_lines_are_what_tracing_writes() {
@@ -455,6 +355,7 @@ mod tests {
                 "refused GET /: no API key",
             ),
             ("x", "é\u{1b}", "line\nbreak \u{85}"),
+            ("x", "\u{7f}\u{9f}\r", "tab\there \u{2028} \u{a9} \0"),
             (
                 "x",
                 "a",
@@ -490,6 +391,10 @@ mod tests {
                     "{level} {filter:?} {request_id:?}"
                 );
                 assert_eq!(ours.as_bytes()[26], b'Z');
+                // Nothing left for the buffer to escape: it copies the line.
+                let mut escaped = Vec::new();
+                super::buffer::push_escaped_as(&mut escaped, ours.as_bytes(), Escape::Text);
+                assert_eq!(escaped, ours.as_bytes(), "{level} {filter:?} {request_id:?}");
             }
         }
     }
