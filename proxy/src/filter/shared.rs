@@ -9,7 +9,8 @@
 //! a limit by a few entries.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::collections::hash_map::Entry;
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -58,10 +59,18 @@ struct Limits {
     bytes: usize,
 }
 
+/// Keys are hashed with a per-process random seed (foldhash, as the
+/// metrics' series are): filters may key on what clients send, and SipHash
+/// cost a rate limit's write 750 instructions in hashing alone.
+type Hasher = foldhash::fast::RandomState;
+
+/// One shard: key → (value, version).
+type Shard = HashMap<String, (Bytes, u64), Hasher>;
+
 /// Key → (value, version), sharded to keep unrelated keys off each other's lock.
 pub struct SharedState {
-    shards: [Mutex<HashMap<String, (Bytes, u64)>>; SHARDS],
-    hasher: RandomState,
+    shards: [Mutex<Shard>; SHARDS],
+    hasher: Hasher,
     keys: AtomicU64,
     bytes: AtomicUsize,
     total: Arc<SharedBytes>,
@@ -91,8 +100,8 @@ impl SharedState {
 
     fn with_limits(total: Arc<SharedBytes>, limits: Limits) -> Self {
         Self {
-            shards: std::array::from_fn(|_| Mutex::new(HashMap::new())),
-            hasher: RandomState::new(),
+            shards: std::array::from_fn(|_| Mutex::new(Shard::default())),
+            hasher: Hasher::default(),
             keys: AtomicU64::new(0),
             bytes: AtomicUsize::new(0),
             total,
@@ -101,7 +110,7 @@ impl SharedState {
         }
     }
 
-    fn shard(&self, key: &str) -> &Mutex<HashMap<String, (Bytes, u64)>> {
+    fn shard(&self, key: &str) -> &Mutex<Shard> {
         &self.shards[self.hasher.hash_one(key) as usize % SHARDS]
     }
 
@@ -116,17 +125,19 @@ impl SharedState {
             return Err(SharedError::TooLarge);
         }
         let mut shard = self.shard(&key).lock().unwrap();
-        let (current, old_bytes) = shard
-            .get(&key)
-            .map(|(v, version)| (*version, key.len() + v.len()))
-            .unwrap_or((0, 0));
+        let key_len = key.len();
+        let entry = shard.entry(key);
+        let (current, old_bytes) = match &entry {
+            Entry::Occupied(e) => (e.get().1, key_len + e.get().0.len()),
+            Entry::Vacant(_) => (0, 0),
+        };
         if current != cas {
             return Err(SharedError::CasMismatch);
         }
         if current == 0 && self.keys.load(Ordering::Relaxed) >= self.limits.keys as u64 {
             return Err(SharedError::TooLarge);
         }
-        let new_bytes = key.len() + value.len();
+        let new_bytes = key_len + value.len();
         if new_bytes > old_bytes {
             let grow = new_bytes - old_bytes;
             if self.bytes.load(Ordering::Relaxed) + grow > self.limits.bytes
@@ -140,7 +151,13 @@ impl SharedState {
             self.keys.fetch_add(1, Ordering::Relaxed);
         }
         let version = self.versions.fetch_add(1, Ordering::Relaxed);
-        shard.insert(key, (Bytes::from(value), version));
+        let value = (Bytes::from(value), version);
+        match entry {
+            Entry::Occupied(mut e) => *e.get_mut() = value,
+            Entry::Vacant(e) => {
+                e.insert(value);
+            }
+        }
         Ok(version)
     }
 

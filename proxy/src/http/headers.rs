@@ -97,9 +97,9 @@ pub fn ensure_request_id(headers: &mut HeaderMap) -> String {
     let id = new_request_id();
     headers.insert(
         X_REQUEST_ID.clone(),
-        HeaderValue::from_str(&id).expect("hex is a valid header value"),
+        HeaderValue::from_bytes(&id).expect("hex is a valid header value"),
     );
-    id
+    std::str::from_utf8(&id).expect("hex").to_string()
 }
 
 /// 1 to 128 characters of `A-Z a-z 0-9 . _ : -`: safe to log, to quote in
@@ -111,16 +111,19 @@ fn is_safe_request_id(id: &[u8]) -> bool {
             .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b':' | b'-'))
 }
 
-/// A random 128-bit id in the UUID v4 text form.
-fn new_request_id() -> String {
+/// A random 128-bit id in the UUID v4 text form, written into an array
+/// (a `String` pushed a character at a time cost 700 instructions).
+fn new_request_id() -> [u8; 36] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let n = fastrand::u128(..) & !(0xf << 76) & !(0x3 << 62) | (0x4 << 76) | (0x2 << 62);
-    let mut id = String::with_capacity(36);
+    let mut id = [b'-'; 36];
+    let mut at = 0;
     for i in 0..32 {
         if matches!(i, 8 | 12 | 16 | 20) {
-            id.push('-');
+            at += 1;
         }
-        id.push(HEX[(n >> (124 - 4 * i)) as usize & 0xf] as char);
+        id[at] = HEX[(n >> (124 - 4 * i)) as usize & 0xf];
+        at += 1;
     }
     id
 }

@@ -394,7 +394,11 @@ mod tests {
                 // Nothing left for the buffer to escape: it copies the line.
                 let mut escaped = Vec::new();
                 super::buffer::push_escaped_as(&mut escaped, ours.as_bytes(), Escape::Text);
-                assert_eq!(escaped, ours.as_bytes(), "{level} {filter:?} {request_id:?}");
+                assert_eq!(
+                    escaped,
+                    ours.as_bytes(),
+                    "{level} {filter:?} {request_id:?}"
+                );
             }
         }
     }

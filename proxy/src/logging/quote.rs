@@ -137,7 +137,11 @@ mod tests {
             let alphabet = if round % 4 == 0 { any } else { printable };
             let mut block = [0u8; super::BLOCK];
             block.fill_with(|| alphabet[rng.usize(..alphabet.len())]);
-            assert_eq!(super::escapes(&block), super::escapes_bytewise(&block), "{block:?}");
+            assert_eq!(
+                super::escapes(&block),
+                super::escapes_bytewise(&block),
+                "{block:?}"
+            );
         }
     }
 
