@@ -1,5 +1,7 @@
 //! The operations on one message's headers, and the order they run in.
 
+use std::borrow::Cow;
+
 use crate::template::{Template, Var, invalid_value_char};
 
 /// The headers of a request or response, as the operations see them.
@@ -75,27 +77,14 @@ impl Ops {
         mut lookup: impl FnMut(&Var) -> String,
     ) -> Vec<Skipped> {
         let mut skipped = Vec::new();
-        let mut render = |op, list: &[(String, Template)]| -> Vec<Option<String>> {
-            list.iter()
-                .map(|(name, template)| {
-                    let value = template.render(&mut lookup);
-                    match invalid_value_char(&value) {
-                        None => Some(value),
-                        Some(bad) => {
-                            skipped.push(Skipped {
-                                op,
-                                name: name.clone(),
-                                bad,
-                            });
-                            None
-                        }
-                    }
-                })
-                .collect()
-        };
-        let set = render("set", &self.set);
-        let set_if_absent = render("set_if_absent", &self.set_if_absent);
-        let add = render("add", &self.add);
+        let set = render("set", &self.set, &mut lookup, &mut skipped);
+        let set_if_absent = render(
+            "set_if_absent",
+            &self.set_if_absent,
+            &mut lookup,
+            &mut skipped,
+        );
+        let add = render("add", &self.add, &mut lookup, &mut skipped);
 
         for name in &self.remove {
             headers.remove(name);
@@ -130,6 +119,37 @@ impl Ops {
         }
         skipped
     }
+}
+
+/// The values of `list`'s operations (`op`), rendered with `lookup`; `None`
+/// for a value invalid for HTTP, reported in `skipped`.
+fn render<'a>(
+    op: &'static str,
+    list: &'a [(String, Template)],
+    lookup: &mut impl FnMut(&Var) -> String,
+    skipped: &mut Vec<Skipped>,
+) -> Vec<Option<Cow<'a, str>>> {
+    list.iter()
+        .map(|(name, template)| {
+            // A template without variables is checked when the config
+            // loads, and needs no string of its own.
+            if let Some(text) = template.literal() {
+                return Some(Cow::Borrowed(text));
+            }
+            let value = template.render(&mut *lookup);
+            match invalid_value_char(&value) {
+                None => Some(Cow::Owned(value)),
+                Some(bad) => {
+                    skipped.push(Skipped {
+                        op,
+                        name: name.clone(),
+                        bad,
+                    });
+                    None
+                }
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

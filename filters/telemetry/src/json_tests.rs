@@ -300,3 +300,24 @@ fn numbers_are_parsed_as_str_parse_parses_them() {
         assert_eq!(parse_u64(&text), text.parse::<u64>().ok(), "{text:?}");
     }
 }
+
+#[test]
+fn eight_digits_are_read_as_digit_by_digit() {
+    let mut random = Random(19);
+    for _ in 0..200_000 {
+        // Mostly digits, with the bytes around them and any byte.
+        let bytes: [u8; 8] = std::array::from_fn(|_| match random.below(16) {
+            0 => [b'/', b':', 0, 0x7f, 0x80, 0xb0, 0xb9, 0xff][random.below(8)],
+            1 => random.next() as u8,
+            _ => b'0' + random.below(10) as u8,
+        });
+        let expected = bytes.iter().try_fold(0u32, |value, &b| {
+            b.is_ascii_digit().then(|| value * 10 + u32::from(b - b'0'))
+        });
+        assert_eq!(
+            eight_digits(u64::from_le_bytes(bytes)),
+            expected,
+            "{bytes:?}"
+        );
+    }
+}
