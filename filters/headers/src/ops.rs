@@ -76,6 +76,17 @@ impl Ops {
         headers: &impl Headers,
         mut lookup: impl FnMut(&Var) -> String,
     ) -> Vec<Skipped> {
+        if self.vars().next().is_none() {
+            // Nothing to render: every value is a literal, checked when the
+            // config loaded, and no list of values is made.
+            self.run(
+                headers,
+                self.set.iter().map(|(_, t)| t.literal()),
+                self.set_if_absent.iter().map(|(_, t)| t.literal()),
+                self.add.iter().map(|(_, t)| t.literal()),
+            );
+            return Vec::new();
+        }
         let mut skipped = Vec::new();
         let set = render("set", &self.set, &mut lookup, &mut skipped);
         let set_if_absent = render(
@@ -85,7 +96,24 @@ impl Ops {
             &mut skipped,
         );
         let add = render("add", &self.add, &mut lookup, &mut skipped);
+        self.run(
+            headers,
+            set.iter().map(|v| v.as_deref()),
+            set_if_absent.iter().map(|v| v.as_deref()),
+            add.iter().map(|v| v.as_deref()),
+        );
+        skipped
+    }
 
+    /// Runs the operations with the values of `set`, `set_if_absent` and
+    /// `add` (`None`: skipped).
+    fn run<'v>(
+        &self,
+        headers: &impl Headers,
+        set: impl Iterator<Item = Option<&'v str>>,
+        set_if_absent: impl Iterator<Item = Option<&'v str>>,
+        add: impl Iterator<Item = Option<&'v str>>,
+    ) {
         for name in &self.remove {
             headers.remove(name);
         }
@@ -102,22 +130,21 @@ impl Ops {
         }
         for ((name, _), value) in self.set.iter().zip(set) {
             if let Some(value) = value {
-                headers.set(name, &value);
+                headers.set(name, value);
             }
         }
         for ((name, _), value) in self.set_if_absent.iter().zip(set_if_absent) {
             if let Some(value) = value
                 && !headers.contains(name)
             {
-                headers.set(name, &value);
+                headers.set(name, value);
             }
         }
         for ((name, _), value) in self.add.iter().zip(add) {
             if let Some(value) = value {
-                headers.append(name, &value);
+                headers.append(name, value);
             }
         }
-        skipped
     }
 }
 
