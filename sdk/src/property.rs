@@ -80,6 +80,7 @@ pub struct PropertyValues {
 impl PropertyValues {
     /// The value of the set's `index`-th property; `None` when it is
     /// absent, unknown or past the set's end.
+    #[inline]
     pub fn get(&self, index: usize) -> Option<&str> {
         let (start, end) = (*self.spans.get(index)?)?;
         Some(&self.text[start..end])

@@ -117,28 +117,72 @@ impl<'a> JsonLine<'a> {
 /// Appends `value` in decimal, zero-padded to at least `width` (at most 20)
 /// digits.
 pub fn push_decimal(out: &mut String, value: u64, width: usize) {
-    let mut digits = [b'0'; 20];
-    let mut start = digits.len();
-    // Nine digits at a time while the value does not fit a u32 (at most
-    // twice), then digit by digit in u32.
+    // The value in groups of three digits, the lowest first: nine digits
+    // at a time while it does not fit a u32 (at most twice), then in u32.
+    let mut groups = [0u16; 7];
+    let mut count = 0;
     let mut value = value;
     while value > u64::from(u32::MAX) {
-        let mut nine = (value % 1_000_000_000) as u32;
+        let nine = (value % 1_000_000_000) as u32;
         value /= 1_000_000_000;
-        for _ in 0..9 {
-            start -= 1;
-            digits[start] = b'0' + (nine % 10) as u8;
-            nine /= 10;
-        }
+        groups[count..count + 3].copy_from_slice(&[
+            (nine % 1000) as u16,
+            (nine / 1000 % 1000) as u16,
+            (nine / 1_000_000) as u16,
+        ]);
+        count += 3;
     }
     let mut value = value as u32;
-    while value > 0 || digits.len() - start < width {
-        start -= 1;
-        digits[start] = b'0' + (value % 10) as u8;
-        value /= 10;
+    loop {
+        groups[count] = (value % 1000) as u16;
+        count += 1;
+        value /= 1000;
+        if value == 0 {
+            break;
+        }
     }
-    out.push_str(std::str::from_utf8(&digits[start..]).expect("digits are ASCII"));
+    // The highest group without its leading zeros, unless `width` wants
+    // them; every other group whole.
+    let high = 3 * usize::from(groups[count - 1]);
+    let high_digits = match high / 3 {
+        100.. => 3,
+        10.. => 2,
+        _ => 1,
+    };
+    let high_len = high_digits
+        .max(width.saturating_sub(3 * (count - 1)))
+        .min(3);
+    let zeros = width.saturating_sub(3 * (count - 1) + high_len);
+    if zeros > 0 {
+        out.push_str(&"00000000000000000000"[..zeros]);
+    }
+    out.push_str(&TRIPLES[high + 3 - high_len..high + 3]);
+    for &group in groups[..count - 1].iter().rev() {
+        let at = 3 * usize::from(group);
+        out.push_str(&TRIPLES[at..at + 3]);
+    }
 }
+
+/// `000` to `999`, one after the other, made when compiling: numbers are
+/// copied from here three digits at a time, with neither a step per digit
+/// nor a UTF-8 check of the digits.
+const TRIPLES: &str = {
+    const BYTES: [u8; 3000] = {
+        let mut bytes = [0; 3000];
+        let mut n = 0;
+        while n < 1000 {
+            bytes[3 * n] = b'0' + (n / 100) as u8;
+            bytes[3 * n + 1] = b'0' + (n / 10 % 10) as u8;
+            bytes[3 * n + 2] = b'0' + (n % 10) as u8;
+            n += 1;
+        }
+        bytes
+    };
+    match std::str::from_utf8(&BYTES) {
+        Ok(text) => text,
+        Err(_) => panic!("digits are ASCII"),
+    }
+};
 
 /// `text` as a u64, exactly as `str::parse::<u64>` reads it (an optional
 /// `+`, then one or more ASCII digits, no overflow). Up to 19 digits cannot

@@ -251,6 +251,7 @@ struct Values<'a> {
 }
 
 impl Values<'_> {
+    #[inline]
     fn at(&self, index: Option<usize>) -> Option<&str> {
         self.values.get(index?)
     }
