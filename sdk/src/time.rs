@@ -32,27 +32,37 @@ pub fn push_rfc3339_millis(out: &mut String, unix_nanos: u64) {
     let days = secs / 86_400;
     let in_day = (secs - days * 86_400) as u32;
     let (year, month, day) = civil_from_days(days as u32);
-    // `YYYY-MM-DDTHH:MM:SS.mmmZ`, digit by digit: `format!` costs several
-    // times more in a filter's hot path.
+    // `YYYY-MM-DDTHH:MM:SS.mmmZ`, two digits at a time from a table:
+    // `format!`, or a step per digit, costs several times more in a
+    // filter's hot path.
     let mut text = *b"0000-00-00T00:00:00.000Z";
-    let fields = [
-        (year % 10_000, 0, 4),
-        (month, 5, 2),
-        (day, 8, 2),
-        (in_day / 3600, 11, 2),
-        (in_day % 3600 / 60, 14, 2),
-        (in_day % 60, 17, 2),
-        (millis, 20, 3),
-    ];
-    for (value, at, width) in fields {
-        let mut value = value;
-        for i in (at..at + width).rev() {
-            text[i] = b'0' + (value % 10) as u8;
-            value /= 10;
-        }
-    }
+    let mut two_digits = |at: usize, value: u32| {
+        let from = 2 * value as usize;
+        text[at..at + 2].copy_from_slice(&DIGIT_PAIRS[from..from + 2]);
+    };
+    two_digits(0, year / 100 % 100);
+    two_digits(2, year % 100);
+    two_digits(5, month);
+    two_digits(8, day);
+    two_digits(11, in_day / 3600);
+    two_digits(14, in_day / 60 % 60);
+    two_digits(17, in_day % 60);
+    two_digits(21, millis % 100);
+    text[20] = b'0' + (millis / 100) as u8;
     out.push_str(std::str::from_utf8(&text).expect("digits and separators are ASCII"));
 }
+
+/// `00` to `99`, one after the other, made when compiling.
+const DIGIT_PAIRS: [u8; 200] = {
+    let mut pairs = [0; 200];
+    let mut n = 0;
+    while n < 100 {
+        pairs[2 * n] = b'0' + (n / 10) as u8;
+        pairs[2 * n + 1] = b'0' + (n % 10) as u8;
+        n += 1;
+    }
+    pairs
+};
 
 /// The (year, month, day) of the `days`-th day after 1970-01-01, in the
 /// proleptic Gregorian calendar (Howard Hinnant's `civil_from_days`). In
