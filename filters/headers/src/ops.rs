@@ -1,5 +1,7 @@
 //! The operations on one message's headers, and the order they run in.
 
+use std::borrow::Cow;
+
 use crate::template::{Template, Var, invalid_value_char};
 
 /// The headers of a request or response, as the operations see them.
@@ -74,29 +76,44 @@ impl Ops {
         headers: &impl Headers,
         mut lookup: impl FnMut(&Var) -> String,
     ) -> Vec<Skipped> {
+        if self.vars().next().is_none() {
+            // Nothing to render: every value is a literal, checked when the
+            // config loaded, and no list of values is made.
+            self.run(
+                headers,
+                self.set.iter().map(|(_, t)| t.literal()),
+                self.set_if_absent.iter().map(|(_, t)| t.literal()),
+                self.add.iter().map(|(_, t)| t.literal()),
+            );
+            return Vec::new();
+        }
         let mut skipped = Vec::new();
-        let mut render = |op, list: &[(String, Template)]| -> Vec<Option<String>> {
-            list.iter()
-                .map(|(name, template)| {
-                    let value = template.render(&mut lookup);
-                    match invalid_value_char(&value) {
-                        None => Some(value),
-                        Some(bad) => {
-                            skipped.push(Skipped {
-                                op,
-                                name: name.clone(),
-                                bad,
-                            });
-                            None
-                        }
-                    }
-                })
-                .collect()
-        };
-        let set = render("set", &self.set);
-        let set_if_absent = render("set_if_absent", &self.set_if_absent);
-        let add = render("add", &self.add);
+        let set = render("set", &self.set, &mut lookup, &mut skipped);
+        let set_if_absent = render(
+            "set_if_absent",
+            &self.set_if_absent,
+            &mut lookup,
+            &mut skipped,
+        );
+        let add = render("add", &self.add, &mut lookup, &mut skipped);
+        self.run(
+            headers,
+            set.iter().map(|v| v.as_deref()),
+            set_if_absent.iter().map(|v| v.as_deref()),
+            add.iter().map(|v| v.as_deref()),
+        );
+        skipped
+    }
 
+    /// Runs the operations with the values of `set`, `set_if_absent` and
+    /// `add` (`None`: skipped).
+    fn run<'v>(
+        &self,
+        headers: &impl Headers,
+        set: impl Iterator<Item = Option<&'v str>>,
+        set_if_absent: impl Iterator<Item = Option<&'v str>>,
+        add: impl Iterator<Item = Option<&'v str>>,
+    ) {
         for name in &self.remove {
             headers.remove(name);
         }
@@ -113,23 +130,53 @@ impl Ops {
         }
         for ((name, _), value) in self.set.iter().zip(set) {
             if let Some(value) = value {
-                headers.set(name, &value);
+                headers.set(name, value);
             }
         }
         for ((name, _), value) in self.set_if_absent.iter().zip(set_if_absent) {
             if let Some(value) = value
                 && !headers.contains(name)
             {
-                headers.set(name, &value);
+                headers.set(name, value);
             }
         }
         for ((name, _), value) in self.add.iter().zip(add) {
             if let Some(value) = value {
-                headers.append(name, &value);
+                headers.append(name, value);
             }
         }
-        skipped
     }
+}
+
+/// The values of `list`'s operations (`op`), rendered with `lookup`; `None`
+/// for a value invalid for HTTP, reported in `skipped`.
+fn render<'a>(
+    op: &'static str,
+    list: &'a [(String, Template)],
+    lookup: &mut impl FnMut(&Var) -> String,
+    skipped: &mut Vec<Skipped>,
+) -> Vec<Option<Cow<'a, str>>> {
+    list.iter()
+        .map(|(name, template)| {
+            // A template without variables is checked when the config
+            // loads, and needs no string of its own.
+            if let Some(text) = template.literal() {
+                return Some(Cow::Borrowed(text));
+            }
+            let value = template.render(&mut *lookup);
+            match invalid_value_char(&value) {
+                None => Some(Cow::Owned(value)),
+                Some(bad) => {
+                    skipped.push(Skipped {
+                        op,
+                        name: name.clone(),
+                        bad,
+                    });
+                    None
+                }
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -160,6 +160,16 @@ impl Template {
         })
     }
 
+    /// The text, when the template has no variable: the same for every
+    /// request, and checked when the config loaded.
+    pub fn literal(&self) -> Option<&str> {
+        match self.parts.as_slice() {
+            [] => Some(""),
+            [Part::Literal(text)] => Some(text),
+            _ => None,
+        }
+    }
+
     /// The text with every variable replaced by what `lookup` returns for it.
     pub fn render(&self, mut lookup: impl FnMut(&Var) -> String) -> String {
         let mut out = String::new();
@@ -373,6 +383,15 @@ mod tests {
         assert!(req("%ROUTE%\r").is_err());
         assert!(req("\u{7f}%ROUTE%").is_err());
         assert!(req("x\0").is_err());
+    }
+
+    #[test]
+    fn only_a_template_without_variables_is_literal() {
+        assert_eq!(req("").unwrap().literal(), Some(""));
+        assert_eq!(req("weft").unwrap().literal(), Some("weft"));
+        assert_eq!(req("100%%").unwrap().literal(), Some("100%"));
+        assert_eq!(req("%ROUTE%").unwrap().literal(), None);
+        assert_eq!(req("a %ROUTE% b").unwrap().literal(), None);
     }
 
     #[test]

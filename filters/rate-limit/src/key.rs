@@ -187,11 +187,41 @@ pub fn bucket_key(id: &BucketId) -> String {
 
 /// Lower-case hex of `bytes`, appended to `out`.
 pub fn push_hex(out: &mut String, bytes: &[u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for byte in bytes {
-        out.push(DIGITS[usize::from(byte >> 4)] as char);
-        out.push(DIGITS[usize::from(byte & 0xf)] as char);
+    // Four bytes at a time into a buffer, and into `out` with one copy: a
+    // `String::push` per digit checks the capacity and encodes a `char`
+    // each time, and a loop per byte costs more than the arithmetic below.
+    for bytes in bytes.chunks(16) {
+        let mut hex = [0u8; 32];
+        for (digits, four) in hex.chunks_exact_mut(8).zip(bytes.chunks(4)) {
+            // Not `copy_from_slice` into a `[u8; 4]`: in a filter a copy
+            // whose length is known only at run time is a call out of the
+            // module.
+            let word = match <[u8; 4]>::try_from(four) {
+                Ok(four) => u32::from_le_bytes(four),
+                Err(_) => four
+                    .iter()
+                    .rev()
+                    .fold(0, |word, &b| word << 8 | u32::from(b)),
+            };
+            digits.copy_from_slice(&hex_digits(word).to_le_bytes());
+        }
+        out.push_str(std::str::from_utf8(&hex[..2 * bytes.len()]).expect("hex digits are ASCII"));
     }
+}
+
+/// The 8 hex digits of the 4 bytes of `word` (little-endian), in their
+/// order, as the bytes of a little-endian u64.
+fn hex_digits(word: u32) -> u64 {
+    const LOW_NIBBLES: u64 = 0x000f_000f_000f_000f;
+    // Byte i of `word` to the low byte of 16-bit lane i, in two steps.
+    let x = u64::from(word);
+    let x = (x | x << 16) & 0x0000_ffff_0000_ffff;
+    let x = (x | x << 8) & 0x00ff_00ff_00ff_00ff;
+    // In each lane, the high nibble first (the lower byte), then the low.
+    let nibbles = (x >> 4 & LOW_NIBBLES) | (x & LOW_NIBBLES) << 8;
+    // '0' + n, and 'a' - '0' - 10 = 39 more from 10 up (n + 6 reaches 16).
+    let letters = (nibbles + 0x0606_0606_0606_0606) >> 4 & 0x0101_0101_0101_0101;
+    nibbles + 0x3030_3030_3030_3030 + letters * 39
 }
 
 #[cfg(test)]
@@ -312,6 +342,17 @@ mod tests {
             recent.bucket(&policy, &values(5)),
             policy.bucket(&values(5))
         );
+    }
+
+    #[test]
+    fn hex_is_two_lower_case_digits_per_byte() {
+        let bytes: Vec<u8> = (0..=255).chain((0..=255).rev()).collect();
+        for len in (0..40).chain([255, 256, 257, bytes.len()]) {
+            let mut out = String::from("x");
+            push_hex(&mut out, &bytes[..len]);
+            let expected: String = bytes[..len].iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(out, format!("x{expected}"));
+        }
     }
 
     #[test]

@@ -3,6 +3,8 @@
 use serde::Deserialize;
 use weft_sdk::Phases;
 
+use crate::json::json_key;
+
 /// Nanoseconds since the proxy had the request's headers.
 pub const ELAPSED: &str = "request.elapsed_ns";
 /// When that was, in nanoseconds since the Unix epoch.
@@ -204,30 +206,37 @@ impl Field {
 
     /// The name in the config, which is also the key in the line.
     pub fn name(self) -> &'static str {
+        let key = self.json_key();
+        &key[2..key.len() - 2]
+    }
+
+    /// The field's key in the line with the comma before it, `,"<name>":`,
+    /// written with one copy.
+    pub fn json_key(self) -> &'static str {
         match self {
-            Field::Time => "time",
-            Field::StartUnixMs => "start_unix_ms",
-            Field::DurationMs => "duration_ms",
-            Field::RequestId => "request_id",
-            Field::Method => "method",
-            Field::Path => "path",
-            Field::Host => "host",
-            Field::Status => "status",
-            Field::Peer => "peer",
-            Field::Listener => "listener",
-            Field::Route => "route",
-            Field::Cluster => "cluster",
-            Field::Upstream => "upstream",
-            Field::Attempts => "attempts",
-            Field::UpstreamFailure => "upstream_failure",
-            Field::UserAgent => "user_agent",
-            Field::Referer => "referer",
-            Field::RequestContentLength => "request_content_length",
-            Field::ResponseContentLength => "response_content_length",
-            Field::Traceparent => "traceparent",
-            Field::TraceId => "trace_id",
-            Field::SpanId => "span_id",
-            Field::ParentSpanId => "parent_span_id",
+            Field::Time => json_key!("time"),
+            Field::StartUnixMs => json_key!("start_unix_ms"),
+            Field::DurationMs => json_key!("duration_ms"),
+            Field::RequestId => json_key!("request_id"),
+            Field::Method => json_key!("method"),
+            Field::Path => json_key!("path"),
+            Field::Host => json_key!("host"),
+            Field::Status => json_key!("status"),
+            Field::Peer => json_key!("peer"),
+            Field::Listener => json_key!("listener"),
+            Field::Route => json_key!("route"),
+            Field::Cluster => json_key!("cluster"),
+            Field::Upstream => json_key!("upstream"),
+            Field::Attempts => json_key!("attempts"),
+            Field::UpstreamFailure => json_key!("upstream_failure"),
+            Field::UserAgent => json_key!("user_agent"),
+            Field::Referer => json_key!("referer"),
+            Field::RequestContentLength => json_key!("request_content_length"),
+            Field::ResponseContentLength => json_key!("response_content_length"),
+            Field::Traceparent => json_key!("traceparent"),
+            Field::TraceId => json_key!("trace_id"),
+            Field::SpanId => json_key!("span_id"),
+            Field::ParentSpanId => json_key!("parent_span_id"),
         }
     }
 

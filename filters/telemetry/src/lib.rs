@@ -34,6 +34,7 @@
 //! last, and `on_request_headers` starts afresh.
 
 mod config;
+mod json;
 mod record;
 mod trace;
 
@@ -41,7 +42,7 @@ mod trace;
 mod phase_tests;
 
 use weft_sdk::log::{self, Level};
-use weft_sdk::property::PropertySet;
+use weft_sdk::property::{PropertySet, PropertyValues};
 use weft_sdk::{Action, Filter, Phases, Request, Response, metrics, random_u64};
 
 use crate::config::{Config, ELAPSED, Field, METHOD, ROUTE, START, STATUS, Settings};
@@ -67,6 +68,8 @@ struct Telemetry {
     /// This hop's trace context, from `on_request_headers` to `on_done`
     /// (with `trace`).
     trace: Option<Context>,
+    /// The buffer of the log lines, kept from one request to the next.
+    line: String,
 }
 
 #[weft_sdk::filter]
@@ -87,6 +90,7 @@ impl Filter for Telemetry {
             log_reads,
             settings,
             trace: None,
+            line: String::new(),
         })
     }
 
@@ -114,7 +118,7 @@ impl Filter for Telemetry {
         };
         let values = Values {
             reads,
-            values: set.read(),
+            values: set.values(),
         };
         let exchange = Exchange {
             method: values.at(reads.method).unwrap_or_default(),
@@ -142,13 +146,14 @@ impl Filter for Telemetry {
             return;
         }
         if span && let Some(trace) = &trace {
-            log::log(Level::Info, &record::span_line(&exchange, trace));
+            self.line.clear();
+            record::span_line(&mut self.line, &exchange, trace);
+            log::log(Level::Info, &self.line);
         }
         if let Some(fields) = access {
-            log::log(
-                Level::Info,
-                &record::access_line(fields, &exchange, &values),
-            );
+            self.line.clear();
+            record::access_line(&mut self.line, fields, &exchange, &values);
+            log::log(Level::Info, &self.line);
         }
     }
 }
@@ -242,16 +247,17 @@ impl Reads {
 /// The host's answer for one request.
 struct Values<'a> {
     reads: &'a Reads,
-    values: Vec<Option<String>>,
+    values: PropertyValues,
 }
 
 impl Values<'_> {
+    #[inline]
     fn at(&self, index: Option<usize>) -> Option<&str> {
-        self.values.get(index?)?.as_deref()
+        self.values.get(index?)
     }
 
     fn number(&self, index: Option<usize>) -> Option<u64> {
-        self.at(index)?.parse().ok()
+        json::parse_u64(self.at(index)?)
     }
 }
 
@@ -363,14 +369,16 @@ mod tests {
         assert_eq!(reads.fields, [Some(4), Some(3), None, Some(5), Some(5)]);
         let values = Values {
             reads: &reads,
-            values: vec![
-                Some("1500000".into()),
-                Some("api".into()),
-                Some("GET".into()),
-                Some("204".into()),
+            values: [
+                Some("1500000"),
+                Some("api"),
+                Some("GET"),
+                Some("204"),
                 None,
-                Some("1767225600123456789".into()),
-            ],
+                Some("1767225600123456789"),
+            ]
+            .into_iter()
+            .collect(),
         };
         assert_eq!(values.field(0), None);
         assert_eq!(values.field(1), Some("204"));
