@@ -27,22 +27,9 @@ for tool in wrk nginx taskset curl; do
     command -v "$tool" >/dev/null || { echo "bench/ab.sh: needs $tool (bench/run.sh --install)" >&2; exit 1; }
 done
 
-RUN=$(mktemp -d /tmp/weft-ab.XXXXXX)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$RUN"
-}
-trap cleanup EXIT
-
-KEY='x-api-key: bench-key-0123456789'
-mkdir -p "$RUN/up/tmp"
-if ! curl -s -o /dev/null --max-time 1 http://127.0.0.1:18000/; then
-    taskset -c 0 nginx -p "$RUN/up/" -c "$ROOT/bench/configs/nginx-upstream.conf" -e stderr \
-        >/dev/null 2>&1 &
-    PIDS+=("$!")
-fi
+NAME=ab
+# shellcheck source=bench/lib/side.sh
+. "$ROOT/bench/lib/side.sh"
 
 # side → one line: req/s  p50-at-1-connection(µs)
 measure() {

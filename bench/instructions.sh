@@ -33,22 +33,9 @@ for tool in valgrind callgrind_control curl nginx taskset; do
     command -v "$tool" >/dev/null || { echo "bench/instructions.sh: needs $tool (bench/run.sh --install; apt-get install valgrind)" >&2; exit 1; }
 done
 
-RUN=$(mktemp -d /tmp/weft-instructions.XXXXXX)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$RUN"
-}
-trap cleanup EXIT
-
-KEY='x-api-key: bench-key-0123456789'
-mkdir -p "$RUN/up/tmp"
-if ! curl -s -o /dev/null --max-time 1 http://127.0.0.1:18000/; then
-    taskset -c 0 nginx -p "$RUN/up/" -c "$ROOT/bench/configs/nginx-upstream.conf" -e stderr \
-        >/dev/null 2>&1 &
-    PIDS+=("$!")
-fi
+NAME=instructions
+# shellcheck source=bench/lib/side.sh
+. "$ROOT/bench/lib/side.sh"
 
 side=0
 for spec in "$@"; do
