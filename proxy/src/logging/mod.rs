@@ -30,7 +30,7 @@
 //! filters' lines). A filter given a `log_file` logs there instead
 //! ([`files`]).
 
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, IsTerminal};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
