@@ -343,25 +343,36 @@ async fn time_a_worker_waits_for_a_busy_cpu_does_not_count_against_a_deadline() 
         pin(tid, cpu);
     }
     let spin = format!("{}/spin/x", weft.url("public"));
-    // With the CPU to itself: how long PROBE turns take (the median of 3).
-    let mut probes = Vec::new();
-    for _ in 0..4 {
-        let (r, took) = timed_get(&spin).await;
-        assert_eq!(r.status, 200, "{}", weft.log_text());
-        probes.push(took);
+    // With the CPU to itself: how long a request takes (the median of 3,
+    // after one to warm up).
+    let alone = || async {
+        let mut took = Vec::new();
+        for _ in 0..4 {
+            let (r, t) = timed_get(&spin).await;
+            assert_eq!(r.status, 200, "{}", weft.log_text());
+            took.push(t);
+        }
+        took.remove(0);
+        took.sort();
+        took[1]
+    };
+    // Enough turns for 70 ms of the CPU, over the deadline at a quarter of
+    // it: the time per turn is not quite proportional, so a few rounds.
+    let (mut turns, mut took) = (PROBE, alone().await);
+    for _ in 0..3 {
+        if (60..=85).contains(&took.as_millis()) {
+            break;
+        }
+        turns = (turns as f64 * 70.0 / took.as_secs_f64() / 1000.0) as u64;
+        let outcome = weft.reload(&yaml(turns));
+        assert!(outcome.contains("config reloaded"), "{outcome}");
+        took = alone().await;
     }
-    probes.remove(0);
-    probes.sort();
-    // Enough turns for 70 ms of the CPU: over the deadline at a quarter of it.
-    let turns = (PROBE as f64 * 70.0 / probes[1].as_secs_f64() / 1000.0) as u64;
-    let outcome = weft.reload(&yaml(turns));
-    assert!(outcome.contains("config reloaded"), "{outcome}");
-    let (r, alone) = timed_get(&spin).await;
-    assert_eq!(r.status, 200, "{}", weft.log_text());
     assert!(
-        alone < DEADLINE / 2,
-        "{turns} turns took {alone:?} with the CPU to itself (probes {probes:?})"
+        (50..=100).contains(&took.as_millis()),
+        "{turns} turns took {took:?} with the CPU to itself"
     );
+    let alone = took;
     // Three more threads spinning on that CPU: the proxy gets a quarter.
     let busy = BusyCpu::start(cpu, 3);
     let mut took = Vec::new();
