@@ -245,14 +245,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn deadline_schedstat_parses_the_run_queue_wait() {
+    fn schedstat_parses_the_run_queue_wait() {
         assert_eq!(parse_wait(b"840175 3227744 2\n"), Some(3_227_744));
         assert_eq!(parse_wait(b"840175\n"), None);
         assert_eq!(parse_wait(b"x y z"), None);
     }
 
     #[test]
-    fn deadline_credit_trusts_a_mark_for_its_allowance_only() {
+    fn credit_trusts_a_mark_for_its_allowance_only() {
         // Read 5 ms before the call, 40 ms of wait since: all of it.
         let r = pack(1_000, 7_000);
         assert_eq!(credit(r, 47_000, 1_005, 10), Duration::from_millis(40));
@@ -266,7 +266,7 @@ mod tests {
     }
 
     #[test]
-    fn deadline_credit_wraps_both_clocks() {
+    fn credit_wraps_both_clocks() {
         let r = pack(u32::MAX - 2, u32::MAX - 999);
         // 4 ms and 3 ms later, across both wraps: 3 ms of wait, 1 ms old.
         assert_eq!(credit(r, 2_000, 1, 10), Duration::from_millis(3));
@@ -276,7 +276,7 @@ mod tests {
     /// credited the time it waited for it.
     #[cfg(target_os = "linux")]
     #[test]
-    fn deadline_a_registered_thread_is_credited_its_run_queue_wait() {
+    fn a_registered_thread_is_credited_its_run_queue_wait() {
         use std::sync::atomic::{AtomicBool, Ordering};
 
         fn pin_to(cpu: usize) {
