@@ -41,16 +41,20 @@ impl Mark {
     pub const NONE: Mark = Mark(NONE);
 }
 
-/// A reading packs when it was taken (ms since [`imp::origin`], wrapping at
-/// 2^32 ms: 49 days) over the run-queue wait (µs, wrapping at 2^32 µs: 71
-/// minutes) into one word, so that both are loaded and stored together.
-/// Only differences of each are used, with wrapping arithmetic.
+// A reading packs when it was taken (ms since `imp::origin`, wrapping at
+// 2^32 ms: 49 days) over the run-queue wait (µs, wrapping at 2^32 µs: 71
+// minutes) into one word, so that both are loaded and stored together.
+// Only differences of each are used, with wrapping arithmetic.
+
+/// No reading.
 const NONE: u64 = u64::MAX;
 
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 fn pack(at_ms: u32, wait_us: u32) -> u64 {
     (u64::from(at_ms) << 32) | u64::from(wait_us)
 }
 
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 fn unpack(reading: u64) -> (u32, u32) {
     ((reading >> 32) as u32, reading as u32)
 }
@@ -60,6 +64,7 @@ fn unpack(reading: u64) -> (u32, u32) {
 /// A reading taken before the call started includes the wait between the
 /// two; it is trusted for `allowance_ms` of that, and the credit is cut by
 /// however much older the reading is.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 fn credit(reading: u64, now_us: u32, started_ms: u32, allowance_ms: u32) -> Duration {
     if reading == NONE {
         return Duration::ZERO;
@@ -73,6 +78,7 @@ fn credit(reading: u64, now_us: u32, started_ms: u32, allowance_ms: u32) -> Dura
 }
 
 /// The second number of a `schedstat` file: run-queue wait in ns.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 fn parse_wait(text: &[u8]) -> Option<u64> {
     let text = std::str::from_utf8(text).ok()?;
     text.split_ascii_whitespace().nth(1)?.parse().ok()
@@ -96,7 +102,7 @@ mod imp {
     struct Record {
         /// Its `schedstat`, open.
         file: File,
-        /// The last reading (packed, see [`super::NONE`]).
+        /// The last reading, packed.
         last: AtomicU64,
         /// The first reading after the watchdog was parked.
         resumed: AtomicU64,
@@ -108,7 +114,9 @@ mod imp {
             let mut buf = [0u8; 96];
             let n = self.file.read_at(&mut buf, 0).ok()?;
             let wait_ns = parse_wait(&buf[..n])?;
-            let at_ms = Instant::now().saturating_duration_since(origin()).as_millis();
+            let at_ms = Instant::now()
+                .saturating_duration_since(origin())
+                .as_millis();
             Some(pack(at_ms as u32, (wait_ns / 1000) as u32))
         }
     }
