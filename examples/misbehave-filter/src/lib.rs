@@ -274,6 +274,10 @@ mod tests {
 
         let filter = new(r#"{"do": "loop", "phase": "done"}"#).unwrap();
         assert_eq!(filter.phases(), Phases::REQUEST_HEADERS | Phases::DONE);
+
+        let filter = new(r#"{"spin_iterations": 1000}"#).unwrap();
+        assert_eq!(filter.spin_iterations, Some(1000));
+        assert_eq!(filter.phases(), Phases::REQUEST_HEADERS);
     }
 
     #[test]
