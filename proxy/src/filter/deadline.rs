@@ -25,7 +25,7 @@
 //! Nor does time the call's thread was ready to run but waited for a CPU
 //! that other processes held (run-queue wait, on a busy machine): on Linux
 //! the worker threads register ([`runqueue`]), the watchdog re-reads their
-//! run-queue wait at each wake-up while calls are being made, a call keeps
+//! run-queue wait at each wake-up (once a second when parked), a call keeps
 //! its thread's last reading when it starts (an atomic load), and a call
 //! found overdue by wall clock reads its thread's wait again and does not
 //! count the difference. Stalls of the whole process can show as run-queue
@@ -221,8 +221,8 @@ fn watch(shared: &Shared, engine: &wasmtime::EngineWeak) {
     let mut last_arms = 0;
     // When the last sleep was to end (ns since the origin).
     let mut asked: Option<u64> = None;
-    // Whether the last wake-up refreshed the run-queue readings.
-    let mut refreshed = false;
+    // Whether the last wake-up found calls being made.
+    let mut was_active = false;
     loop {
         let now = shared.nanos(Instant::now());
         // Counted before the slots are looked at, so that a call the stall
@@ -255,13 +255,14 @@ fn watch(shared: &Shared, engine: &wasmtime::EngineWeak) {
             0
         };
         last_arms = found.arms;
-        // Readings for calls that become overdue (see `runqueue`): at every
-        // wake-up but those that find the watchdog parked and idle.
-        let refreshing = !parked || idle_wakes == 0;
-        if refreshing {
-            runqueue::refresh(!refreshed);
-        }
-        refreshed = refreshing;
+        // Readings for calls that become overdue (see `runqueue`).
+        let active = idle_wakes == 0;
+        runqueue::refresh(match (active, was_active) {
+            (false, _) => runqueue::Wake::Idle,
+            (true, false) => runqueue::Wake::Resumed,
+            (true, true) => runqueue::Wake::Active,
+        });
+        was_active = active;
         if parked && engine.upgrade().is_none() {
             return;
         }

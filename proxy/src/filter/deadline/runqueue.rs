@@ -10,8 +10,9 @@
 //!   its file is kept open, in a record the thread finds through a
 //!   thread-local and the watchdog through a registry;
 //! - the watchdog re-reads every registered thread's file at each wake-up
-//!   while calls are being made ([`refresh`]), off the request path, and
-//!   stores the reading with when it was taken;
+//!   ([`refresh`]: about once per deadline while calls are being made, once
+//!   a second while it is parked), off the request path, and stores the
+//!   reading with when it was taken;
 //! - a call, when it starts, keeps its thread's last reading ([`mark`]: a
 //!   thread-local access and an atomic load);
 //! - only a call overdue by wall clock reads its thread's file again
@@ -60,16 +61,18 @@ fn unpack(reading: u64) -> (u32, u32) {
 }
 
 /// The run-queue wait a call that started at `started_ms` may be credited,
-/// from `reading` to a wait of `now_us` read after the call became overdue.
+/// from `reading` to the reading `now` taken after the call became overdue.
 /// A reading taken before the call started includes the wait between the
 /// two; it is trusted for `allowance_ms` of that, and the credit is cut by
 /// however much older the reading is.
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-fn credit(reading: u64, now_us: u32, started_ms: u32, allowance_ms: u32) -> Duration {
-    if reading == NONE {
+fn credit(reading: u64, now: u64, started_ms: u32, allowance_ms: u32) -> Duration {
+    let (now_ms, now_us) = unpack(now);
+    let (at_ms, wait_us) = unpack(reading);
+    // A reading from after `now` is not one: none, or wrapped around.
+    if reading == NONE || at_ms.wrapping_sub(now_ms) as i32 > 0 {
         return Duration::ZERO;
     }
-    let (at_ms, wait_us) = unpack(reading);
     let queued_us = u64::from(now_us.wrapping_sub(wait_us));
     // Negative when the reading was taken after the call started.
     let age_ms = started_ms.wrapping_sub(at_ms) as i32;
@@ -84,6 +87,22 @@ fn parse_wait(text: &[u8]) -> Option<u64> {
     text.split_ascii_whitespace().nth(1)?.parse().ok()
 }
 
+/// What a wake-up of the watchdog found, for [`refresh`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wake {
+    /// No call in flight and none started since the last wake-up: the
+    /// readings are kept fresh (a parked watchdog wakes once a second), so
+    /// that none grows old enough for its packed clocks to wrap, and the
+    /// first reading after a resumption is forgotten.
+    Idle,
+    /// Calls again after an idle wake-up (a call woke the parked
+    /// watchdog): the reading is also kept as the first after, for calls
+    /// that started while the watchdog slept.
+    Resumed,
+    /// Calls being made, as at the last wake-up.
+    Active,
+}
+
 pub use imp::{mark, queued_since, refresh, register_thread};
 
 #[cfg(target_os = "linux")]
@@ -96,7 +115,7 @@ mod imp {
     use std::sync::{Arc, Mutex, OnceLock, Weak};
     use std::time::{Duration, Instant};
 
-    use super::{Mark, credit, pack, parse_wait};
+    use super::{Mark, Wake, credit, pack, parse_wait};
 
     /// One registered thread.
     struct Record {
@@ -174,18 +193,19 @@ mod imp {
         CURRENT.with(|c| c.get().map_or(Mark::NONE, |r| Mark(r.last.load(Relaxed))))
     }
 
-    /// Re-reads every registered thread's wait (the watchdog, while calls
-    /// are being made). `resumed`: the watchdog did not refresh at its last
-    /// wake-up (it was parked): this reading is kept as the first after.
-    pub fn refresh(resumed: bool) {
+    /// Re-reads every registered thread's wait: the watchdog, at each
+    /// wake-up (see [`Wake`]).
+    pub fn refresh(wake: Wake) {
         THREADS.lock().unwrap().retain(|weak| {
             let Some(record) = weak.upgrade() else {
                 return false;
             };
             if let Some(reading) = record.read() {
                 record.last.store(reading, Relaxed);
-                if resumed {
-                    record.resumed.store(reading, Relaxed);
+                match wake {
+                    Wake::Resumed => record.resumed.store(reading, Relaxed),
+                    Wake::Idle => record.resumed.store(super::NONE, Relaxed),
+                    Wake::Active => {}
                 }
             }
             true
@@ -205,12 +225,11 @@ mod imp {
             let record = c.get()?;
             let now = record.read()?;
             record.last.store(now, Relaxed);
-            let now_us = super::unpack(now).1;
             let started_ms = ms(started);
             let allowance_ms = allowance.as_millis().min(u32::MAX.into()) as u32;
-            let from_mark = credit(mark.0, now_us, started_ms, allowance_ms);
+            let from_mark = credit(mark.0, now, started_ms, allowance_ms);
             let resumed = record.resumed.load(Relaxed);
-            let from_resumed = credit(resumed, now_us, started_ms, allowance_ms);
+            let from_resumed = credit(resumed, now, started_ms, allowance_ms);
             Some(from_mark.max(from_resumed))
         })
     }
@@ -220,7 +239,7 @@ mod imp {
 mod imp {
     use std::time::{Duration, Instant};
 
-    use super::Mark;
+    use super::{Mark, Wake};
 
     /// Elsewhere than Linux there is no per-thread run-queue wait to read:
     /// calls are timed without it.
@@ -238,7 +257,7 @@ mod imp {
     }
 
     /// Nothing to read.
-    pub fn refresh(_resumed: bool) {}
+    pub fn refresh(_: Wake) {}
 
     /// No credit.
     pub fn queued_since(_: Mark, _: Instant, _: Duration) -> Option<Duration> {
@@ -263,21 +282,24 @@ mod tests {
     fn credit_trusts_a_mark_for_its_allowance_only() {
         // Read 5 ms before the call, 40 ms of wait since: all of it.
         let r = pack(1_000, 7_000);
-        assert_eq!(credit(r, 47_000, 1_005, 10), Duration::from_millis(40));
+        let now = pack(9_500, 47_000);
+        assert_eq!(credit(r, now, 1_005, 10), Duration::from_millis(40));
         // Read 30 ms before with a 10 ms allowance: 20 ms less.
-        assert_eq!(credit(r, 47_000, 1_030, 10), Duration::from_millis(20));
+        assert_eq!(credit(r, now, 1_030, 10), Duration::from_millis(20));
         // Much older: nothing, never negative.
-        assert_eq!(credit(r, 47_000, 9_000, 10), Duration::ZERO);
+        assert_eq!(credit(r, now, 9_000, 10), Duration::ZERO);
         // Read after the call started: all the wait since.
-        assert_eq!(credit(r, 47_000, 990, 10), Duration::from_millis(40));
-        assert_eq!(credit(NONE, 47_000, 990, 10), Duration::ZERO);
+        assert_eq!(credit(r, now, 990, 10), Duration::from_millis(40));
+        assert_eq!(credit(NONE, now, 990, 10), Duration::ZERO);
+        // From after `now`: wrapped around, not a reading of this call.
+        assert_eq!(credit(r, pack(999, 47_000), 990, 10), Duration::ZERO);
     }
 
     #[test]
     fn credit_wraps_both_clocks() {
         let r = pack(u32::MAX - 2, u32::MAX - 999);
         // 4 ms and 3 ms later, across both wraps: 3 ms of wait, 1 ms old.
-        assert_eq!(credit(r, 2_000, 1, 10), Duration::from_millis(3));
+        assert_eq!(credit(r, pack(2, 2_000), 1, 10), Duration::from_millis(3));
     }
 
     /// A registered thread that shares its CPU with a busy thread is
@@ -304,7 +326,7 @@ mod tests {
         let measured = std::thread::spawn(move || {
             pin_to(cpu);
             register_thread().expect("schedstat");
-            refresh(false);
+            refresh(Wake::Active);
             let started = Instant::now();
             let mark = mark();
             assert_ne!(mark, Mark::NONE);
