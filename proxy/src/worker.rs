@@ -56,6 +56,14 @@ pub fn start(
         std::thread::Builder::new()
             .name(format!("weft-worker-{w}"))
             .spawn(move || {
+                // Its filter calls' deadlines then do not count the time it
+                // waits for a CPU other processes hold.
+                if let Err(e) = crate::filter::deadline::runqueue::register_thread() {
+                    tracing::debug!(
+                        worker = w,
+                        "filter deadlines count run-queue wait on this worker: {e}"
+                    );
+                }
                 runtime.block_on(async move {
                     tokio::spawn(anchor_timers());
                     tokio::spawn(sweep_upstream_pool(proxy.clone()));

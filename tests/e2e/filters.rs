@@ -232,6 +232,167 @@ async fn a_stall_of_the_whole_proxy_does_not_count_against_a_deadline() {
     assert_eq!(weft.log_count("deadline of"), 0, "{}", weft.log_text());
 }
 
+/// The first CPU this process may run on.
+fn first_allowed_cpu() -> usize {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set, filled by the call.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        assert_eq!(
+            libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set),
+            0
+        );
+        (0..libc::CPU_SETSIZE as usize)
+            .find(|&cpu| libc::CPU_ISSET(cpu, &set))
+            .expect("some CPU allowed")
+    }
+}
+
+/// Restricts thread `tid` (0: the calling thread) to `cpu`.
+fn pin(tid: libc::pid_t, cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(tid, std::mem::size_of_val(&set), &set),
+            0,
+            "cannot pin thread {tid} to CPU {cpu}"
+        );
+    }
+}
+
+/// Threads spinning on one CPU, stopped when dropped or after 10 s.
+struct BusyCpu {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl BusyCpu {
+    fn start(cpu: usize, threads: usize) -> BusyCpu {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let pinned = std::sync::Arc::new(AtomicUsize::new(0));
+        let threads = (0..threads)
+            .map(|_| {
+                let (stop, pinned) = (stop.clone(), pinned.clone());
+                std::thread::spawn(move || {
+                    pin(0, cpu);
+                    pinned.fetch_add(1, Ordering::SeqCst);
+                    let begun = std::time::Instant::now();
+                    while !stop.load(Ordering::Relaxed)
+                        && begun.elapsed() < std::time::Duration::from_secs(10)
+                    {
+                        for _ in 0..10_000 {
+                            std::hint::spin_loop();
+                        }
+                    }
+                })
+            })
+            .collect::<Vec<_>>();
+        let begun = std::time::Instant::now();
+        while pinned.load(Ordering::SeqCst) < threads.len() {
+            assert!(begun.elapsed() < std::time::Duration::from_secs(10));
+            std::thread::yield_now();
+        }
+        BusyCpu { stop, threads }
+    }
+}
+
+impl Drop for BusyCpu {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A GET of `url` and how long it took.
+async fn timed_get(url: &str) -> (weft_test_harness::Reply, std::time::Duration) {
+    let started = std::time::Instant::now();
+    let reply = get(url).await;
+    (reply, started.elapsed())
+}
+
+/// On a busy machine a call waits for the CPU other processes hold; that
+/// wait is not the filter's time and does not count against its deadline.
+/// A filter that loops is still cut off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_a_worker_waits_for_a_busy_cpu_does_not_count_against_a_deadline() {
+    use std::time::Duration;
+    const DEADLINE: Duration = Duration::from_millis(200);
+    let up = Upstream::start().await;
+    let yaml = |turns: u64| {
+        let filters = format!(
+            "  misbehave: {{ path: {}, deadline_ms: {} }}",
+            wasm("misbehave_filter"),
+            DEADLINE.as_millis()
+        );
+        let routes = format!(
+            "      - {{ name: spin, match: {{ path_prefix: /spin/ }}, filters: [{{ filter: misbehave, config: {{ spin_iterations: {turns} }} }}], cluster: backend }}\n      \
+             - {{ name: loop, match: {{ path_prefix: /loop/ }}, filters: [{{ filter: misbehave, config: {{ do: loop }} }}], cluster: backend }}"
+        );
+        config(&filters, &routes, up.addr)
+    };
+    // One worker, every thread of the proxy on one CPU.
+    let cpu = first_allowed_cpu();
+    const PROBE: u64 = 20_000_000;
+    let weft = crate::start_workers(&yaml(PROBE), 1);
+    for task in std::fs::read_dir(format!("/proc/{}/task", weft.pid())).unwrap() {
+        let tid = task.unwrap().file_name().to_str().unwrap().parse().unwrap();
+        pin(tid, cpu);
+    }
+    let spin = format!("{}/spin/x", weft.url("public"));
+    // With the CPU to itself: how long a request takes (the median of 3,
+    // after one to warm up).
+    let alone = || async {
+        let mut took = Vec::new();
+        for _ in 0..4 {
+            let (r, t) = timed_get(&spin).await;
+            assert_eq!(r.status, 200, "{}", weft.log_text());
+            took.push(t);
+        }
+        took.remove(0);
+        took.sort();
+        took[1]
+    };
+    // Enough turns for 90 ms of the CPU, over the deadline at a quarter of
+    // it: the time per turn is not quite proportional, so a few rounds.
+    let (mut turns, mut took) = (PROBE, alone().await);
+    for _ in 0..3 {
+        if (80..=105).contains(&took.as_millis()) {
+            break;
+        }
+        turns = (turns as f64 * 90.0 / took.as_secs_f64() / 1000.0) as u64;
+        let outcome = weft.reload(&yaml(turns));
+        assert!(outcome.contains("config reloaded"), "{outcome}");
+        took = alone().await;
+    }
+    assert!(
+        (60..=120).contains(&took.as_millis()),
+        "{turns} turns took {took:?} with the CPU to itself"
+    );
+    let alone = took;
+    // Three more threads spinning on that CPU: the proxy gets a quarter.
+    let busy = BusyCpu::start(cpu, 3);
+    let mut took = Vec::new();
+    for _ in 0..3 {
+        let (r, t) = timed_get(&spin).await;
+        assert_eq!(r.status, 200, "after {t:?}: {}", weft.log_text());
+        took.push(t);
+    }
+    assert!(
+        took.iter().filter(|&&t| t > DEADLINE).count() >= 2,
+        "the CPU was not busy enough to prove anything: {took:?} (alone {alone:?})"
+    );
+    assert_eq!(weft.log_count("deadline of"), 0, "{}", weft.log_text());
+    // A loop, on the same busy CPU, is still stopped.
+    let (r, looped) = timed_get(&format!("{}/loop/x", weft.url("public"))).await;
+    drop(busy);
+    assert_eq!(r.status, 500, "after {looped:?}");
+    weft.wait_for_log("deadline of 200 ms exceeded", 1);
+}
+
 /// Context switches of each of the proxy's threads, by thread name.
 fn thread_switches(pid: u32) -> std::collections::HashMap<String, u64> {
     let mut switches = std::collections::HashMap::new();

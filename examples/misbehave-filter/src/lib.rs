@@ -9,6 +9,7 @@
 //!   "phase": "request_headers" | "response_headers" | "done" | "init",
 //!   "when_header": "x-doom",
 //!   "busy_ms": 300,
+//!   "spin_iterations": 50000000,
 //!   "init_error": "message",
 //!   "metrics": "forge" | "series_per_request",
 //!   "log": "text"
@@ -34,6 +35,10 @@
 //!   `phase` for this long of the filter's own running time, then go on. A
 //!   jump of the clock over 5 ms between two looks, when the proxy was
 //!   stopped, does not count.
+//! - `spin_iterations`: like `busy_ms`, but a fixed amount of work instead
+//!   of a length of time: this many turns of a loop the compiler cannot
+//!   remove, however long they take (on a busy machine, the same work
+//!   takes longer on the wall clock).
 //! - `init_error`: `init` fails with this message.
 //! - `metrics`: misuses the metrics API on every request (these are not
 //!   misbehaviours that stop the filter). `forge` makes `failures_total` a
@@ -74,6 +79,7 @@ struct Config {
     phase: Phase,
     when_header: Option<String>,
     busy_ms: Option<u64>,
+    spin_iterations: Option<u64>,
     init_error: Option<String>,
     metrics: Option<MetricsMisuse>,
     log: Option<String>,
@@ -106,6 +112,7 @@ struct Misbehave {
     phase: Phase,
     when_header: Option<String>,
     busy_ms: Option<u64>,
+    spin_iterations: Option<u64>,
     metrics: Option<MetricsMisuse>,
     log: Option<String>,
     pause_ms: Option<u64>,
@@ -118,6 +125,7 @@ impl Misbehave {
     fn doomed(&self, req: &Request) -> bool {
         (self.misbehaviour.is_some()
             || self.busy_ms.is_some()
+            || self.spin_iterations.is_some()
             || self.pause_ms.is_some()
             || self.retry_ms.is_some()
             || self.callout.is_some())
@@ -136,6 +144,9 @@ impl Misbehave {
             weft_sdk::warn!("misbehave-filter: busy for {ms} ms");
             misbehaviour::keep_busy(ms);
             weft_sdk::warn!("misbehave-filter: was busy for {ms} ms");
+        }
+        if let Some(turns) = self.spin_iterations {
+            misbehaviour::spin_for(turns);
         }
         if let Some(misbehaviour) = self.misbehaviour {
             weft_sdk::warn!("misbehave-filter: about to {}", misbehaviour.name());
@@ -166,6 +177,7 @@ impl Filter for Misbehave {
             phase: config.phase,
             when_header: config.when_header,
             busy_ms: config.busy_ms,
+            spin_iterations: config.spin_iterations,
             metrics: config.metrics,
             log: config.log,
             pause_ms: config.pause_ms,
@@ -262,6 +274,10 @@ mod tests {
 
         let filter = new(r#"{"do": "loop", "phase": "done"}"#).unwrap();
         assert_eq!(filter.phases(), Phases::REQUEST_HEADERS | Phases::DONE);
+
+        let filter = new(r#"{"spin_iterations": 1000}"#).unwrap();
+        assert_eq!(filter.spin_iterations, Some(1000));
+        assert_eq!(filter.phases(), Phases::REQUEST_HEADERS);
     }
 
     #[test]

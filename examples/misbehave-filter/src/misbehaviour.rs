@@ -103,6 +103,15 @@ pub fn keep_busy(ms: u64) {
     }
 }
 
+/// Turns a loop `turns` times, each turn a step the compiler cannot
+/// remove: a fixed amount of work.
+pub fn spin_for(turns: u64) {
+    let mut state = 0u64;
+    for _ in 0..turns {
+        state = std::hint::black_box(state.wrapping_add(1));
+    }
+}
+
 fn spin() -> ! {
     let mut turns = 0u64;
     loop {

@@ -21,6 +21,20 @@
 //! a call's clock subtracts the stalls seen since it started. While calls
 //! are being made the watchdog sleeps at most `MAX_PERIOD`, so it misses
 //! at most that much of a stall; once parked, the next call wakes it.
+//!
+//! Nor does time the call's thread was ready to run but waited for a CPU
+//! that other processes held (run-queue wait, on a busy machine): on Linux
+//! the worker threads register ([`runqueue`]), the watchdog re-reads their
+//! run-queue wait at each wake-up (once a second when parked), a call keeps
+//! its thread's last reading when it starts (an atomic load), and a call
+//! found overdue by wall clock reads its thread's wait again and does not
+//! count the difference. Stalls of the whole process can show as run-queue
+//! wait too (a CPU quota's throttling does), so the larger of the two is
+//! subtracted. The reading a call starts from may be up to one period old:
+//! the call may be credited up to that much wait from just before it
+//! started, leniency of at most one period. Threads that do not register
+//! (the snapshot builder, the proxy-wasm tick thread) and systems without
+//! `/proc/<pid>/task/<tid>/schedstat` count run-queue wait as before.
 
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::{Relaxed, Release, SeqCst};
@@ -29,6 +43,8 @@ use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use wasmtime::Engine;
+
+pub mod runqueue;
 
 /// How soon an overdue call is looked at again after the epoch advanced.
 const RECHECK: Duration = Duration::from_millis(1);
@@ -116,6 +132,12 @@ impl CallSlot {
     }
 }
 
+/// How long the watchdog sleeps while calls with `deadline` are being
+/// made, at most: its period, and so the age of a run-queue reading.
+pub fn period(deadline: Duration) -> Duration {
+    deadline.clamp(MIN_PERIOD, MAX_PERIOD)
+}
+
 /// The thread that advances the engine's epoch when a call is overdue.
 pub struct DeadlineWatchdog {
     shared: Arc<Shared>,
@@ -199,6 +221,8 @@ fn watch(shared: &Shared, engine: &wasmtime::EngineWeak) {
     let mut last_arms = 0;
     // When the last sleep was to end (ns since the origin).
     let mut asked: Option<u64> = None;
+    // Whether the last wake-up found calls being made.
+    let mut was_active = false;
     loop {
         let now = shared.nanos(Instant::now());
         // Counted before the slots are looked at, so that a call the stall
@@ -231,6 +255,14 @@ fn watch(shared: &Shared, engine: &wasmtime::EngineWeak) {
             0
         };
         last_arms = found.arms;
+        // Readings for calls that become overdue (see `runqueue`).
+        let active = idle_wakes == 0;
+        runqueue::refresh(match (active, was_active) {
+            (false, _) => runqueue::Wake::Idle,
+            (true, false) => runqueue::Wake::Resumed,
+            (true, true) => runqueue::Wake::Active,
+        });
+        was_active = active;
         if parked && engine.upgrade().is_none() {
             return;
         }

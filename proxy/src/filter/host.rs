@@ -12,7 +12,7 @@ use wasmtime::{ResourceLimiter, format_err};
 use super::bindings::weft::filter::host::{self, LogLevel, SharedEntry, SharedError};
 use super::bindings::weft::filter::host::{HttpRequest, HttpResponse};
 use super::callout::Callouts;
-use super::deadline::CallSlot;
+use super::deadline::{CallSlot, runqueue};
 use super::exchange::Exchange;
 use super::shared::SharedState;
 use crate::telemetry::Registry;
@@ -111,6 +111,9 @@ pub struct CallClock {
     pub callout_budget: std::time::Duration,
     /// [`CallSlot::stalled`] when the call started.
     pub stalled_before: std::time::Duration,
+    /// The thread's run-queue reading when the call started
+    /// ([`runqueue::mark`]).
+    pub queued_before: runqueue::Mark,
     /// Where the deadline watchdog reads when this call's deadline passes.
     pub slot: Arc<CallSlot>,
 }
@@ -119,19 +122,41 @@ impl CallClock {
     /// Guest time left before the deadline, if any. Waits on callouts and
     /// stalls of the whole process do not count.
     pub fn left(&self) -> Option<std::time::Duration> {
-        let stalled = self.slot.stalled().saturating_sub(self.stalled_before);
+        self.left_without(self.slot.stalled().saturating_sub(self.stalled_before))
+    }
+
+    /// Guest time left when `not_running` of the wall time since the call
+    /// started (besides its callouts) was not its own.
+    fn left_without(&self, not_running: std::time::Duration) -> Option<std::time::Duration> {
         let spent = self
             .started
             .elapsed()
             .saturating_sub(self.waited)
-            .saturating_sub(stalled);
+            .saturating_sub(not_running);
         self.deadline.checked_sub(spent).filter(|d| !d.is_zero())
+    }
+
+    /// Like [`CallClock::left`], and when that finds the call overdue, the
+    /// time its thread waited on a run queue does not count either: read
+    /// now (a system call, only for calls overdue by wall clock). Stalls of
+    /// the whole process also show as run-queue wait (a CPU quota's
+    /// throttling does), so the larger of the two is subtracted, not both.
+    pub fn left_on_cpu(&self) -> Option<std::time::Duration> {
+        self.left().or_else(|| {
+            let stalled = self.slot.stalled().saturating_sub(self.stalled_before);
+            let queued = runqueue::queued_since(
+                self.queued_before,
+                self.started,
+                super::deadline::period(self.deadline),
+            )?;
+            self.left_without(stalled.max(queued))
+        })
     }
 
     /// What the store does when the epoch advances: stop the call when its
     /// own time is up, else tell the watchdog when it now will be.
     pub fn on_epoch(&self) -> wasmtime::UpdateDeadline {
-        match self.left() {
+        match self.left_on_cpu() {
             Some(left) => {
                 self.slot.rearm(Instant::now() + left);
                 wasmtime::UpdateDeadline::Continue(1)

@@ -12,7 +12,7 @@ use wasmtime::{Engine, Store, Trap};
 use super::backtrace::Backtrace;
 use super::bindings::HttpFilter;
 use super::bindings::weft::filter::types::{Action, Phases};
-use super::deadline::DeadlineWatchdog;
+use super::deadline::{DeadlineWatchdog, runqueue};
 use super::exchange::{Exchange, Phase};
 use super::host::{CallClock, FilterIdentity, HostState, MemoryCap};
 use super::module::CompiledModule;
@@ -134,6 +134,7 @@ impl FilterInstance {
             .callout_phase_budget
             .min(callout_request_left);
         data.clock.stalled_before = data.clock.slot.stalled();
+        data.clock.queued_before = runqueue::mark();
         data.clock.slot.arm(started, data.clock.deadline);
         std::mem::swap(&mut data.exchange, exchange);
         // Any advance of the epoch makes the guest check its clock
@@ -365,6 +366,7 @@ impl InstancePool {
                 waited: Duration::ZERO,
                 callout_budget: self.shared.limits.callout_phase_budget,
                 stalled_before: slot.stalled(),
+                queued_before: runqueue::mark(),
                 slot,
             },
             property_sets: Vec::new(),

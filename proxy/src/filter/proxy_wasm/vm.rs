@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use wasmtime::{Engine, Instance, InstancePre, Store, TypedFunc};
 
 use super::state::{CallResponse, Guest, PluginShared, VmState};
-use crate::filter::deadline::DeadlineWatchdog;
+use crate::filter::deadline::{DeadlineWatchdog, runqueue};
 use crate::filter::exchange::Exchange;
 use crate::filter::host::{CallClock, FilterIdentity, MemoryCap};
 use crate::filter::instance::{FilterFailure, Limits, classify};
@@ -134,6 +134,7 @@ impl Vm {
                 waited: Duration::ZERO,
                 callout_budget: spec.limits.callout_phase_budget,
                 stalled_before: slot.stalled(),
+                queued_before: runqueue::mark(),
                 slot,
             },
             identity: spec.identity.clone(),
@@ -397,6 +398,7 @@ impl Vm {
         data.clock.started = started;
         data.clock.waited = Duration::ZERO;
         data.clock.stalled_before = data.clock.slot.stalled();
+        data.clock.queued_before = runqueue::mark();
         data.clock.slot.arm(started, data.clock.deadline);
         self.store.set_epoch_deadline(1);
         let result = f(&mut self.store);
