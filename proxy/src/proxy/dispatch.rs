@@ -2,8 +2,11 @@
 //! response, or — after the route's rewrites, with its mirror's copy
 //! started — the request sent to the cluster picked for it.
 
+use std::future::{Future, Ready, ready};
 use std::sync::Arc;
 use std::time::Duration;
+
+use futures_util::future::Either;
 
 use http::request::Parts;
 use http::{Response, StatusCode};
@@ -59,30 +62,37 @@ impl<'a> Dispatch<'a> {
     /// Makes attempt `props.attempt` of the request: the route's own
     /// answer, or the rewritten request sent upstream (mirrored on the
     /// first attempt).
-    pub async fn send(
-        &self,
+    ///
+    /// Not an `async fn`: its future would hold the head and body beside
+    /// the upstream send's future holding them again, and be moved whole
+    /// into every request's future. The work before sending is done here;
+    /// the future is the send itself, or the answer.
+    pub fn send<'s>(
+        &'s self,
         mut head: Parts,
         body: ProxyBody,
         timeout: Duration,
-        props: &mut RequestProps,
-    ) -> Response<ProxyBody> {
+        props: &'s mut RequestProps,
+    ) -> Either<Ready<Response<ProxyBody>>, impl Future<Output = Response<ProxyBody>> + 's> {
         let route = self.route;
         let Some(cluster) = self.cluster else {
-            return route
-                .action
-                .local_response(&head, self.peer.tls.is_some())
-                .expect("a route without a cluster answers itself");
+            return Either::Left(ready(
+                route
+                    .action
+                    .local_response(&head, self.peer.tls.is_some())
+                    .expect("a route without a cluster answers itself"),
+            ));
         };
         if let Some(rewrite) = &route.rewrite
             && let Err(e) = rewrite.apply(&mut head)
         {
             tracing::warn!(route = &*route.name, request_id = props.request_id, "{e}");
-            return local::error(
+            return Either::Left(ready(local::error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "rewrite_failed",
                 &e.to_string(),
                 &props.request_id,
-            );
+            )));
         }
         if props.attempt <= 1
             && let Some(m) = &route.mirror
@@ -98,6 +108,8 @@ impl<'a> Dispatch<'a> {
                 self.metrics,
             );
         }
-        forward(route, cluster, head, body, self.peer, timeout, props).await
+        Either::Right(forward(
+            route, cluster, head, body, self.peer, timeout, props,
+        ))
     }
 }
