@@ -4,8 +4,7 @@
 
 use std::time::Duration;
 
-use weft_test_harness::grpc::proto::EchoRequest;
-use weft_test_harness::grpc::{GrpcEcho, client};
+use weft_test_harness::grpc::{GrpcEcho, client, echo, expect_asked_to_fail};
 use weft_test_harness::tonic::{Code, Request};
 
 use crate::start;
@@ -34,13 +33,6 @@ async fn closed_port() -> std::net::SocketAddr {
     l.local_addr().unwrap()
 }
 
-fn echo(message: &str, delay_ms: u64) -> EchoRequest {
-    EchoRequest {
-        message: message.into(),
-        delay_ms,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_unary_and_bidi_streaming_pass_through_with_trailers() {
     let server = GrpcEcho::start().await;
@@ -67,20 +59,7 @@ async fn grpc_unary_and_bidi_streaming_pass_through_with_trailers() {
         assert_eq!(got.message, word);
     }
     tx.send(echo("fail", 0)).await.unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(10), inbound.message())
-        .await
-        .expect("the end within 10 s")
-        .expect_err("the call ends with the server's status");
-    assert_eq!(status.code(), Code::Aborted, "{status:?}");
-    assert_eq!(status.message(), "asked to fail");
-    assert_eq!(
-        status
-            .metadata()
-            .get("x-echo-trailer")
-            .map(|v| v.to_str().unwrap()),
-        Some("done"),
-        "{status:?}"
-    );
+    expect_asked_to_fail(&mut inbound).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

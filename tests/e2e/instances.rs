@@ -238,3 +238,45 @@ fn chain_entries_without_max_instances_share_what_the_configured_ones_leave() {
     assert!(ok, "{out}");
     assert!(out.contains("41 routes"), "{out}");
 }
+
+/// The address space `pid` has mapped, in KiB (`VmSize`).
+fn mapped_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmSize:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmSize in /proc/PID/status")
+}
+
+/// `WEFT_WASM_ALLOCATOR=on-demand` (for running the proxy under valgrind,
+/// `bench/instructions.sh`) serves filters without the instance pool's
+/// reservation of address space; without it the pool reserves terabytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_run_without_the_pool_when_allocated_on_demand() {
+    const TIB_IN_KIB: u64 = 1 << 30;
+    let up = Upstream::start().await;
+    let filters = format!("  add-header: {{ path: {} }}", wasm("add_header"));
+    let routes = "      - { name: all, filters: [{ filter: add-header, config: { request: { x-a: b } } }], cluster: backend }";
+    let yaml = config(&filters, routes, up.addr);
+    let pooled = start(&yaml);
+    let on_demand = weft_test_harness::Weft::start_with_env(
+        crate::bin(),
+        &yaml,
+        &[("WEFT_WASM_ALLOCATOR", "on-demand")],
+    );
+    for weft in [&pooled, &on_demand] {
+        let reply = weft_test_harness::get(&format!("{}/x", weft.url("public"))).await;
+        assert_eq!(reply.status, 200, "{}", weft.log_text());
+        assert_eq!(reply.json()["headers"]["x-a"], "b");
+    }
+    assert!(
+        mapped_kib(pooled.pid()) > TIB_IN_KIB,
+        "the pool is reserved"
+    );
+    assert!(
+        mapped_kib(on_demand.pid()) < TIB_IN_KIB,
+        "on demand, {} KiB mapped",
+        mapped_kib(on_demand.pid())
+    );
+}

@@ -18,8 +18,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use weft_test_harness::grpc::proto::EchoRequest;
-use weft_test_harness::grpc::{GrpcEcho, client as grpc_client};
+use weft_test_harness::grpc::{GrpcEcho, client as grpc_client, echo};
 use weft_test_harness::process::validate;
 use weft_test_harness::tonic::Code;
 use weft_test_harness::{Weft, client, get};
@@ -224,12 +223,8 @@ clusters:
         server.addr
     ));
     let mut c = grpc_client(&grpc.url("public")).await;
-    let slow = EchoRequest {
-        message: "late".into(),
-        delay_ms: 3000,
-    };
     let status = c
-        .unary(slow)
+        .unary(echo("late", 3000))
         .await
         .expect_err("the call outlives the limit");
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");

@@ -141,3 +141,34 @@ pub async fn client(url: &str) -> proto::echo_client::EchoClient<tonic::transpor
         .expect("connect the gRPC client");
     proto::echo_client::EchoClient::new(channel)
 }
+
+/// A request the service echoes with `message` after `delay_ms`; the
+/// message `fail` ends a chat with the service's error status.
+pub fn echo(message: &str, delay_ms: u64) -> EchoRequest {
+    EchoRequest {
+        message: message.into(),
+        delay_ms,
+    }
+}
+
+/// Waits, at most 10 s, for the end of a chat that was sent `fail`, and
+/// checks it is the service's: `ABORTED`, "asked to fail", with the trailer
+/// `x-echo-trailer: done`. Returns the status, for more checks of its
+/// metadata.
+pub async fn expect_asked_to_fail(inbound: &mut Streaming<EchoReply>) -> Status {
+    let status = tokio::time::timeout(Duration::from_secs(10), inbound.message())
+        .await
+        .expect("the end within 10 s")
+        .expect_err("the call ends with the server's status");
+    assert_eq!(status.code(), tonic::Code::Aborted, "{status:?}");
+    assert_eq!(status.message(), "asked to fail", "{status:?}");
+    assert_eq!(
+        status
+            .metadata()
+            .get("x-echo-trailer")
+            .map(|v| v.to_str().unwrap()),
+        Some("done"),
+        "{status:?}"
+    );
+    status
+}

@@ -31,6 +31,8 @@ pub struct Weft {
     pub config_path: PathBuf,
     bin: String,
     args: Vec<String>,
+    /// Extra environment variables, kept for restarts.
+    env: Vec<(String, String)>,
     log: Log,
     listeners: HashMap<String, SocketAddr>,
 }
@@ -119,6 +121,14 @@ impl Weft {
         Self::start_with_files(bin, config, args, &[])
     }
 
+    /// Like [`Weft::start`], with extra environment variables (kept for
+    /// restarts).
+    pub fn start_with_env(bin: &str, config: &str, env: &[(&str, &str)]) -> Weft {
+        let mut weft = Self::launch_with_files(bin, config, &[], &[], env);
+        weft.wait_listening();
+        weft
+    }
+
     /// Like [`Weft::start_with`], with `files` (name, content) written
     /// beside the config first, for `$file` references.
     pub fn start_with_files(
@@ -127,7 +137,7 @@ impl Weft {
         args: &[&str],
         files: &[(&str, &[u8])],
     ) -> Weft {
-        let mut weft = Self::launch_with_files(bin, config, args, files);
+        let mut weft = Self::launch_with_files(bin, config, args, files, &[]);
         weft.wait_listening();
         weft
     }
@@ -136,10 +146,16 @@ impl Weft {
     /// listeners (see [`Weft::wait_listening`]): under `--control` with no
     /// cache they are bound only once the first snapshot is served.
     pub fn launch_with(bin: &str, config: &str, args: &[&str]) -> Weft {
-        Self::launch_with_files(bin, config, args, &[])
+        Self::launch_with_files(bin, config, args, &[], &[])
     }
 
-    fn launch_with_files(bin: &str, config: &str, args: &[&str], files: &[(&str, &[u8])]) -> Weft {
+    fn launch_with_files(
+        bin: &str,
+        config: &str,
+        args: &[&str],
+        files: &[(&str, &[u8])],
+        env: &[(&str, &str)],
+    ) -> Weft {
         let dir = temp_dir("weft");
         for (name, bytes) in files {
             std::fs::write(dir.join(name), bytes).expect("write file");
@@ -147,24 +163,35 @@ impl Weft {
         let config_path = dir.join("weft.yaml");
         std::fs::write(&config_path, config).expect("write config");
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        let (child, log) = Self::spawn(bin, &config_path, &args);
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (child, log) = Self::spawn(bin, &config_path, &args, &env);
         Weft {
             child,
             config_path,
             bin: bin.to_string(),
             args,
+            env,
             log,
             listeners: HashMap::new(),
         }
     }
 
-    fn spawn(bin: &str, config_path: &Path, args: &[String]) -> (Child, Log) {
+    fn spawn(
+        bin: &str,
+        config_path: &Path,
+        args: &[String],
+        env: &[(String, String)],
+    ) -> (Child, Log) {
         let mut child = Command::new(bin)
             .arg("run")
             .arg("--config")
             .arg(config_path)
             .args(args)
             .env("WEFT_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -215,7 +242,7 @@ impl Weft {
     pub fn restart(&mut self) {
         self.resume_log_reading();
         self.kill9();
-        let (child, log) = Self::spawn(&self.bin, &self.config_path, &self.args);
+        let (child, log) = Self::spawn(&self.bin, &self.config_path, &self.args, &self.env);
         self.child = child;
         self.log = log;
         self.listeners.clear();

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use wasmtime::Linker;
 
-use super::{C, R, ok};
+use super::{C, R, give_found, ok};
 use crate::filter::proxy_wasm::abi::{MetricType, Status};
 use crate::filter::proxy_wasm::properties;
 use crate::filter::proxy_wasm::state::{
@@ -24,13 +24,8 @@ pub(super) fn add_to_linker(linker: &mut Linker<VmState>) -> wasmtime::Result<()
         |mut c: C<'_>, pp: i32, ps: i32, ret_ptr: i32, ret_size: i32| -> R {
             let path = read(&c, pp, ps)?;
             let context = c.data().effective;
-            match properties::get(c.data(), context, &path) {
-                Some(value) => {
-                    give(&mut c, &value, ret_ptr, ret_size)?;
-                    ok(Status::Ok)
-                }
-                None => ok(Status::NotFound),
-            }
+            let found = properties::get(c.data(), context, &path).ok_or(Status::NotFound);
+            give_found(&mut c, found, ret_ptr, ret_size)
         },
     )?;
     linker.func_wrap(

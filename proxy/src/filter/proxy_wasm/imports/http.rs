@@ -3,7 +3,7 @@
 
 use wasmtime::Linker;
 
-use super::{C, R, ok};
+use super::{C, R, give_found, ok};
 use crate::filter::bindings::weft::filter::host::HttpRequest;
 use crate::filter::bindings::weft::filter::types::LocalResponse;
 use crate::filter::proxy_wasm::abi::{self, BufferType, MapType, Status};
@@ -24,13 +24,8 @@ pub(super) fn add_to_linker(linker: &mut Linker<VmState>) -> wasmtime::Result<()
             let Some(kind) = BufferType::from_abi(kind) else {
                 return ok(Status::BadArgument);
             };
-            match headers::buffer(c.data(), kind, start as u32 as usize, max as u32 as usize) {
-                Ok(bytes) => {
-                    give(&mut c, &bytes, ret_ptr, ret_size)?;
-                    ok(Status::Ok)
-                }
-                Err(status) => ok(status),
-            }
+            let found = headers::buffer(c.data(), kind, start as u32 as usize, max as u32 as usize);
+            give_found(&mut c, found, ret_ptr, ret_size)
         },
     )?;
     linker.func_wrap(
@@ -98,13 +93,8 @@ pub(super) fn add_to_linker(linker: &mut Linker<VmState>) -> wasmtime::Result<()
                 return ok(Status::BadArgument);
             };
             let key = read(&c, kp, ks)?;
-            match headers::value(c.data(), map, &key) {
-                Ok(value) => {
-                    give(&mut c, &value, ret_ptr, ret_size)?;
-                    ok(Status::Ok)
-                }
-                Err(status) => ok(status),
-            }
+            let found = headers::value(c.data(), map, &key);
+            give_found(&mut c, found, ret_ptr, ret_size)
         },
     )?;
     for (name, add) in [

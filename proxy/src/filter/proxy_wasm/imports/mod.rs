@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use wasmtime::{Caller, Linker};
 
 use super::abi::{self, Status};
-use super::state::{VmState, read_string, write_u32, write_u64};
+use super::state::{VmState, give, read_string, write_u32, write_u64};
 
 /// Longest panic message kept for a trap report.
 const MAX_PANIC_MESSAGE: usize = crate::filter::host::MAX_PANIC_MESSAGE;
@@ -21,6 +21,23 @@ type R = wasmtime::Result<i32>;
 
 fn ok(status: Status) -> R {
     Ok(status as i32)
+}
+
+/// Hands the guest the bytes of `found` (at `ret_ptr`/`ret_size`) and
+/// answers `Ok`, or answers the status it failed with.
+fn give_found(
+    c: &mut C<'_>,
+    found: Result<impl AsRef<[u8]>, Status>,
+    ret_ptr: i32,
+    ret_size: i32,
+) -> R {
+    match found {
+        Ok(bytes) => {
+            give(c, bytes.as_ref(), ret_ptr, ret_size)?;
+            ok(Status::Ok)
+        }
+        Err(status) => ok(status),
+    }
 }
 
 /// Every `proxy_*` function this host provides, by name.
